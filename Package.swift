@@ -1,0 +1,78 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
+
+let package = Package(
+    name: "sluice",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "sluice", targets: ["SluiceCLI"]),
+        .executable(name: "sluice-bench", targets: ["SluiceBench"]),
+        .library(name: "SluiceCore", targets: ["SluiceCore"]),
+        .library(name: "SluiceRuntime", targets: ["SluiceRuntime"]),
+        .library(name: "SluiceReport", targets: ["SluiceReport"]),
+        .library(name: "SluiceCSV", targets: ["SluiceCSV"]),
+        .library(name: "SluiceJSONLines", targets: ["SluiceJSONLines"]),
+        .library(name: "SluiceSQLite", targets: ["SluiceSQLite"]),
+        .library(name: "SluiceTesting", targets: ["SluiceTesting"]),
+        .library(name: "SluiceWorkloads", targets: ["SluiceWorkloads"]),
+        .library(name: "SluiceConfig", targets: ["SluiceConfig"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+    ],
+    targets: [
+        .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+        .target(name: "CAllocCounter", path: "Sources/CAllocCounter"),
+        .target(name: "CSluiceSupport", path: "Sources/CSluiceSupport"),
+        .target(name: "SluiceCore", swiftSettings: strict),
+        .target(name: "SluiceReport", dependencies: ["SluiceCore"], swiftSettings: strict),
+        .target(name: "SluiceRuntime", dependencies: ["SluiceCore", "SluiceReport", "CZlib", "CSluiceSupport"], swiftSettings: strict),
+        .target(name: "SluiceCSV", dependencies: ["SluiceCore"], swiftSettings: strict),
+        .target(name: "SluiceJSONLines", dependencies: ["SluiceCore"], swiftSettings: strict),
+        .target(name: "SluiceSQLite", dependencies: ["SluiceCore", "SluiceRuntime", "CSQLite"], swiftSettings: strict),
+        .target(
+            name: "SluiceTesting", dependencies: ["SluiceCore", "SluiceRuntime"], swiftSettings: strict),
+        .target(name: "SluiceWorkloads", dependencies: ["SluiceCore", "SluiceRuntime", "CZlib"], swiftSettings: strict),
+        .target(
+            name: "SluiceConfig",
+            dependencies: [
+                "SluiceCore", "SluiceRuntime", "SluiceCSV", "SluiceJSONLines", "SluiceSQLite",
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "SluiceCLI",
+            dependencies: [
+                "SluiceCore", "SluiceRuntime", "SluiceReport", "SluiceSQLite", "SluiceConfig", "SluiceWorkloads",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "SluiceBench",
+            dependencies: [
+                "SluiceCore", "SluiceRuntime", "SluiceReport", "SluiceCSV", "SluiceJSONLines", "SluiceSQLite",
+                "SluiceWorkloads", "SluiceTesting", "CAllocCounter", "CSQLite",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict),
+        .testTarget(name: "SluiceCoreTests", dependencies: ["SluiceCore"]),
+        .testTarget(name: "SluiceRuntimeTests", dependencies: ["SluiceRuntime", "SluiceTesting", "SluiceCSV"]),
+        .testTarget(name: "SluiceReportTests", dependencies: ["SluiceReport"]),
+        .testTarget(name: "SluiceCSVTests", dependencies: ["SluiceCSV", "SluiceRuntime", "SluiceTesting"]),
+        .testTarget(name: "SluiceJSONLinesTests", dependencies: ["SluiceJSONLines", "SluiceRuntime", "SluiceTesting"]),
+        .testTarget(
+            name: "SluiceSQLiteTests",
+            dependencies: ["SluiceSQLite", "SluiceRuntime", "SluiceTesting", "SluiceCSV", "CSQLite"]),
+        .testTarget(
+            name: "SluiceCLITests",
+            dependencies: [
+                "SluiceWorkloads", "SluiceRuntime", "SluiceCSV", "SluiceSQLite", "SluiceTesting", "SluiceConfig",
+                "SluiceCLI",
+            ]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,274 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import SluiceConfig
+import SluiceCore
+import SluiceReport
+import SluiceRuntime
+import SluiceSQLite
+import SluiceWorkloads
+
+/// Exit statuses of the `sluice` command.
+enum ExitStatus {
+    /// Every record loaded.
+    static let clean: Int32 = 0
+    /// Aborted: too many errors, or a fatal error while running.
+    static let aborted: Int32 = 1
+    /// Bad usage, configuration or pipeline file; nothing was run.
+    static let usage: Int32 = 2
+    /// Completed, with rejected records (see the rejects file).
+    static let completedWithRejects: Int32 = 3
+    /// Interrupted by SIGINT or SIGTERM after flushing what was read.
+    static let interrupted: Int32 = 130
+}
+
+@main
+struct Sluice: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sluice",
+        abstract: "Move large volumes of records into stores fast, and see where every second went.",
+        discussion: """
+            Exit status: 0 clean, 3 completed with rejected records, 1 aborted (too many errors or a fatal \
+            error), 2 usage or configuration error, 130 interrupted (SIGINT/SIGTERM; committed batches are kept).
+            """,
+        subcommands: [Load.self, Run.self, Quickstart.self, Generate.self])
+
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let e as SluiceError {
+            FileHandle.standardError.write(Data("sluice: \(e)\n".utf8))
+            Foundation.exit(e.code == .config || e.code == .io ? ExitStatus.usage : ExitStatus.aborted)
+        } catch let e as ExitCode {
+            Foundation.exit(e.rawValue)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success { exit(withError: error) }
+            FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+            Foundation.exit(ExitStatus.usage)
+        }
+    }
+}
+
+/// Options shared by `load` and `run` that only affect reporting.
+struct ReportOptions: ParsableArguments {
+    @Option(name: .customLong("report-json"), help: "Also write the run report as JSON to this file.")
+    var reportJSON: String?
+
+    @Flag(name: .customLong("no-progress"), help: "Do not draw the live progress line.")
+    var noProgress = false
+}
+
+/// Runs a spec with signal handling, prints the report and exits with the matching status.
+func execute(_ spec: LoadSpec, reportJSON: String?) throws {
+    let pipeline = try spec.makePipeline()
+    let signals = SignalForwarder(pipeline: pipeline)
+    defer { signals.restore() }
+    let report = try pipeline.runBlocking()
+    FileHandle.standardError.write(Data(report.text.utf8))
+    if let path = reportJSON ?? spec.reportJSON {
+        do { try report.json().write(to: URL(fileURLWithPath: path)) } catch {
+            FileHandle.standardError.write(Data("sluice: cannot write the report to \(path): \(error)\n".utf8))
+        }
+    }
+    switch report.outcome {
+    case .clean: return
+    case .completedWithRejects: throw ExitCode(ExitStatus.completedWithRejects)
+    case .aborted: throw ExitCode(ExitStatus.aborted)
+    case .interrupted: throw ExitCode(ExitStatus.interrupted)
+    }
+}
+
+/// SIGINT/SIGTERM stop the reading and let the pipeline flush; a second signal exits at once.
+final class SignalForwarder: @unchecked Sendable {
+    private var sources: [any DispatchSourceSignal] = []
+
+    init(pipeline: Pipeline) {
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            var count = 0
+            s.setEventHandler {
+                count += 1
+                if count > 1 { Foundation.exit(ExitStatus.interrupted) }
+                FileHandle.standardError.write(
+                    Data("\nsluice: stopping (signal \(sig)); flushing what was read. Again to quit at once.\n".utf8))
+                pipeline.cancel()
+            }
+            s.resume()
+            sources.append(s)
+        }
+    }
+
+    func restore() {
+        for s in sources { s.cancel() }
+        signal(SIGINT, SIG_DFL)
+        signal(SIGTERM, SIG_DFL)
+    }
+}
+
+struct Load: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Load CSV or JSON Lines files (optionally gzip) into a store.",
+        discussion: """
+            Examples:
+              sluice load events.csv.gz --into sqlite:events.db --table events --key id --mode upsert
+              sluice load a.jsonl b.jsonl --into sqlite:out.db --table t --schema id:int64,name:string,ts:timestamp
+            """)
+
+    @Argument(help: "Input files (`-` for standard input). Gzip is detected from the content.")
+    var files: [String]
+
+    @Option(help: "Target store URL: sqlite:PATH.")
+    var into: String
+
+    @Option(help: "Target table (default: the first file's base name).")
+    var table: String?
+
+    @Option(help: "Input format: csv, tsv or jsonl (default: from the file name).")
+    var format: String?
+
+    @Option(help: "Schema as name:type,… (types: int64, float64, bool, string, bytes, timestamp, json; `!` = not null). Default: inferred from the first records.")
+    var schema: String?
+
+    @Option(help: "Key column(s), comma-separated, for --mode upsert.")
+    var key: String?
+
+    @Option(help: "append, upsert or replace (default: append).")
+    var mode: String = "append"
+
+    @Option(help: "CSV field delimiter (one character, or `tab`).")
+    var delimiter: String?
+
+    @Option(name: .customLong("null"), help: "CSV token meaning null (repeatable). Default: an unquoted empty field.")
+    var nullTokens: [String] = []
+
+    @Flag(name: .customLong("no-header"), help: "The CSV input has no header row (fields map by position).")
+    var noHeader = false
+
+    @Option(help: "File for rejected records (default: <table>.rejects.jsonl beside the database).")
+    var rejects: String?
+
+    @Option(name: .customLong("max-errors"), help: "Abort after this many rejected records (N), or this share (N%).")
+    var maxErrors: String?
+
+    @Option(name: .customLong("batch-rows"), help: "Maximum rows per batch (default: 65536).")
+    var batchRows: Int?
+
+    @Option(help: "Decode workers (default: one per core).")
+    var workers: Int?
+
+    @Option(name: .customLong("memory-fraction"), help: "Share of the machine's memory to budget (default: 0.25).")
+    var memoryFraction: Double = 0.25
+
+    @OptionGroup var report: ReportOptions
+
+    func run() throws {
+        var spec = LoadSpec()
+        spec.inputs = files
+        spec.into = into
+        spec.table = table
+        spec.format = format
+        spec.schema = schema
+        spec.key = key.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } } ?? []
+        spec.mode = mode
+        spec.delimiter = delimiter
+        spec.nullTokens = nullTokens.isEmpty ? nil : nullTokens
+        spec.header = !noHeader
+        spec.rejects = rejects
+        spec.maxErrors = maxErrors
+        if let batchRows {
+            guard batchRows >= 1 else { throw ValidationError("--batch-rows must be at least 1") }
+            spec.batching.maxRows = batchRows
+        }
+        spec.workers = workers
+        spec.memoryFraction = memoryFraction
+        spec.progress = !report.noProgress
+        try execute(spec, reportJSON: report.reportJSON)
+    }
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run a pipeline described in a YAML file.")
+
+    @Argument(help: "The pipeline file.")
+    var pipeline: String
+
+    @OptionGroup var report: ReportOptions
+
+    func run() throws {
+        var spec = try PipelineFile.load(path: pipeline)
+        spec.progress = !report.noProgress
+        try execute(spec, reportJSON: report.reportJSON)
+    }
+}
+
+struct Quickstart: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Make a demo dataset, load it into sluice-demo.db and print the run report.")
+
+    @Option(help: "Rows to generate.")
+    var rows: Int = 1_000_000
+
+    @Option(help: "Directory for the demo CSV.")
+    var dir: String = "sluice-demo"
+
+    @Option(help: "The demo database.")
+    var database: String = "sluice-demo.db"
+
+    func run() throws {
+        guard rows >= 1 else { throw ValidationError("--rows must be at least 1") }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let csv = dir + "/events.csv.gz"
+        let t0 = MonotonicClock.now()
+        print("sluice quickstart: writing \(Format.count(Int64(rows))) W0 rows to \(csv) …")
+        try W0Generator(rows: rows).write(to: csv, format: .csv, gzip: true)
+        print(String(format: "  generated in %.2f s", Double(MonotonicClock.now() - t0) / 1e9))
+        print("sluice quickstart: sluice load \(csv) --into sqlite:\(database) --table events --key id --mode upsert\n")
+        var spec = LoadSpec()
+        spec.inputs = [csv]
+        spec.into = "sqlite:" + database
+        spec.table = "events"
+        spec.key = ["id"]
+        spec.mode = "upsert"
+        spec.schema = W0Generator.schemaSpec
+        do {
+            try execute(spec, reportJSON: nil)
+        } catch let e as ExitCode where e.rawValue != 0 {
+            throw e
+        }
+        let db = try SQLiteConnection(path: database)
+        let rows = try db.query("SELECT count(*), min(ts), max(ts), round(sum(value), 2) FROM events")
+        if let r = rows.first {
+            print("\nsluice-demo.db now holds \(r[0] ?? "0") events from \(r[1] ?? "-") to \(r[2] ?? "-") (sum of value \(r[3] ?? "-")).")
+        }
+        print("Try: sqlite3 \(database) 'SELECT * FROM events LIMIT 5'")
+    }
+}
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write the deterministic W0 dataset (id, name, ts, value, tags) for trying and benchmarking.")
+
+    @Option(help: "Rows to generate.")
+    var rows: Int = 2_000_000
+
+    @Option(help: "csv or jsonl.")
+    var format: String = "csv"
+
+    @Flag(help: "Compress with gzip.")
+    var gzip = false
+
+    @Option(help: "Random seed.")
+    var seed: UInt64 = 42
+
+    @Option(name: .shortAndLong, help: "Output file.")
+    var output: String
+
+    func run() throws {
+        guard let f = W0Generator.Format(rawValue: format) else { throw ValidationError("--format must be csv or jsonl") }
+        guard rows >= 0 else { throw ValidationError("--rows must not be negative") }
+        try W0Generator(rows: rows, seed: seed).write(to: output, format: f, gzip: gzip)
+    }
+}

@@ -1,0 +1,170 @@
+import SluiceCore
+
+/// CSV dialect options (RFC 4180 by default).
+public struct CSVOptions: Sendable, Hashable {
+    /// The field delimiter. Default: `,`.
+    public var delimiter: UInt8 = UInt8(ascii: ",")
+    /// Whether the first record is a header naming the fields. Default: `true`.
+    public var header: Bool = true
+    /// Unquoted field values that mean null. Default: `nil`, meaning an unquoted empty field is null
+    /// (a quoted empty field `""` is always the empty string).
+    public var nullTokens: [String]? = nil
+    /// A quoted field longer than this makes its record malformed (bounds look-ahead on a stray quote).
+    /// Default: 16 MiB.
+    public var maxRecordBytes: Int = 16 << 20
+    /// Records read to infer a schema. Default: 1,000.
+    public var inferenceSampleRecords: Int = 1_000
+
+    /// Creates default options.
+    public init() {}
+}
+
+/// The CSV ``RecordFormat``: RFC 4180 with a header, quoted fields, doubled quotes, embedded newlines,
+/// CRLF, a UTF-8 byte-order mark, configurable delimiter and null tokens.
+///
+/// A malformed record (unterminated quote, text after a closing quote) is rejected at its own first line
+/// and decoding resumes on the next line; a record with the wrong number of fields is rejected; a stray
+/// quote inside an unquoted field is kept as text.
+public struct CSVFormat: RecordFormat {
+    /// The dialect.
+    public var options: CSVOptions
+
+    /// Creates the format.
+    public init(options: CSVOptions = CSVOptions()) { self.options = options }
+
+    /// `csv`.
+    public var name: String { "csv" }
+
+    /// Skips a byte-order mark and reads the header record.
+    public func preamble(_ head: UnsafeRawBufferPointer, atEOF: Bool, file: String) throws -> Preamble? {
+        let p = head.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? UnsafePointer(bitPattern: 1)!
+        let n = head.count
+        var start = 0
+        if n >= 3, p[0] == 0xEF, p[1] == 0xBB, p[2] == 0xBF { start = 3 }
+        if !atEOF && n < 3 { return nil }
+        guard options.header else { return Preamble(length: start, lines: 0, header: nil) }
+        var names: [String] = []
+        var visitor = CollectingVisitor(limit: 100_000)
+        defer { visitor.release() }
+        switch CSVGrammar.scanRecord(p, start, n, atEnd: atEOF, Dialect(options), &visitor) {
+        case .incomplete:
+            return nil
+        case .empty:
+            throw SluiceError(.format, "the file is empty: no header", position: SourcePosition(file: file, line: 1))
+        case .malformed(let reason, _, _):
+            throw SluiceError(.format, "malformed header: \(reason)", position: SourcePosition(file: file, line: 1))
+        case .complete(let end, let lines):
+            for f in 0..<visitor.count {
+                let field = visitor.fields[f]
+                var bytes = Array(UnsafeBufferPointer(start: p + field.start, count: field.end - field.start))
+                if field.escaped { bytes = CSVGrammar.unescape(bytes) }
+                guard ValueParsing.isValidUTF8(bytes, bytes.count) else {
+                    throw SluiceError(
+                        .format, "header field \(f + 1) is not valid UTF-8",
+                        position: SourcePosition(file: file, line: 1))
+                }
+                let name = String(decoding: bytes, as: UTF8.self).trimmingASCIIWhitespace()
+                if name.isEmpty {
+                    throw SluiceError(
+                        .format, "header field \(f + 1) is empty", position: SourcePosition(file: file, line: 1))
+                }
+                if names.contains(name) {
+                    throw SluiceError(
+                        .format, "header names column '\(name)' twice", position: SourcePosition(file: file, line: 1))
+                }
+                names.append(name)
+            }
+            return Preamble(length: end, lines: lines, header: names)
+        }
+    }
+
+    /// Infers types from up to ``CSVOptions/inferenceSampleRecords`` records of `sample`.
+    public func inferSchema(sample: UnsafeRawBufferPointer, header: [String]?) throws -> Schema {
+        let p = sample.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? UnsafePointer(bitPattern: 1)!
+        let n = sample.count
+        var inference = header.map { SchemaInference(names: $0) } ?? SchemaInference()
+        var i = 0
+        var records = 0
+        var visitor = CollectingVisitor(limit: 100_000)
+        defer { visitor.release() }
+        let dialect = Dialect(options)
+        let nullTokens = options.nullTokens.map { $0.map { Array($0.utf8) } }
+        while i < n, records < options.inferenceSampleRecords {
+            visitor.count = 0
+            switch CSVGrammar.scanRecord(p, i, n, atEnd: true, dialect, &visitor) {
+            case .incomplete, .empty:
+                i = n
+            case .malformed(_, let recover, _):
+                i = recover
+            case .complete(let end, _):
+                i = end
+                records += 1
+                for f in 0..<visitor.count {
+                    let field = visitor.fields[f]
+                    let name = header.map { f < $0.count ? $0[f] : "column\(f + 1)" } ?? "column\(f + 1)"
+                    let raw = UnsafeRawBufferPointer(start: p + field.start, count: field.end - field.start)
+                    let isNull =
+                        !field.quoted
+                        && (nullTokens.map { $0.contains { $0.elementsEqual(raw) } } ?? (raw.count == 0))
+                    inference.observe(text: isNull ? nil : raw, for: name)
+                }
+            }
+        }
+        return inference.schema
+    }
+
+    /// A framer that follows the same grammar as the decoder.
+    public func makeFramer() -> any RecordFramer { CSVFramer(options: options) }
+
+    /// A decoder mapping header columns to `schema` fields by name (by position without a header).
+    public func makeDecoder(schema: Schema, header: [String]?, file: String) throws -> any RecordDecoder {
+        var mapping: [Int] = []
+        let width: Int
+        if let header {
+            for field in schema.fields {
+                guard let i = header.firstIndex(of: field.name) else {
+                    throw SluiceError(
+                        .config, "the schema's field '\(field.name)' is not a column of the header (\(header.joined(separator: ",")))",
+                        position: SourcePosition(file: file, line: 1))
+                }
+                mapping.append(i)
+            }
+            width = header.count
+        } else {
+            mapping = Array(0..<schema.count)
+            width = schema.count
+        }
+        return CSVDecoder(schema: schema, options: options, columnOfField: mapping, width: width)
+    }
+}
+
+extension String {
+    func trimmingASCIIWhitespace() -> String {
+        var s = Substring(self)
+        while let f = s.first, f == " " || f == "\t" { s.removeFirst() }
+        while let l = s.last, l == " " || l == "\t" { s.removeLast() }
+        return String(s)
+    }
+}
+
+/// Frames CSV records with the decoder's own grammar, so that chunks split exactly where records end.
+struct CSVFramer: RecordFramer {
+    let options: CSVOptions
+
+    mutating func completeLength(of buffer: UnsafeRawBufferPointer, atEOF: Bool) -> Int {
+        guard let base = buffer.baseAddress else { return 0 }
+        let p = base.assumingMemoryBound(to: UInt8.self)
+        let n = buffer.count
+        var i = 0
+        var visitor = NoVisitor()
+        while i < n {
+            switch CSVGrammar.scanRecord(p, i, n, atEnd: atEOF, Dialect(options), &visitor) {
+            case .incomplete: return i
+            case .empty: return n
+            case .complete(let end, _): i = end
+            case .malformed(_, let recover, _): i = recover
+            }
+        }
+        return i
+    }
+}

@@ -1,0 +1,200 @@
+import Foundation
+import SluiceCore
+import Yams
+
+/// Reads a pipeline file (YAML) into a ``LoadSpec``. Unknown keys and wrong types are errors naming the
+/// file, line and column. Relative paths are taken relative to the pipeline file's directory.
+///
+/// ```yaml
+/// source:
+///   path: events.csv.gz          # or paths: [a.csv, b.csv]
+///   format: csv                  # csv | jsonl; default: from the file name
+///   schema: id:int64,name:string # or a mapping {id: int64, name: string}; default: inferred
+///   delimiter: ","
+///   null: ["", "NULL"]
+///   header: true
+/// transforms: []
+/// sink:
+///   url: sqlite:events.db
+///   table: events
+///   mode: upsert                 # append | upsert | replace
+///   key: [id]
+/// batching:
+///   max_rows: 65536
+///   max_bytes: 4MiB
+///   max_latency: 1s
+///   workers: 2
+///   memory_fraction: 0.25
+/// errors:
+///   rejects: events.rejects.jsonl
+///   max_errors: 1%
+/// ```
+public enum PipelineFile {
+    /// Parses the file at `path`.
+    public static func load(path: String) throws -> LoadSpec {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw SluiceError(.config, "cannot read the pipeline file: \(error.localizedDescription)", position: SourcePosition(file: path))
+        }
+        let base = (path as NSString).deletingLastPathComponent
+        return try parse(text, file: path, baseDirectory: base)
+    }
+
+    /// Parses pipeline YAML text; `file` names it in errors.
+    public static func parse(_ text: String, file: String, baseDirectory: String = "") throws -> LoadSpec {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch let e as YamlError {
+            throw SluiceError(.config, "not valid YAML: \(e)", position: SourcePosition(file: file))
+        }
+        guard let root else { throw SluiceError(.config, "the pipeline file is empty", position: SourcePosition(file: file)) }
+        let r = Reader(file: file, base: baseDirectory)
+        var spec = LoadSpec()
+        let top = try r.mapping(root, "the pipeline", allowed: ["source", "transforms", "sink", "batching", "errors"])
+        guard let source = top["source"] else { throw r.error(root, "missing 'source'") }
+        guard let sink = top["sink"] else { throw r.error(root, "missing 'sink'") }
+
+        let src = try r.mapping(source, "source", allowed: ["path", "paths", "format", "schema", "delimiter", "null", "header"])
+        if let p = src["path"] { spec.inputs = [r.path(try r.string(p, "source.path"))] }
+        if let ps = src["paths"] {
+            if src["path"] != nil { throw r.error(ps, "give either source.path or source.paths, not both") }
+            spec.inputs = try r.strings(ps, "source.paths").map(r.path)
+        }
+        if spec.inputs.isEmpty { throw r.error(source, "source needs 'path' or 'paths'") }
+        if let f = src["format"] { spec.format = try r.string(f, "source.format") }
+        if let s = src["schema"] {
+            if case .mapping(let m) = s {
+                var parts: [String] = []
+                for (k, v) in m { parts.append("\(try r.string(k, "schema field name")):\(try r.string(v, "schema field type"))") }
+                spec.schema = parts.joined(separator: ",")
+            } else {
+                spec.schema = try r.string(s, "source.schema")
+            }
+            do { _ = try Schema.parse(spec.schema!) } catch let e as SluiceError { throw r.error(s, e.message) }
+        }
+        if let d = src["delimiter"] { spec.delimiter = try r.string(d, "source.delimiter") }
+        if let n = src["null"] {
+            if case .sequence = n { spec.nullTokens = try r.strings(n, "source.null") } else { spec.nullTokens = [try r.string(n, "source.null")] }
+        }
+        if let h = src["header"] { spec.header = try r.bool(h, "source.header") }
+
+        if let t = top["transforms"] {
+            guard case .sequence(let seq) = t else { throw r.error(t, "'transforms' must be a list") }
+            if let first = seq.first { throw r.error(first, "no transforms are available in this version") }
+        }
+
+        let snk = try r.mapping(sink, "sink", allowed: ["url", "table", "mode", "key"])
+        guard let url = snk["url"] else { throw r.error(sink, "sink needs 'url' (sqlite:PATH)") }
+        var u = try r.string(url, "sink.url")
+        if u.hasPrefix("sqlite:") && !u.hasPrefix("sqlite://") {
+            let p = String(u.dropFirst(7))
+            u = "sqlite:" + r.path(p)
+        }
+        do { _ = try LoadSpec.Store.parse(u) } catch let e as SluiceError { throw r.error(url, e.message) }
+        spec.into = u
+        if let t = snk["table"] { spec.table = try r.string(t, "sink.table") }
+        if let m = snk["mode"] {
+            spec.mode = try r.string(m, "sink.mode")
+            guard ["append", "upsert", "replace"].contains(spec.mode) else {
+                throw r.error(m, "sink.mode must be append, upsert or replace")
+            }
+        }
+        if let k = snk["key"] {
+            if case .sequence = k { spec.key = try r.strings(k, "sink.key") } else {
+                spec.key = try r.string(k, "sink.key").split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+            }
+        }
+        if spec.mode == "upsert" && spec.key.isEmpty { throw r.error(sink, "sink.mode upsert needs sink.key") }
+
+        if let b = top["batching"] {
+            let bm = try r.mapping(b, "batching", allowed: ["max_rows", "max_bytes", "max_latency", "workers", "memory_fraction"])
+            if let v = bm["max_rows"] { spec.batching.maxRows = try r.int(v, "batching.max_rows", min: 1) }
+            if let v = bm["max_bytes"] {
+                guard let n = Units.bytes(try r.string(v, "batching.max_bytes")), n >= 1024 else {
+                    throw r.error(v, "batching.max_bytes must be a size of at least 1KiB (e.g. 4MiB)")
+                }
+                spec.batching.maxBytes = n
+            }
+            if let v = bm["max_latency"] {
+                guard let d = Units.duration(try r.string(v, "batching.max_latency")) else {
+                    throw r.error(v, "batching.max_latency must be a duration (e.g. 500ms, 1s)")
+                }
+                spec.batching.maxLatency = d
+            }
+            if let v = bm["workers"] { spec.workers = try r.int(v, "batching.workers", min: 1) }
+            if let v = bm["memory_fraction"] {
+                guard let f = Double(try r.string(v, "batching.memory_fraction")), f > 0, f <= 1 else {
+                    throw r.error(v, "batching.memory_fraction must be a number in (0, 1]")
+                }
+                spec.memoryFraction = f
+            }
+        }
+        if let e = top["errors"] {
+            let em = try r.mapping(e, "errors", allowed: ["rejects", "max_errors"])
+            if let v = em["rejects"] { spec.rejects = r.path(try r.string(v, "errors.rejects")) }
+            if let v = em["max_errors"] {
+                let s = try r.string(v, "errors.max_errors")
+                guard ErrorLimitCheck.valid(s) else { throw r.error(v, "errors.max_errors must be a count (100) or a percentage (1%)") }
+                spec.maxErrors = s
+            }
+        }
+        return spec
+    }
+
+    private struct Reader {
+        let file: String
+        let base: String
+
+        func error(_ node: Node, _ message: String) -> SluiceError {
+            SluiceError(.config, message, position: SourcePosition(file: file, line: node.mark?.line, column: node.mark?.column))
+        }
+
+        func mapping(_ node: Node, _ what: String, allowed: [String]) throws -> [String: Node] {
+            guard case .mapping(let m) = node else { throw error(node, "\(what) must be a mapping") }
+            var out: [String: Node] = [:]
+            for (k, v) in m {
+                let key = try string(k, "a key")
+                guard allowed.contains(key) else {
+                    throw error(k, "unknown key '\(key)' in \(what) (allowed: \(allowed.joined(separator: ", ")))")
+                }
+                if out[key] != nil { throw error(k, "key '\(key)' appears twice in \(what)") }
+                out[key] = v
+            }
+            return out
+        }
+
+        func string(_ node: Node, _ what: String) throws -> String {
+            guard case .scalar(let s) = node else { throw error(node, "\(what) must be a single value") }
+            return s.string
+        }
+
+        func strings(_ node: Node, _ what: String) throws -> [String] {
+            guard case .sequence(let seq) = node else { throw error(node, "\(what) must be a list") }
+            return try seq.map { try string($0, "an entry of \(what)") }
+        }
+
+        func bool(_ node: Node, _ what: String) throws -> Bool {
+            guard case .scalar = node, let b = node.bool else { throw error(node, "\(what) must be true or false") }
+            return b
+        }
+
+        func int(_ node: Node, _ what: String, min: Int) throws -> Int {
+            guard case .scalar = node, let i = node.int, i >= min else { throw error(node, "\(what) must be an integer ≥ \(min)") }
+            return i
+        }
+
+        func path(_ p: String) -> String {
+            if p == "-" || p.hasPrefix("/") || base.isEmpty { return p }
+            return base + "/" + p
+        }
+    }
+}
+
+import SluiceRuntime
+
+enum ErrorLimitCheck {
+    static func valid(_ s: String) -> Bool { ErrorLimit(s) != nil }
+}

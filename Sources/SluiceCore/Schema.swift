@@ -1,0 +1,117 @@
+/// The type of a field. Values are stored in columns of the matching physical layout.
+public enum FieldType: String, Sendable, Hashable, CaseIterable, Codable {
+    /// 64-bit signed integer.
+    case int64
+    /// 64-bit IEEE-754 floating point.
+    case float64
+    /// Boolean.
+    case bool
+    /// UTF-8 text.
+    case string
+    /// Arbitrary bytes.
+    case bytes
+    /// A UTC instant, stored as microseconds since the Unix epoch.
+    case timestamp
+    /// JSON text, kept as written.
+    case json
+
+    /// Whether values of this type are stored in a fixed-width buffer (as opposed to offsets and bytes).
+    public var isFixedWidth: Bool {
+        switch self {
+        case .int64, .float64, .bool, .timestamp: return true
+        case .string, .bytes, .json: return false
+        }
+    }
+}
+
+/// One named, typed field of a ``Schema``.
+public struct Field: Sendable, Hashable, Codable {
+    /// The field name, as written in the input header or keys.
+    public var name: String
+    /// The field type.
+    public var type: FieldType
+    /// Whether the field may hold nulls. Default: `true`.
+    public var nullable: Bool
+
+    /// Creates a field.
+    public init(_ name: String, _ type: FieldType, nullable: Bool = true) {
+        self.name = name
+        self.type = type
+        self.nullable = nullable
+    }
+}
+
+/// An ordered list of fields.
+public struct Schema: Sendable, Hashable, Codable, CustomStringConvertible {
+    /// The fields in column order.
+    public var fields: [Field]
+
+    /// Creates a schema from fields.
+    public init(_ fields: [Field]) { self.fields = fields }
+
+    /// The number of fields.
+    public var count: Int { fields.count }
+
+    /// The position of the field called `name`, if any.
+    public func index(of name: String) -> Int? { fields.firstIndex { $0.name == name } }
+
+    /// Parses a schema specification such as `id:int64,name:string,ts:timestamp`.
+    ///
+    /// A type may end with `!` to mark the field not nullable (`id:int64!`).
+    /// - Throws: ``SluiceError`` with code ``SluiceError/Code/config`` naming the bad entry.
+    public static func parse(_ spec: String) throws -> Schema {
+        var fields: [Field] = []
+        for raw in spec.split(separator: ",", omittingEmptySubsequences: false) {
+            let entry = raw.sluiceTrimmed()
+            let parts = entry.split(separator: ":", maxSplits: 1).map { $0.sluiceTrimmed() }
+            guard parts.count == 2, !parts[0].isEmpty else {
+                throw SluiceError(.config, "schema entry '\(entry)' is not of the form name:type")
+            }
+            var typeName = parts[1]
+            var nullable = true
+            if typeName.hasSuffix("!") {
+                nullable = false
+                typeName.removeLast()
+            }
+            guard let type = FieldType(rawValue: typeName.lowercased()) ?? FieldType.alias(typeName) else {
+                let known = FieldType.allCases.map(\.rawValue).joined(separator: ", ")
+                throw SluiceError(.config, "schema entry '\(entry)': unknown type '\(typeName)' (known: \(known))")
+            }
+            if fields.contains(where: { $0.name == parts[0] }) {
+                throw SluiceError(.config, "schema names field '\(parts[0])' twice")
+            }
+            fields.append(Field(parts[0], type, nullable: nullable))
+        }
+        return Schema(fields)
+    }
+
+    /// The schema in the `name:type` form that ``parse(_:)`` reads.
+    public var description: String {
+        fields.map { "\($0.name):\($0.type.rawValue)\($0.nullable ? "" : "!")" }.joined(separator: ",")
+    }
+}
+
+extension FieldType {
+    /// Common alternative spellings accepted in schema specifications.
+    static func alias(_ name: String) -> FieldType? {
+        switch name.lowercased() {
+        case "int", "integer", "bigint", "long": return .int64
+        case "float", "double", "real", "number": return .float64
+        case "boolean": return .bool
+        case "text", "str", "varchar": return .string
+        case "blob", "binary": return .bytes
+        case "datetime", "time", "timestamptz": return .timestamp
+        default: return nil
+        }
+    }
+}
+
+extension StringProtocol {
+    /// The text without leading and trailing spaces and tabs.
+    func sluiceTrimmed() -> String {
+        var s = Substring(self)
+        while let f = s.first, f == " " || f == "\t" { s.removeFirst() }
+        while let l = s.last, l == " " || l == "\t" { s.removeLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,207 @@
+import Foundation
+
+/// One stage's row of the run report.
+public struct StageReport: Sendable, Codable {
+    /// Stage name (`read csv`, `decode ×2`, `write sqlite`, `  encode` …).
+    public var name: String
+    /// Threads that ran the stage.
+    public var threads: Int
+    /// Seconds of useful work (summed over threads).
+    public var busySeconds: Double
+    /// Seconds of overhead (hand-offs, batch assembly, encoding).
+    public var overheadSeconds: Double
+    /// Seconds waiting on upstream.
+    public var starvedSeconds: Double
+    /// Seconds waiting on downstream.
+    public var blockedSeconds: Double
+    /// Records through the stage.
+    public var records: Int64
+    /// Busy nanoseconds per record.
+    public var nsPerRecord: Double
+    /// Busy time as a share of the threads' wall time (0…1): how saturated the stage was.
+    public var utilization: Double
+    /// Whether this row is a breakdown of the row above (sink phases).
+    public var isDetail: Bool
+
+    /// Creates a stage row from a clock.
+    public init(name: String, threads: Int, clock: StageClock, wallSeconds: Double, isDetail: Bool = false) {
+        self.name = name
+        self.threads = threads
+        busySeconds = Double(clock.busy) / 1e9
+        overheadSeconds = Double(clock.overhead) / 1e9
+        starvedSeconds = Double(clock.starved) / 1e9
+        blockedSeconds = Double(clock.blocked) / 1e9
+        records = clock.records
+        nsPerRecord = clock.records > 0 ? Double(clock.busy) / Double(clock.records) : 0
+        utilization = wallSeconds > 0 ? min(1, (busySeconds + overheadSeconds) / (wallSeconds * Double(max(threads, 1)))) : 0
+        self.isDetail = isDetail
+    }
+}
+
+/// How a run ended.
+public enum RunOutcome: String, Sendable, Codable {
+    /// Every record was read; none rejected.
+    case clean
+    /// Every record was read; some were rejected (exit status 3).
+    case completedWithRejects = "completed-with-rejects"
+    /// Stopped early: too many errors or a fatal error (exit status 1).
+    case aborted
+    /// Stopped by SIGINT/SIGTERM or cancellation, after flushing what was read (exit status 130).
+    case interrupted
+}
+
+/// The report printed at the end of every run, and written as JSON with `--report-json`.
+public struct RunReport: Sendable, Codable {
+    /// How the run ended.
+    public var outcome: RunOutcome
+    /// Why it was aborted, if it was.
+    public var abortReason: String?
+    /// Where the rows went (`sqlite:events.db table events (upsert on id)`).
+    public var target: String
+    /// Wall-clock seconds.
+    public var wallSeconds: Double
+    /// Records read (good and rejected).
+    public var recordsIn: Int64
+    /// Records written by the sink.
+    public var recordsOut: Int64
+    /// Records rejected (parse and sink).
+    public var recordsRejected: Int64
+    /// Input bytes read (as stored, e.g. compressed).
+    public var bytesIn: Int64
+    /// Decoded input bytes (after decompression).
+    public var bytesDecoded: Int64
+    /// Records written per second.
+    public var recordsPerSecond: Double
+    /// Decoded megabytes (10^6) per second.
+    public var megabytesPerSecond: Double
+    /// Peak resident set size of the process in bytes.
+    public var peakRSSBytes: Int64
+    /// The rejects file, if any record was rejected.
+    public var rejectsFile: String?
+    /// Per-stage accounting, in pipeline order.
+    public var stages: [StageReport]
+    /// The stage that limited the run.
+    public var bottleneck: String
+    /// The bottleneck's busy share of its threads' wall time.
+    public var bottleneckShare: Double
+    /// Batch policy actually used.
+    public var batchRows: Int
+    /// Chunk size in bytes actually used.
+    public var chunkBytes: Int
+    /// Memory budget in bytes.
+    public var memoryBudgetBytes: Int64
+
+    /// Creates a report; the bottleneck is the non-detail stage with the highest utilization.
+    public init(
+        outcome: RunOutcome, abortReason: String?, target: String, wallSeconds: Double, recordsIn: Int64,
+        recordsOut: Int64, recordsRejected: Int64, bytesIn: Int64, bytesDecoded: Int64, peakRSSBytes: Int64,
+        rejectsFile: String?, stages: [StageReport], batchRows: Int, chunkBytes: Int, memoryBudgetBytes: Int64
+    ) {
+        self.outcome = outcome
+        self.abortReason = abortReason
+        self.target = target
+        self.wallSeconds = wallSeconds
+        self.recordsIn = recordsIn
+        self.recordsOut = recordsOut
+        self.recordsRejected = recordsRejected
+        self.bytesIn = bytesIn
+        self.bytesDecoded = bytesDecoded
+        recordsPerSecond = wallSeconds > 0 ? Double(recordsOut) / wallSeconds : 0
+        megabytesPerSecond = wallSeconds > 0 ? Double(bytesDecoded) / 1e6 / wallSeconds : 0
+        self.peakRSSBytes = peakRSSBytes
+        self.rejectsFile = rejectsFile
+        self.stages = stages
+        let top = stages.filter { !$0.isDetail }.max { $0.utilization < $1.utilization }
+        bottleneck = top?.name ?? "-"
+        bottleneckShare = top?.utilization ?? 0
+        self.batchRows = batchRows
+        self.chunkBytes = chunkBytes
+        self.memoryBudgetBytes = memoryBudgetBytes
+    }
+
+    /// The report as pretty JSON.
+    public func json() throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return try encoder.encode(self)
+    }
+
+    /// The report as a human-readable table.
+    public var text: String {
+        var out = ""
+        let status: String
+        switch outcome {
+        case .clean: status = "completed"
+        case .completedWithRejects: status = "completed with \(Format.count(recordsRejected)) rejected records"
+        case .aborted: status = "ABORTED: \(abortReason ?? "error")"
+        case .interrupted: status = "INTERRUPTED (committed work kept)"
+        }
+        out += "sluice run \(status)\n"
+        out += "  target     \(target)\n"
+        out += "  wall       \(Format.seconds(wallSeconds))\n"
+        out += "  records    \(Format.count(recordsIn)) in, \(Format.count(recordsOut)) out, \(Format.count(recordsRejected)) rejected\n"
+        out += "  rate       \(Format.count(Int64(recordsPerSecond))) records/s, \(String(format: "%.1f", megabytesPerSecond)) MB/s"
+        out += " (\(Format.bytes(bytesDecoded)) decoded from \(Format.bytes(bytesIn)) read)\n"
+        out += "  memory     peak RSS \(Format.bytes(peakRSSBytes)), budget \(Format.bytes(memoryBudgetBytes)), "
+        out += "batches of ≤\(Format.count(Int64(batchRows))) rows from \(Format.bytes(Int64(chunkBytes))) chunks\n"
+        if let rejectsFile { out += "  rejects    \(rejectsFile)\n" }
+        out += "\n"
+        let header = ["stage", "busy", "overhead", "starved", "blocked", "ns/rec", "util"]
+        var rows: [[String]] = [header]
+        for s in stages {
+            rows.append([
+                (s.isDetail ? "  · " : "") + s.name + (s.threads > 1 ? " ×\(s.threads)" : ""),
+                Format.seconds(s.busySeconds), s.isDetail ? "" : Format.seconds(s.overheadSeconds),
+                s.isDetail ? "" : Format.seconds(s.starvedSeconds), s.isDetail ? "" : Format.seconds(s.blockedSeconds),
+                s.records > 0 ? String(format: "%.0f", s.nsPerRecord) : "-",
+                s.isDetail ? "" : String(format: "%.0f%%", s.utilization * 100),
+            ])
+        }
+        let widths = (0..<header.count).map { c in rows.map { $0[c].count }.max() ?? 0 }
+        for r in rows {
+            out += "  "
+            for (c, cell) in r.enumerated() {
+                let pad = String(repeating: " ", count: widths[c] - cell.count)
+                out += c == 0 ? cell + pad : "  " + pad + cell
+            }
+            out += "\n"
+        }
+        out += "\n  bottleneck: \(bottleneck) (busy \(String(format: "%.0f%%", bottleneckShare * 100)) of its time)\n"
+        return out
+    }
+}
+
+/// Number formatting for reports and progress.
+public enum Format {
+    /// `1,234,567`.
+    public static func count(_ v: Int64) -> String {
+        let s = String(abs(v))
+        var out = ""
+        for (i, ch) in s.enumerated() {
+            if i > 0 && (s.count - i) % 3 == 0 { out.append(",") }
+            out.append(ch)
+        }
+        return v < 0 ? "-" + out : out
+    }
+
+    /// `1.23 s`, `450 ms`.
+    public static func seconds(_ s: Double) -> String {
+        if s >= 100 { return String(format: "%.0f s", s) }
+        if s >= 1 { return String(format: "%.2f s", s) }
+        if s >= 0.001 { return String(format: "%.0f ms", s * 1000) }
+        if s > 0 { return String(format: "%.0f µs", s * 1e6) }
+        return "0"
+    }
+
+    /// `12.3 MiB`.
+    public static func bytes(_ b: Int64) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+        var v = Double(b)
+        var u = 0
+        while v >= 1024 && u < units.count - 1 {
+            v /= 1024
+            u += 1
+        }
+        return u == 0 ? "\(b) B" : String(format: "%.1f %@", v, units[u])
+    }
+}

@@ -1,0 +1,227 @@
+import Foundation
+import SluiceCore
+import SluiceReport
+
+/// Reads records of a ``RecordFormat`` from files (gzip detected by magic bytes), cutting them into chunks
+/// at record boundaries for the decode workers.
+public final class FileSource: Source, @unchecked Sendable {
+    /// The files, in order.
+    public let paths: [String]
+    /// The format.
+    public let format: any RecordFormat
+    /// The declared schema, or nil to infer it from the first file.
+    public let declaredSchema: Schema?
+    /// Fields that must not be null (e.g. upsert keys), applied to the settled schema.
+    public let requiredFields: [String]
+    /// Progress counters.
+    public let progress = SourceProgress()
+
+    private var schema: Schema?
+    private var context = SourceContext(chunkBytes: 4 << 20, maxRows: 65_536)
+    private var fileIndex = -1
+    private var current: OpenFile?
+
+    private struct OpenFile {
+        let input: InputFile
+        var framer: any RecordFramer
+        let decoder: any RecordDecoder
+        var offset: Int64
+        var startLine: Int?
+        var buffer: UnsafeMutableRawBufferPointer
+        var filled: Int
+        var eof: Bool
+        var lastRaw: Int64
+    }
+
+    /// Creates a source over `paths`; `schema` nil means infer it from the first file.
+    public init(paths: [String], format: any RecordFormat, schema: Schema? = nil, requiredFields: [String] = []) {
+        self.paths = paths
+        self.format = format
+        self.declaredSchema = schema
+        self.requiredFields = requiredFields
+    }
+
+    /// `a.csv, b.csv (csv)`.
+    public var name: String {
+        let shown = paths.count > 3 ? "\(paths[0]) and \(paths.count - 1) more" : paths.joined(separator: ", ")
+        return "\(shown) (\(format.name))"
+    }
+
+    /// Checks the files, settles the schema and computes the total size for progress.
+    public func open(context: SourceContext) throws -> Schema {
+        self.context = context
+        guard !paths.isEmpty else { throw SluiceError(.config, "no input files") }
+        var total: Int64 = 0
+        var known = true
+        for p in paths where p != "-" {
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: p, isDirectory: &isDir) else {
+                throw SluiceError(.io, "no such file", position: SourcePosition(file: p))
+            }
+            if isDir.boolValue { throw SluiceError(.io, "is a directory", position: SourcePosition(file: p)) }
+            let attrs = try? FileManager.default.attributesOfItem(atPath: p)
+            total += (attrs?[.size] as? NSNumber)?.int64Value ?? 0
+        }
+        if paths.contains("-") { known = false }
+        progress.setTotal(known ? total : nil)
+        var s: Schema
+        if let declaredSchema {
+            s = declaredSchema
+        } else {
+            s = try inferSchema()
+        }
+        for name in requiredFields {
+            guard let i = s.index(of: name) else {
+                throw SluiceError(.config, "key field '\(name)' is not in the schema (\(s))")
+            }
+            s.fields[i].nullable = false
+        }
+        schema = s
+        return s
+    }
+
+    /// Infers the schema from the first file's first records (at most 4 MiB).
+    private func inferSchema() throws -> Schema {
+        guard paths[0] != "-" else {
+            throw SluiceError(.config, "reading standard input needs a declared schema (--schema)")
+        }
+        let input = try InputFile(path: paths[0])
+        let cap = 4 << 20
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: cap, alignment: 16)
+        defer { buf.deallocate() }
+        var filled = 0
+        while filled < cap {
+            let n = try input.read(into: buf.baseAddress! + filled, count: cap - filled)
+            if n == 0 { break }
+            filled += n
+        }
+        let view = UnsafeRawBufferPointer(rebasing: buf[0..<filled])
+        let atEOF = filled < cap
+        guard let pre = try format.preamble(view, atEOF: true, file: paths[0]) else {
+            throw SluiceError(.format, "cannot read the start of the file", position: SourcePosition(file: paths[0]))
+        }
+        var framer = format.makeFramer()
+        let body = UnsafeRawBufferPointer(rebasing: view[pre.length...])
+        let whole = framer.completeLength(of: body, atEOF: atEOF)
+        let schema = try format.inferSchema(sample: UnsafeRawBufferPointer(rebasing: body[0..<whole]), header: pre.header)
+        if schema.count == 0 {
+            throw SluiceError(.format, "no fields found to infer a schema from", position: SourcePosition(file: paths[0]))
+        }
+        return schema
+    }
+
+    private func openNext() throws -> Bool {
+        fileIndex += 1
+        guard fileIndex < paths.count, let schema else { return false }
+        let path = paths[fileIndex]
+        let input = try InputFile(path: path)
+        let cap = max(context.chunkBytes, 64 << 10)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: cap, alignment: 16)
+        var file = OpenFile(
+            input: input, framer: format.makeFramer(), decoder: try format.makeDecoder(schema: schema, header: nil, file: path),
+            offset: 0, startLine: 1, buffer: buffer, filled: 0, eof: false, lastRaw: 0)
+        // Read the preamble (BOM, header) and build this file's decoder from its header.
+        while true {
+            try fillBuffer(&file)
+            let view = UnsafeRawBufferPointer(rebasing: file.buffer[0..<file.filled])
+            if let pre = try format.preamble(view, atEOF: file.eof, file: path) {
+                let decoder = try format.makeDecoder(schema: schema, header: pre.header, file: path)
+                file = OpenFile(
+                    input: file.input, framer: file.framer, decoder: decoder, offset: Int64(pre.length),
+                    startLine: 1 + pre.lines, buffer: file.buffer, filled: file.filled, eof: file.eof, lastRaw: file.lastRaw)
+                let rest = file.filled - pre.length
+                if pre.length > 0 && rest > 0 {
+                    file.buffer.baseAddress!.copyMemory(from: file.buffer.baseAddress! + pre.length, byteCount: rest)
+                }
+                file.filled = rest
+                progress.add(read: 0, decoded: Int64(pre.length))
+                break
+            }
+            if file.eof || file.filled == file.buffer.count {
+                if file.filled == file.buffer.count && !file.eof {
+                    grow(&file)
+                    continue
+                }
+                throw SluiceError(.format, "cannot read the file's header", position: SourcePosition(file: path, line: 1))
+            }
+        }
+        current = file
+        return true
+    }
+
+    private func grow(_ file: inout OpenFile) {
+        let bigger = UnsafeMutableRawBufferPointer.allocate(byteCount: file.buffer.count * 2, alignment: 16)
+        bigger.baseAddress!.copyMemory(from: file.buffer.baseAddress!, byteCount: file.filled)
+        file.buffer.deallocate()
+        file.buffer = bigger
+    }
+
+    /// Reads until the buffer is full or the input ends; on a stream, returns once some whole records are
+    /// buffered and the batching latency has passed.
+    private func fillBuffer(_ file: inout OpenFile) throws {
+        let startedAt = MonotonicClock.now()
+        var batcher = Batcher(policy: context.batching)
+        while file.filled < file.buffer.count && !file.eof {
+            if file.input.isStream && file.filled > 0 {
+                let deadline = batcher.deadline ?? (startedAt + 1_000_000_000)
+                let now = MonotonicClock.now()
+                if now >= deadline { return }
+                let waitMs = Int32(min(1000, max(1, (deadline - now) / 1_000_000)))
+                if !file.input.waitReadable(timeoutMillis: waitMs) { continue }
+            }
+            let n = try file.input.read(
+                into: file.buffer.baseAddress! + file.filled, count: file.buffer.count - file.filled)
+            if n == 0 {
+                file.eof = true
+                break
+            }
+            file.filled += n
+            _ = batcher.add(rows: 0, bytes: n, now: MonotonicClock.now())
+            let raw = file.input.rawBytesRead
+            progress.add(read: raw - file.lastRaw, decoded: Int64(n))
+            file.lastRaw = raw
+        }
+    }
+
+    /// The next chunk of whole records, or nil when every file is read.
+    public func next() throws -> SourceItem? {
+        while true {
+            if current == nil {
+                guard try openNext() else { return nil }
+            }
+            var file = current!
+            try fillBuffer(&file)
+            let view = UnsafeRawBufferPointer(rebasing: file.buffer[0..<file.filled])
+            let cut = file.framer.completeLength(of: view, atEOF: file.eof)
+            if cut == 0 {
+                if file.eof {
+                    file.buffer.deallocate()
+                    current = nil
+                    continue
+                }
+                if file.filled == file.buffer.count { grow(&file) }
+                current = file
+                continue
+            }
+            // Hand the buffer over as the chunk; carry the partial record into a fresh buffer.
+            let cap = max(context.chunkBytes, file.filled - cut, 64 << 10)
+            let fresh = UnsafeMutableRawBufferPointer.allocate(byteCount: cap, alignment: 16)
+            let rest = file.filled - cut
+            if rest > 0 { fresh.baseAddress!.copyMemory(from: file.buffer.baseAddress! + cut, byteCount: rest) }
+            let chunk = Chunk(
+                storage: file.buffer, count: cut, file: paths[fileIndex], fileIndex: fileIndex, fileOffset: file.offset,
+                startLine: file.startLine, decoder: file.decoder)
+            file.buffer = fresh
+            file.filled = rest
+            file.offset += Int64(cut)
+            file.startLine = nil
+            if file.eof && rest == 0 {
+                fresh.deallocate()
+                current = nil
+            } else {
+                current = file
+            }
+            return .chunk(chunk)
+        }
+    }
+}

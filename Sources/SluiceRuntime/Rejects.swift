@@ -1,0 +1,88 @@
+import Foundation
+import SluiceCore
+
+/// A rejected record with its place in the input.
+public struct RejectedRecord: Sendable, Codable, Equatable {
+    /// The input file.
+    public var file: String
+    /// The 1-based line where the record starts.
+    public var line: Int?
+    /// The byte offset where the record starts (in the decompressed input).
+    public var offset: Int64?
+    /// The pipeline stage that refused it (`parse` or `sink`).
+    public var stage: String
+    /// Why.
+    public var reason: String
+    /// The raw input (for parse rejects) or the decoded row as a JSON array (for sink rejects).
+    public var raw: String
+
+    /// Creates a record.
+    public init(file: String, line: Int?, offset: Int64?, stage: String, reason: String, raw: String) {
+        self.file = file
+        self.line = line
+        self.offset = offset
+        self.stage = stage
+        self.reason = reason
+        self.raw = raw
+    }
+}
+
+/// Writes rejected records as JSON Lines (`file`, `line`, `offset`, `stage`, `reason`, `raw`).
+/// The file is created at the first reject, so a clean run leaves none.
+final class RejectsWriter {
+    let path: String
+    private var handle: FileHandle?
+    private var buffer: [UInt8] = []
+    private(set) var count: Int64 = 0
+
+    init(path: String) { self.path = path }
+
+    func write(_ r: RejectedRecord) throws {
+        buffer.append(contentsOf: Array("{\"file\":".utf8))
+        JSONText.appendQuoted(r.file, to: &buffer)
+        buffer.append(contentsOf: Array(",\"line\":\(r.line.map(String.init) ?? "null")".utf8))
+        buffer.append(contentsOf: Array(",\"offset\":\(r.offset.map(String.init) ?? "null")".utf8))
+        buffer.append(contentsOf: Array(",\"stage\":".utf8))
+        JSONText.appendQuoted(r.stage, to: &buffer)
+        buffer.append(contentsOf: Array(",\"reason\":".utf8))
+        JSONText.appendQuoted(r.reason, to: &buffer)
+        buffer.append(contentsOf: Array(",\"raw\":".utf8))
+        JSONText.appendQuoted(r.raw, to: &buffer)
+        buffer.append(contentsOf: Array("}\n".utf8))
+        count += 1
+        if buffer.count >= 1 << 16 { try flush() }
+    }
+
+    func flush() throws {
+        guard !buffer.isEmpty else { return }
+        if handle == nil {
+            guard FileManager.default.createFile(atPath: path, contents: nil) else {
+                throw SluiceError(.io, "cannot create the rejects file \(path)")
+            }
+            handle = FileHandle(forWritingAtPath: path)
+            guard handle != nil else { throw SluiceError(.io, "cannot open the rejects file \(path)") }
+        }
+        try handle!.write(contentsOf: buffer)
+        buffer.removeAll(keepingCapacity: true)
+    }
+
+    func close() throws {
+        try flush()
+        try handle?.close()
+        handle = nil
+    }
+
+    /// Reads a rejects file back (for tests and tools).
+    static func read(_ path: String) throws -> [RejectedRecord] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        return try data.split(separator: UInt8(ascii: "\n")).map {
+            try JSONDecoder().decode(RejectedRecord.self, from: Data($0))
+        }
+    }
+}
+
+/// Reading a rejects file back.
+public enum RejectsFile {
+    /// The records of a rejects file, in order.
+    public static func read(_ path: String) throws -> [RejectedRecord] { try RejectsWriter.read(path) }
+}

@@ -1,0 +1,124 @@
+import SluiceCore
+import SluiceReport
+
+/// How a sink writes rows.
+public enum WriteMode: Sendable, Hashable, CustomStringConvertible {
+    /// Insert every row.
+    case append
+    /// Insert, or update the row with the same key.
+    case upsert(key: [String])
+    /// Replace the table's contents with the input (swapped in only after a complete run).
+    case replace
+
+    /// `append`, `upsert(id)`, `replace`.
+    public var description: String {
+        switch self {
+        case .append: return "append"
+        case .upsert(let key): return "upsert on \(key.joined(separator: ","))"
+        case .replace: return "replace"
+        }
+    }
+}
+
+/// Time a sink spent per phase: encoding values, the write itself, committing.
+public struct SinkTimings: Sendable {
+    /// Preparing values (binding, encoding).
+    public var encode = StageClock()
+    /// Executing the write.
+    public var write = StageClock()
+    /// Committing.
+    public var commit = StageClock()
+
+    /// Zeroed timings.
+    public init() {}
+}
+
+/// A failure inside a sink, classified so the runtime knows whether to retry, bisect or abort.
+public struct SinkError: Error, Sendable, CustomStringConvertible {
+    /// The classification.
+    public enum Kind: Sendable {
+        /// Worth retrying the same batch (busy database, reset connection).
+        case transient
+        /// Something in the batch's data was refused; the runtime bisects to find the rows.
+        case rejectedData
+        /// Nothing more can be written.
+        case fatal
+    }
+
+    /// The classification.
+    public var kind: Kind
+    /// What went wrong.
+    public var message: String
+
+    /// Creates an error.
+    public init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+
+    /// The message.
+    public var description: String { message }
+}
+
+/// The rows of a batch that a sink refused while writing the rest.
+public struct SinkWriteOutcome: Sendable {
+    /// Rows written.
+    public var written: Int
+    /// Rows refused, with the reason.
+    public var rejected: [(row: Int, reason: String)]
+
+    /// Creates an outcome.
+    public init(written: Int, rejected: [(row: Int, reason: String)] = []) {
+        self.written = written
+        self.rejected = rejected
+    }
+}
+
+/// Where batches go. All calls come from the pipeline's single writer thread, in input order.
+///
+/// `write` commits each batch on its own (one transaction per batch), so that a crash leaves only whole
+/// batches. A sink that can tell exactly which rows failed returns them in ``SinkWriteOutcome``; one that
+/// can only fail the whole batch throws ``SinkError`` with kind `.rejectedData`, and the runtime bisects.
+public protocol BatchSink: AnyObject, Sendable {
+    /// A description of the target for reports.
+    var target: String { get }
+    /// Prepares the target for rows of `schema` (creates the table, prepares statements).
+    func open(schema: Schema) throws
+    /// Writes and commits one batch.
+    func write(_ batch: RecordBatch) throws -> SinkWriteOutcome
+    /// Ends the run: `complete` is true when the whole input was read (e.g. `replace` swaps tables only then).
+    func finish(complete: Bool) throws
+    /// Per-phase timings so far.
+    var timings: SinkTimings { get }
+}
+
+/// Drops every batch (for measuring the framework).
+public final class DiscardSink: BatchSink, @unchecked Sendable {
+    /// Rows received.
+    public private(set) var rows = 0
+    /// Creates the sink.
+    public init() {}
+    /// `discard`.
+    public var target: String { "discard" }
+    /// Does nothing.
+    public func open(schema: Schema) throws {}
+    /// Counts and drops the batch.
+    public func write(_ batch: RecordBatch) throws -> SinkWriteOutcome {
+        rows += batch.count
+        return SinkWriteOutcome(written: batch.count)
+    }
+    /// Does nothing.
+    public func finish(complete: Bool) throws {}
+    /// No phases.
+    public var timings: SinkTimings { SinkTimings() }
+}
+
+/// A CPU-bound step between decoding and the sink, run by the decode workers.
+public protocol Transform: Sendable {
+    /// Name for reports.
+    var name: String { get }
+    /// The schema of the transform's output for `input`.
+    func outputSchema(for input: Schema) throws -> Schema
+    /// Transforms one batch.
+    func apply(_ batch: RecordBatch) throws -> RecordBatch
+}

@@ -1,0 +1,65 @@
+import SluiceCore
+import Synchronization
+
+/// Settings a source receives when the run opens it.
+public struct SourceContext: Sendable {
+    /// Raw bytes per chunk.
+    public var chunkBytes: Int
+    /// Maximum rows per batch (for sources that build batches themselves).
+    public var maxRows: Int
+    /// The batching policy (latency applies to slow inputs such as pipes).
+    public var batching: BatchingPolicy
+
+    /// Creates a context.
+    public init(chunkBytes: Int, maxRows: Int, batching: BatchingPolicy = BatchingPolicy()) {
+        self.chunkBytes = chunkBytes
+        self.maxRows = maxRows
+        self.batching = batching
+    }
+}
+
+/// One unit of work from a source: raw bytes for the decoders, or a batch that is already built.
+public enum SourceItem: Sendable {
+    /// Raw records to decode.
+    case chunk(Chunk)
+    /// Rows ready for transforms and the sink.
+    case batch(RecordBatch)
+}
+
+/// Progress counters a source keeps; safe to read from any thread.
+public final class SourceProgress: Sendable {
+    private let read = Atomic<Int64>(0)
+    private let decoded = Atomic<Int64>(0)
+    private let total = Atomic<Int64>(-1)
+
+    /// Creates zeroed counters.
+    public init() {}
+    /// Bytes consumed as stored (compressed bytes for gzip input).
+    public var bytesRead: Int64 { read.load(ordering: .relaxed) }
+    /// Bytes produced after decompression.
+    public var bytesDecoded: Int64 { decoded.load(ordering: .relaxed) }
+    /// Total input size as stored, when known.
+    public var totalBytes: Int64? {
+        let t = total.load(ordering: .relaxed)
+        return t >= 0 ? t : nil
+    }
+    /// Adds to the counters.
+    public func add(read r: Int64, decoded d: Int64) {
+        read.add(r, ordering: .relaxed)
+        decoded.add(d, ordering: .relaxed)
+    }
+    /// Sets the known total.
+    public func setTotal(_ t: Int64?) { total.store(t ?? -1, ordering: .relaxed) }
+}
+
+/// Where records come from. `open` and `next` are called from the pipeline's reader thread only.
+public protocol Source: AnyObject, Sendable {
+    /// A description for reports (`events.csv (csv, gzip)`).
+    var name: String { get }
+    /// Opens the input and settles the schema (declared or inferred).
+    func open(context: SourceContext) throws -> Schema
+    /// The next unit of work, or nil at the end of the input.
+    func next() throws -> SourceItem?
+    /// Progress counters.
+    var progress: SourceProgress { get }
+}
