@@ -35,7 +35,7 @@ let package = Package(
         .target(name: "SluiceJSONLines", dependencies: ["SluiceCore"], swiftSettings: strict),
         .target(name: "SluiceSQLite", dependencies: ["SluiceCore", "SluiceRuntime", "CSQLite"], swiftSettings: strict),
         .target(
-            name: "SluiceTesting", dependencies: ["SluiceCore", "SluiceRuntime"], swiftSettings: strict),
+            name: "SluiceTesting", dependencies: ["SluiceCore", "SluiceRuntime", "SluiceReport"], swiftSettings: strict),
         .target(name: "SluiceWorkloads", dependencies: ["SluiceCore", "SluiceRuntime", "CZlib"], swiftSettings: strict),
         .target(
             name: "SluiceConfig",

@@ -113,7 +113,8 @@ struct CSVDecoder: RecordDecoder {
         if !s.quoted && isNullToken(fp, len) { return "field '\(field.name)' is null but the schema does not allow nulls" }
         switch field.type {
         case .string, .bytes, .json:
-            if field.type != .bytes && !ValueParsing.isValidUTF8(fp, len) { return "field '\(field.name)' is not valid UTF-8" }
+            let value = s.escaped ? CSVGrammar.unescape(Array(UnsafeBufferPointer(start: fp, count: len))) : Array(UnsafeBufferPointer(start: fp, count: len))
+            if field.type != .bytes && !ValueParsing.isValidUTF8(value, value.count) { return "field '\(field.name)' is not valid UTF-8" }
             return "field '\(field.name)' is not valid JSON"
         default:
             return notA(field, fp, len)
@@ -170,23 +171,24 @@ struct CSVDecoder: RecordDecoder {
             guard let v = Timestamp.parse(fp, len) else { return false }
             column.append(int64: v)
         case .string, .json, .bytes:
-            if type != .bytes && !ValueParsing.isValidUTF8(fp, len) { return false }
-            if type == .json && JSONSyntax.validate(fp, len) == nil { return false }
             let out = column.beginBytes(reserving: len)
+            var o = len
             if s.escaped {
                 var k = 0
-                var o = 0
+                o = 0
                 while k < len {
                     out[o] = fp[k]
                     o += 1
                     if fp[k] == CSVGrammar.quote && k + 1 < len && fp[k + 1] == CSVGrammar.quote { k += 1 }
                     k += 1
                 }
-                column.endBytes(length: o)
             } else {
                 out.update(from: fp, count: len)
-                column.endBytes(length: len)
             }
+            // Validate the value as stored (after unescaping); a failure is rolled back by the caller.
+            column.endBytes(length: o)
+            if type != .bytes && !ValueParsing.isValidUTF8(out, o) { return false }
+            if type == .json && JSONSyntax.validate(out, o) == nil { return false }
         }
         return true
     }

@@ -50,7 +50,8 @@ public struct CSVFormat: RecordFormat {
         case .incomplete:
             return nil
         case .empty:
-            throw SluiceError(.format, "the file is empty: no header", position: SourcePosition(file: file, line: 1))
+            // An empty file holds no records; there is no header to check.
+            return Preamble(length: start, lines: 0, header: nil)
         case .malformed(let reason, _, _):
             throw SluiceError(.format, "malformed header: \(reason)", position: SourcePosition(file: file, line: 1))
         case .complete(let end, let lines):

@@ -77,7 +77,29 @@ public final class FileSource: Source, @unchecked Sendable {
             s.fields[i].nullable = false
         }
         schema = s
+        try checkHeaders(s)
         return s
+    }
+
+    /// Reads each file's preamble now, so that a header that does not fit the schema is a configuration
+    /// error before anything runs rather than an abort half-way.
+    private func checkHeaders(_ schema: Schema) throws {
+        let cap = 64 << 10
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: cap, alignment: 16)
+        defer { buf.deallocate() }
+        for path in paths where path != "-" {
+            let input = try InputFile(path: path)
+            var filled = 0
+            while filled < cap {
+                let n = try input.read(into: buf.baseAddress! + filled, count: cap - filled)
+                if n == 0 { break }
+                filled += n
+            }
+            let view = UnsafeRawBufferPointer(rebasing: buf[0..<filled])
+            if let pre = try format.preamble(view, atEOF: filled < cap, file: path) {
+                _ = try format.makeDecoder(schema: schema, header: pre.header, file: path)
+            }
+        }
     }
 
     /// Infers the schema from the first file's first records (at most 4 MiB).
@@ -115,7 +137,7 @@ public final class FileSource: Source, @unchecked Sendable {
         guard fileIndex < paths.count, let schema else { return false }
         let path = paths[fileIndex]
         let input = try InputFile(path: path)
-        let cap = max(context.chunkBytes, 64 << 10)
+        let cap = max(context.chunkBytes, 16)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: cap, alignment: 16)
         var file = OpenFile(
             input: input, framer: format.makeFramer(), decoder: try format.makeDecoder(schema: schema, header: nil, file: path),
@@ -204,7 +226,7 @@ public final class FileSource: Source, @unchecked Sendable {
                 continue
             }
             // Hand the buffer over as the chunk; carry the partial record into a fresh buffer.
-            let cap = max(context.chunkBytes, file.filled - cut, 64 << 10)
+            let cap = max(context.chunkBytes, file.filled - cut, 16)
             let fresh = UnsafeMutableRawBufferPointer.allocate(byteCount: cap, alignment: 16)
             let rest = file.filled - cut
             if rest > 0 { fresh.baseAddress!.copyMemory(from: file.buffer.baseAddress! + cut, byteCount: rest) }

@@ -59,7 +59,7 @@ public struct BatchSizing: Sendable, Hashable {
     ///
     /// In flight at most: `queueDepth` raw chunks, `workers` decoding, `reorderWindow` decoded, one writing;
     /// a decoded chunk takes about 3× its raw size (raw bytes plus columns). The policy's `maxBytes`
-    /// caps the chunk size; a small budget shrinks it (never below 64 KiB) and the queues (never below 1).
+    /// caps the chunk size; a small budget shrinks it (never below 64 KiB, or `maxBytes` if smaller) and the queues (never below 1).
     public static func from(budget: MemoryBudget, policy: BatchingPolicy, workers: Int) -> BatchSizing {
         let budgetBytes = max(budget.bytes, 1 << 20)
         var queueDepth = 2
@@ -72,7 +72,7 @@ public struct BatchSizing: Sendable, Hashable {
             inFlight = Int64(queueDepth + workers + window + 1)
             chunk = budgetBytes / (inFlight * 3)
         }
-        chunk = max(chunk, 64 << 10)
+        chunk = max(chunk, min(64 << 10, Int64(policy.maxBytes)))
         return BatchSizing(chunkBytes: Int(chunk), maxRows: policy.maxRows, queueDepth: queueDepth, reorderWindow: window)
     }
 }

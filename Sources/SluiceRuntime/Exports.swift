@@ -1,0 +1,2 @@
+// `Pipeline.run()` returns a `RunReport`; users of the runtime get the report types with it.
+@_exported import SluiceReport

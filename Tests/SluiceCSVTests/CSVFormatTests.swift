@@ -1,0 +1,176 @@
+import SluiceCSV
+import SluiceCore
+import SluiceRuntime
+import SluiceTesting
+import Testing
+
+let idName = Schema([Field("id", .int64), Field("name", .string)])
+
+func csv(_ text: String, schema: Schema? = idName, chunkBytes: Int = 1 << 20, options: CSVOptions = CSVOptions())
+    throws -> PipelineHarness.Result
+{
+    try PipelineHarness.load(text, name: "in.csv", format: CSVFormat(options: options), schema: schema, chunkBytes: chunkBytes)
+}
+
+@Suite struct CSVFormatTests {
+    @Test func headerQuotedFieldsDoubledQuotesAndEmbeddedNewlines() throws {
+        let r = try csv("id,name\n1,plain\n2,\"with, comma\"\n3,\"say \"\"hi\"\"\"\n4,\"two\nlines\"\n5,\"\"\n")
+        #expect(r.rejects.isEmpty)
+        #expect(
+            r.rows == [
+                [.int64(1), .string("plain")], [.int64(2), .string("with, comma")], [.int64(3), .string("say \"hi\"")],
+                [.int64(4), .string("two\nlines")], [.int64(5), .string("")],
+            ])
+    }
+
+    @Test func crlfBomAndMissingFinalNewline() throws {
+        let bytes: [UInt8] = [0xEF, 0xBB, 0xBF] + Array("id,name\r\n1,a\r\n2,\"b\r\nc\"\r\n3,z".utf8)
+        let r = try PipelineHarness.load(bytes: bytes, name: "in.csv", format: CSVFormat(), schema: idName)
+        #expect(r.rows == [[.int64(1), .string("a")], [.int64(2), .string("b\r\nc")], [.int64(3), .string("z")]])
+    }
+
+    @Test func emptyUnquotedFieldIsNullQuotedEmptyIsEmptyString() throws {
+        let r = try csv("id,name\n,\n2,\"\"\n")
+        #expect(r.rows == [[.null, .null], [.int64(2), .string("")]])
+    }
+
+    @Test func nullTokensAndDelimiter() throws {
+        var o = CSVOptions()
+        o.delimiter = UInt8(ascii: ";")
+        o.nullTokens = ["NULL", "\\N"]
+        let r = try csv("id;name\n1;NULL\n\\N;x\n3;\"NULL\"\n4;\n", options: o)
+        #expect(r.rows == [[.int64(1), .null], [.null, .string("x")], [.int64(3), .string("NULL")], [.int64(4), .string("")]])
+    }
+
+    @Test func columnsMapByHeaderNameNotPosition() throws {
+        let r = try csv("name,extra,id\nann,zzz,7\n")
+        #expect(r.rows == [[.int64(7), .string("ann")]])
+    }
+
+    @Test func raggedRowsAreRejectedWithLineAndRestKept() throws {
+        let r = try csv("id,name\n1,a\n2,b,c\n3\n4,d\n")
+        #expect(r.rows == [[.int64(1), .string("a")], [.int64(4), .string("d")]])
+        #expect(r.rejects.map(\.line) == [3, 4])
+        #expect(r.rejects[0].reason.contains("expected 2 fields"))
+        #expect(r.rejects[0].raw == "2,b,c")
+        #expect(r.rejects[0].offset == 12)
+        #expect(r.report.outcome == .completedWithRejects)
+        #expect(r.report.recordsRejected == 2)
+    }
+
+    @Test func unterminatedQuoteIsRejectedAtItsOwnLineAndParsingResumes() throws {
+        let text = "id,name\n1,a\n2,\"broken\n3,c\n4,\"d\"\n5,e\n"
+        let r = try csv(text)
+        #expect(r.rows == [[.int64(1), .string("a")], [.int64(3), .string("c")], [.int64(4), .string("d")], [.int64(5), .string("e")]])
+        #expect(r.rejects.count == 1)
+        #expect(r.rejects[0].line == 3)
+        #expect(r.rejects[0].raw == "2,\"broken\n")
+    }
+
+    @Test func unterminatedQuoteAtEndOfFile() throws {
+        let r = try csv("id,name\n1,a\n2,\"never closed\n")
+        #expect(r.rows == [[.int64(1), .string("a")]])
+        #expect(r.rejects.map(\.line) == [3])
+        #expect(r.rejects[0].reason == "unterminated quoted field")
+    }
+
+    @Test func textAfterClosingQuoteIsMalformed() throws {
+        let r = try csv("id,name\n1,\"a\"x\n2,b\n")
+        #expect(r.rows == [[.int64(2), .string("b")]])
+        #expect(r.rejects.first?.reason == "unexpected character after a closing quote")
+    }
+
+    @Test func invalidUTF8IsRejected() throws {
+        let bytes = Array("id,name\n1,ok\n2,".utf8) + [0xC3, 0x28] + Array("\n3,caf\u{E9}\n".utf8)
+        let r = try PipelineHarness.load(bytes: bytes, name: "in.csv", format: CSVFormat(), schema: idName)
+        #expect(r.rows == [[.int64(1), .string("ok")], [.int64(3), .string("café")]])
+        #expect(r.rejects.first?.reason == "field 'name' is not valid UTF-8")
+        #expect(r.rejects.first?.line == 3)
+    }
+
+    @Test func valuesThatDoNotFitTheSchemaAreRejectedNotCrashes() throws {
+        let schema = Schema([
+            Field("i", .int64), Field("f", .float64), Field("b", .bool), Field("t", .timestamp), Field("j", .json),
+        ])
+        let text = """
+            i,f,b,t,j
+            1,1.5,true,2024-05-01T12:00:00Z,"{""a"":1}"
+            x,1.5,true,2024-05-01T12:00:00Z,1
+            9223372036854775808,1,true,2024-05-01,1
+            2,abc,true,2024-05-01,1
+            3,1,maybe,2024-05-01,1
+            4,1,false,2024-13-01,1
+            5,1,false,2024-02-29,"{bad"
+            6,-2.5e3,F,1714564800,[1]
+
+            """
+        let r = try csv(text, schema: schema)
+        #expect(r.rows.count == 2)
+        #expect(r.rows[0] == [.int64(1), .float64(1.5), .bool(true), .timestamp(1_714_564_800_000_000), .json("{\"a\":1}")])
+        #expect(r.rows[1] == [.int64(6), .float64(-2500), .bool(false), .timestamp(1_714_564_800_000_000), .json("[1]")])
+        #expect(r.rejects.map(\.line) == [3, 4, 5, 6, 7, 8])
+        #expect(r.rejects[0].reason.contains("field 'i'"))
+        #expect(r.rejects[2].reason.contains("field 'f'"))
+        #expect(r.rejects[5].reason == "field 'j' is not valid JSON")
+    }
+
+    @Test func notNullFieldsRejectNulls() throws {
+        let schema = Schema([Field("id", .int64, nullable: false), Field("name", .string)])
+        let r = try csv("id,name\n,a\n2,b\n", schema: schema)
+        #expect(r.rows == [[.int64(2), .string("b")]])
+        #expect(r.rejects.first?.reason == "field 'id' is null but the schema does not allow nulls")
+    }
+
+    @Test func blankLinesAreSkipped() throws {
+        let r = try csv("id,name\n1,a\n\n2,b\n\r\n")
+        #expect(r.rows == [[.int64(1), .string("a")], [.int64(2), .string("b")]])
+        #expect(r.rejects.isEmpty)
+    }
+
+    @Test func strayQuoteInsideUnquotedFieldIsText() throws {
+        let r = try csv("id,name\n1,5\" screen\n")
+        #expect(r.rows == [[.int64(1), .string("5\" screen")]])
+    }
+
+    @Test func missingSchemaColumnInHeaderIsAConfigError() throws {
+        #expect(throws: SluiceError.self) { try csv("id,title\n1,a\n") }
+    }
+
+    @Test func noHeaderMapsByPosition() throws {
+        var o = CSVOptions()
+        o.header = false
+        let r = try csv("1,a\n2,b\n", options: o)
+        #expect(r.rows == [[.int64(1), .string("a")], [.int64(2), .string("b")]])
+    }
+
+    @Test func inferredSchemaWidensTypes() throws {
+        let text = "a,b,c,d,e,f\n1,1,x,true,2024-01-01T00:00:00Z,\n2,2.5,3,false,2024-01-02,\n"
+        let r = try csv(text, schema: nil)
+        #expect(
+            r.schema?.fields.map(\.type) == [.int64, .float64, .string, .bool, .timestamp, .string])
+        #expect(r.rows[1] == [.int64(2), .float64(2.5), .string("3"), .bool(false), .timestamp(1_704_153_600_000_000), .null])
+    }
+
+    /// Chunking must never change what is loaded or where rejects are reported.
+    @Test(arguments: [16, 37, 64, 1000])
+    func resultsDoNotDependOnChunkSize(chunkBytes: Int) throws {
+        var text = "id,name\n"
+        for i in 0..<300 {
+            switch i % 7 {
+            case 0: text += "\(i),\"multi\nline \(i)\"\n"
+            case 1: text += "\(i),\"q \"\"x\"\" \(i)\"\r\n"
+            case 2: text += "\(i),bad,extra\n"
+            case 3: text += "\(i),\"unterminated\n"
+            default: text += "\(i),plain\(i)\n"
+            }
+        }
+        let whole = try csv(text, chunkBytes: 1 << 20)
+        let small = try csv(text, chunkBytes: chunkBytes)
+        #expect(small.rows == whole.rows)
+        // Each load writes its own temporary file, so compare everything but the path.
+        let where_ = { (r: [RejectedRecord]) in r.map { "\($0.line ?? -1) \($0.offset ?? -1) \($0.reason) \($0.raw)" } }
+        #expect(where_(small.rejects) == where_(whole.rejects))
+        #expect(whole.rows.count == 300 - 300 / 7 * 2 - 2)
+        #expect(whole.rejects.count == 86)
+    }
+}

@@ -1,0 +1,140 @@
+import Foundation
+import SluiceCSV
+import SluiceCore
+import SluiceRuntime
+import SluiceSQLite
+import SluiceTesting
+import Testing
+
+let allTypes = Schema([
+    Field("id", .int64), Field("f", .float64), Field("b", .bool), Field("s", .string), Field("raw", .bytes),
+    Field("t", .timestamp), Field("j", .json),
+])
+
+func load(_ rows: [[Value]], schema: Schema = allTypes, into db: String, table: String = "t", mode: WriteMode,
+    batchSize: Int = 3) throws -> RunReport
+{
+    var o = PipelineOptions()
+    o.rejectsPath = db + ".rejects.jsonl"
+    return try Pipeline(
+        source: ArraySource(schema: schema, rows: rows, batchSize: batchSize),
+        sink: SQLiteSink(path: db, table: table, mode: mode), options: o
+    ).runBlocking()
+}
+
+@Suite struct SQLiteSinkTests {
+    let sample: [[Value]] = [
+        [.int64(1), .float64(1.5), .bool(true), .string("café 😀"), .bytes([0, 255, 10]), .timestamp(1_714_564_800_500_000), .json("{\"a\":[1]}")],
+        [.int64(2), .null, .bool(false), .string(""), .null, .null, .null],
+        [.int64(3), .float64(-0.1), .null, .null, .bytes([]), .timestamp(-1), .json("null")],
+        [.int64(Int64.max), .float64(1e300), .bool(true), .string("quote ' \" , \n"), .bytes([1]), .timestamp(0), .json("[]")],
+    ]
+
+    @Test func appendCreatesTheTableAndRoundTripsEveryType() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let db = dir.file("a.db")
+        let report = try load(sample, into: db, mode: .append)
+        #expect(report.outcome == .clean && report.recordsOut == 4)
+        let c = try SQLiteConnection(path: db)
+        let rows = try c.query("SELECT id, f, b, s, hex(raw), t, j, typeof(raw), typeof(f) FROM t ORDER BY id")
+        #expect(rows[0] == ["1", "1.5", "1", "café 😀", "00FF0A", "2024-05-01T12:00:00.500000Z", "{\"a\":[1]}", "blob", "real"])
+        #expect(rows[1] == ["2", nil, "0", "", "", nil, nil, "null", "null"])  // hex(NULL) is the empty string
+        #expect(rows[2] == ["3", "-0.1", nil, nil, "", "1969-12-31T23:59:59.999999Z", "null", "blob", "real"])
+        #expect(rows[3][0] == "9223372036854775807" && rows[3][3] == "quote ' \" , \n")
+        let ddl = try c.query("SELECT sql FROM sqlite_master WHERE name = 't'")[0][0]!
+        #expect(ddl.contains("\"id\" INTEGER") && ddl.contains("\"t\" TEXT") && ddl.contains("\"raw\" BLOB"))
+    }
+
+    @Test func upsertConvergesToTheInputAndLastDuplicateWins() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let db = dir.file("u.db")
+        let schema = Schema([Field("id", .int64, nullable: false), Field("v", .string)])
+        let first: [[Value]] = (1...50).map { [.int64(Int64($0)), .string("old\($0)")] }
+        _ = try load(first, schema: schema, into: db, mode: .upsert(key: ["id"]), batchSize: 7)
+        var second: [[Value]] = (25...75).map { [.int64(Int64($0)), .string("new\($0)")] }
+        second.append([.int64(30), .string("last")])
+        // Run twice: a re-run of the same input must converge to the same table.
+        for _ in 0..<2 { _ = try load(second, schema: schema, into: db, mode: .upsert(key: ["id"]), batchSize: 7) }
+        let c = try SQLiteConnection(path: db)
+        #expect(try c.query("SELECT count(*), min(id), max(id) FROM t")[0] == ["75", "1", "75"])
+        #expect(try c.query("SELECT v FROM t WHERE id IN (10, 30, 60) ORDER BY id").map { $0[0] } == ["old10", "last", "new60"])
+    }
+
+    @Test func compositeKeyUpsert() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let db = dir.file("c.db")
+        let schema = Schema([Field("a", .int64), Field("b", .string), Field("v", .float64)])
+        _ = try load([[.int64(1), .string("x"), .float64(1)], [.int64(1), .string("y"), .float64(2)]], schema: schema,
+            into: db, mode: .upsert(key: ["a", "b"]))
+        _ = try load([[.int64(1), .string("x"), .float64(9)]], schema: schema, into: db, mode: .upsert(key: ["a", "b"]))
+        let c = try SQLiteConnection(path: db)
+        #expect(try c.query("SELECT a, b, v FROM t ORDER BY b") == [["1", "x", "9.0"], ["1", "y", "2.0"]])
+    }
+
+    @Test func replaceSwapsOnlyAfterACompleteRun() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let db = dir.file("r.db")
+        let schema = Schema([Field("id", .int64), Field("v", .string)])
+        _ = try load([[.int64(1), .string("a")], [.int64(2), .string("b")]], schema: schema, into: db, mode: .append)
+        _ = try load([[.int64(9), .string("z")]], schema: schema, into: db, mode: .replace)
+        let c = try SQLiteConnection(path: db)
+        #expect(try c.query("SELECT id, v FROM t") == [["9", "z"]])
+        #expect(try c.query("SELECT count(*) FROM sqlite_master WHERE name LIKE '%sluice_replace%'")[0] == ["0"])
+    }
+
+    @Test func constraintViolationsRejectOnlyTheOffendingRows() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let db = dir.file("k.db")
+        let c = try SQLiteConnection(path: db)
+        try c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT CHECK (v <> 'bad'))")
+        let schema = Schema([Field("id", .int64), Field("v", .string)])
+        var input: [[Value]] = (1...100).map { [.int64(Int64($0)), .string("ok")] }
+        input[10][1] = .string("bad")
+        input[70] = [.int64(5), .string("dup")]
+        let report = try load(input, schema: schema, into: db, mode: .append, batchSize: 64)
+        #expect(report.outcome == .completedWithRejects && report.recordsRejected == 2 && report.recordsOut == 98)
+        #expect(try c.query("SELECT count(*) FROM t")[0] == ["98"])
+        let rejects = try RejectsFile.read(db + ".rejects.jsonl")
+        #expect(rejects.map(\.raw) == ["[11,\"bad\"]", "[5,\"dup\"]"])
+        #expect(rejects[0].reason.contains("CHECK constraint failed"))
+        #expect(rejects[1].reason.contains("UNIQUE constraint failed"))
+    }
+
+    @Test func existingTableWithoutTheColumnsIsAClearError() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let db = dir.file("e.db")
+        try SQLiteConnection(path: db).exec("CREATE TABLE t (x INTEGER)")
+        #expect {
+            _ = try load(sample, into: db, mode: .append)
+        } throws: { e in "\(e)".contains("has no column(s) id") }
+        try SQLiteConnection(path: db).exec("CREATE TABLE u (id INTEGER, v TEXT)")
+        #expect {
+            _ = try load([[.int64(1), .string("a")]], schema: Schema([Field("id", .int64), Field("v", .string)]),
+                into: db, table: "u", mode: .upsert(key: ["id"]))
+        } throws: { e in "\(e)".contains("upsert needs a PRIMARY KEY or UNIQUE index") }
+    }
+
+    @Test func csvRowsCarryTheirLineIntoSinkRejects() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let db = dir.file("l.db")
+        try SQLiteConnection(path: db).exec("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)")
+        let csv = try dir.write("in.csv", "id,name\n1,a\n2,\"multi\nline\"\n1,again\n3,c\n")
+        var o = PipelineOptions()
+        o.rejectsPath = dir.file("rej.jsonl")
+        let report = try Pipeline(
+            source: FileSource(paths: [csv], format: CSVFormat(), schema: Schema([Field("id", .int64), Field("name", .string)])),
+            sink: SQLiteSink(path: db, table: "t"), options: o
+        ).runBlocking()
+        #expect(report.recordsOut == 3)
+        let rejects = try RejectsFile.read(dir.file("rej.jsonl"))
+        #expect(rejects.count == 1)
+        #expect(rejects[0].line == 5 && rejects[0].offset == 27 && rejects[0].stage == "sink")
+    }
+}
