@@ -30,13 +30,16 @@ let package = Package(
         .target(name: "CSluiceSupport", path: "Sources/CSluiceSupport"),
         .target(name: "SluiceCore", swiftSettings: strict),
         .target(name: "SluiceReport", dependencies: ["SluiceCore"], swiftSettings: strict),
-        .target(name: "SluiceRuntime", dependencies: ["SluiceCore", "SluiceReport", "CZlib", "CSluiceSupport"], swiftSettings: strict),
+        .target(
+            name: "SluiceRuntime", dependencies: ["SluiceCore", "SluiceReport", "CZlib", "CSluiceSupport"],
+            swiftSettings: strict),
         .target(name: "SluiceCSV", dependencies: ["SluiceCore"], swiftSettings: strict),
         .target(name: "SluiceJSONLines", dependencies: ["SluiceCore"], swiftSettings: strict),
         .target(name: "SluiceSQLite", dependencies: ["SluiceCore", "SluiceRuntime", "CSQLite"], swiftSettings: strict),
         .target(
             name: "SluiceTesting", dependencies: ["SluiceCore", "SluiceRuntime", "SluiceReport"], swiftSettings: strict),
-        .target(name: "SluiceWorkloads", dependencies: ["SluiceCore", "SluiceRuntime", "CZlib"], swiftSettings: strict),
+        .target(
+            name: "SluiceWorkloads", dependencies: ["SluiceCore", "SluiceRuntime", "CZlib"], swiftSettings: strict),
         .target(
             name: "SluiceConfig",
             dependencies: [
@@ -48,14 +51,14 @@ let package = Package(
             name: "SluiceCLI",
             dependencies: [
                 "SluiceCore", "SluiceRuntime", "SluiceReport", "SluiceSQLite", "SluiceConfig", "SluiceWorkloads",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "CSluiceSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
         .executableTarget(
             name: "SluiceBench",
             dependencies: [
                 "SluiceCore", "SluiceRuntime", "SluiceReport", "SluiceCSV", "SluiceJSONLines", "SluiceSQLite",
-                "SluiceWorkloads", "SluiceTesting", "CAllocCounter", "CSQLite",
+                "SluiceWorkloads", "SluiceTesting", "CAllocCounter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),

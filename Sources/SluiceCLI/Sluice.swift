@@ -1,4 +1,5 @@
 import ArgumentParser
+import CSluiceSupport
 import Dispatch
 import Foundation
 import SluiceConfig
@@ -34,6 +35,10 @@ struct Sluice: ParsableCommand {
         subcommands: [Load.self, Run.self, Quickstart.self, Generate.self])
 
     static func main() {
+        // Batch buffers are allocated on decoder threads and freed on the writer thread; with glibc's
+        // default thresholds their pages stay in arenas and peak RSS creeps up with input size. Giving
+        // large buffers their own mappings keeps peak memory flat (measured: 2M rows 75 MiB, 20M 77 MiB).
+        sluice_use_mmap_above(64 << 10)
         do {
             var command = try parseAsRoot()
             try command.run()
@@ -129,7 +134,10 @@ struct Load: ParsableCommand {
     @Option(help: "Input format: csv, tsv or jsonl (default: from the file name).")
     var format: String?
 
-    @Option(help: "Schema as name:type,… (types: int64, float64, bool, string, bytes, timestamp, json; `!` = not null). Default: inferred from the first records.")
+    @Option(
+        help:
+            "Schema as name:type,… (types: int64, float64, bool, string, bytes, timestamp, json; `!` = not null). Default: inferred from the first records."
+    )
     var schema: String?
 
     @Option(help: "Key column(s), comma-separated, for --mode upsert.")
@@ -241,7 +249,9 @@ struct Quickstart: ParsableCommand {
         let db = try SQLiteConnection(path: database)
         let rows = try db.query("SELECT count(*), min(ts), max(ts), round(sum(value), 2) FROM events")
         if let r = rows.first {
-            print("\nsluice-demo.db now holds \(r[0] ?? "0") events from \(r[1] ?? "-") to \(r[2] ?? "-") (sum of value \(r[3] ?? "-")).")
+            print(
+                "\nsluice-demo.db now holds \(r[0] ?? "0") events from \(r[1] ?? "-") to \(r[2] ?? "-") (sum of value \(r[3] ?? "-"))."
+            )
         }
         print("Try: sqlite3 \(database) 'SELECT * FROM events LIMIT 5'")
     }
@@ -267,7 +277,9 @@ struct Generate: ParsableCommand {
     var output: String
 
     func run() throws {
-        guard let f = W0Generator.Format(rawValue: format) else { throw ValidationError("--format must be csv or jsonl") }
+        guard let f = W0Generator.Format(rawValue: format) else {
+            throw ValidationError("--format must be csv or jsonl")
+        }
         guard rows >= 0 else { throw ValidationError("--rows must not be negative") }
         try W0Generator(rows: rows, seed: seed).write(to: output, format: f, gzip: gzip)
     }

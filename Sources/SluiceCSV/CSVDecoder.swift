@@ -60,7 +60,8 @@ struct CSVDecoder: RecordDecoder {
                                     defer { line += lines }
                                     if visitor.count != width {
                                         // A blank line is not a record.
-                                        if visitor.count == 1 && width > 1 && visitor.fields[0].start == visitor.fields[0].end
+                                        if visitor.count == 1 && width > 1
+                                            && visitor.fields[0].start == visitor.fields[0].end
                                             && !visitor.fields[0].quoted
                                         {
                                             continue
@@ -77,7 +78,9 @@ struct CSVDecoder: RecordDecoder {
                                     for f in 0..<fieldCount {
                                         let slice = visitor.fields[columnOfField[f]]
                                         let ok = cols[f]._withUnsafeGuaranteedRef {
-                                            Self.append(slice, p, to: $0, type: types[f], nullable: nullable[f], nullTokens: nullTokens)
+                                            Self.append(
+                                                slice, p, to: $0, type: types[f], nullable: nullable[f],
+                                                nullTokens: nullTokens)
                                         }
                                         if !ok {
                                             failed = f
@@ -94,7 +97,9 @@ struct CSVDecoder: RecordDecoder {
                                                 reason: problem(slice, p, field: schema.fields[failed])))
                                     } else {
                                         builder.finishRow(line: UInt32(line), offset: UInt32(recordStart))
-                                        if builder.dataBytes >= maxBytes { return DecodeProgress(end: i, line: line + lines) }
+                                        if builder.dataBytes >= maxBytes {
+                                            return DecodeProgress(end: i, line: line + lines)
+                                        }
                                     }
                                 }
                             }
@@ -110,11 +115,18 @@ struct CSVDecoder: RecordDecoder {
     private func problem(_ s: FieldSlice, _ p: UnsafePointer<UInt8>, field: Field) -> String {
         let fp = p + s.start
         let len = s.end - s.start
-        if !s.quoted && isNullToken(fp, len) { return "field '\(field.name)' is null but the schema does not allow nulls" }
+        if !s.quoted && isNullToken(fp, len) {
+            return "field '\(field.name)' is null but the schema does not allow nulls"
+        }
         switch field.type {
         case .string, .bytes, .json:
-            let value = s.escaped ? CSVGrammar.unescape(Array(UnsafeBufferPointer(start: fp, count: len))) : Array(UnsafeBufferPointer(start: fp, count: len))
-            if field.type != .bytes && !ValueParsing.isValidUTF8(value, value.count) { return "field '\(field.name)' is not valid UTF-8" }
+            let value =
+                s.escaped
+                ? CSVGrammar.unescape(Array(UnsafeBufferPointer(start: fp, count: len)))
+                : Array(UnsafeBufferPointer(start: fp, count: len))
+            if field.type != .bytes && !ValueParsing.isValidUTF8(value, value.count) {
+                return "field '\(field.name)' is not valid UTF-8"
+            }
             return "field '\(field.name)' is not valid JSON"
         default:
             return notA(field, fp, len)
@@ -123,7 +135,9 @@ struct CSVDecoder: RecordDecoder {
 
     private func isNullToken(_ fp: UnsafePointer<UInt8>, _ len: Int) -> Bool {
         if let tokens = nullTokens {
-            return tokens.contains { t in t.count == len && t.withUnsafeBufferPointer { memEqual($0.baseAddress!, fp, len) } }
+            return tokens.contains { t in
+                t.count == len && t.withUnsafeBufferPointer { memEqual($0.baseAddress!, fp, len) }
+            }
         }
         return len == 0
     }
@@ -147,7 +161,9 @@ struct CSVDecoder: RecordDecoder {
         if !s.quoted {
             let isNull: Bool
             if let tokens = nullTokens {
-                isNull = tokens.contains { t in t.count == len && t.withUnsafeBufferPointer { memEqual($0.baseAddress!, fp, len) } }
+                isNull = tokens.contains { t in
+                    t.count == len && t.withUnsafeBufferPointer { memEqual($0.baseAddress!, fp, len) }
+                }
             } else {
                 isNull = len == 0
             }

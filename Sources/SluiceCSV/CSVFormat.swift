@@ -125,7 +125,8 @@ public struct CSVFormat: RecordFormat {
             for field in schema.fields {
                 guard let i = header.firstIndex(of: field.name) else {
                     throw SluiceError(
-                        .config, "the schema's field '\(field.name)' is not a column of the header (\(header.joined(separator: ",")))",
+                        .config,
+                        "the schema's field '\(field.name)' is not a column of the header (\(header.joined(separator: ",")))",
                         position: SourcePosition(file: file, line: 1))
                 }
                 mapping.append(i)

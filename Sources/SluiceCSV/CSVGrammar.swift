@@ -181,7 +181,9 @@ enum CSVGrammar {
     }
 
     /// The record at `start` is broken: it covers its first line only.
-    static func malformed(_ p: UnsafePointer<UInt8>, _ start: Int, _ n: Int, atEnd: Bool, _ reason: String)
+    static func malformed(
+        _ p: UnsafePointer<UInt8>, _ start: Int, _ n: Int, atEnd: Bool, _ reason: String
+    )
         -> ScanResult
     {
         var k = start

@@ -98,7 +98,9 @@ public struct LoadSpec: Sendable {
                     o.delimiter = 9
                 } else {
                     guard d.utf8.count == 1, let b = d.utf8.first, b != UInt8(ascii: "\""), b != 10, b != 13 else {
-                        throw SluiceError(.config, "--delimiter must be one ASCII character other than a quote or newline (got '\(d)')")
+                        throw SluiceError(
+                            .config,
+                            "--delimiter must be one ASCII character other than a quote or newline (got '\(d)')")
                     }
                     o.delimiter = b
                 }
@@ -175,7 +177,8 @@ public struct LoadSpec: Sendable {
         options.memory = MemoryBudget.detect(fraction: memoryFraction)
         if let maxErrors {
             guard let limit = ErrorLimit(maxErrors) else {
-                throw SluiceError(.config, "--max-errors takes a count (100) or a percentage (0.5%), got '\(maxErrors)'")
+                throw SluiceError(
+                    .config, "--max-errors takes a count (100) or a percentage (0.5%), got '\(maxErrors)'")
             }
             options.maxErrors = limit
         }
@@ -194,11 +197,14 @@ public enum Units {
     public static func bytes(_ text: String) -> Int? {
         let t = text.trimmingCharacters(in: .whitespaces)
         let units: [(String, Int)] = [
-            ("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("KB", 1000), ("MB", 1_000_000), ("GB", 1_000_000_000),
+            ("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("KB", 1000), ("MB", 1_000_000),
+            ("GB", 1_000_000_000),
             ("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30), ("B", 1),
         ]
         for (suffix, mult) in units where t.hasSuffix(suffix) {
-            guard let v = Double(t.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), v >= 0 else { return nil }
+            guard let v = Double(t.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), v >= 0 else {
+                return nil
+            }
             return Int(v * Double(mult))
         }
         return Int(t)

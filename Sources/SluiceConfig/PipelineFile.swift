@@ -1,5 +1,6 @@
 import Foundation
 import SluiceCore
+import SluiceRuntime
 import Yams
 
 /// Reads a pipeline file (YAML) into a ``LoadSpec``. Unknown keys and wrong types are errors naming the
@@ -36,7 +37,9 @@ public enum PipelineFile {
         do {
             text = try String(contentsOfFile: path, encoding: .utf8)
         } catch {
-            throw SluiceError(.config, "cannot read the pipeline file: \(error.localizedDescription)", position: SourcePosition(file: path))
+            throw SluiceError(
+                .config, "cannot read the pipeline file: \(error.localizedDescription)",
+                position: SourcePosition(file: path))
         }
         let base = (path as NSString).deletingLastPathComponent
         return try parse(text, file: path, baseDirectory: base)
@@ -50,14 +53,17 @@ public enum PipelineFile {
         } catch let e as YamlError {
             throw SluiceError(.config, "not valid YAML: \(e)", position: SourcePosition(file: file))
         }
-        guard let root else { throw SluiceError(.config, "the pipeline file is empty", position: SourcePosition(file: file)) }
+        guard let root else {
+            throw SluiceError(.config, "the pipeline file is empty", position: SourcePosition(file: file))
+        }
         let r = Reader(file: file, base: baseDirectory)
         var spec = LoadSpec()
         let top = try r.mapping(root, "the pipeline", allowed: ["source", "transforms", "sink", "batching", "errors"])
         guard let source = top["source"] else { throw r.error(root, "missing 'source'") }
         guard let sink = top["sink"] else { throw r.error(root, "missing 'sink'") }
 
-        let src = try r.mapping(source, "source", allowed: ["path", "paths", "format", "schema", "delimiter", "null", "header"])
+        let src = try r.mapping(
+            source, "source", allowed: ["path", "paths", "format", "schema", "delimiter", "null", "header"])
         if let p = src["path"] { spec.inputs = [r.path(try r.string(p, "source.path"))] }
         if let ps = src["paths"] {
             if src["path"] != nil { throw r.error(ps, "give either source.path or source.paths, not both") }
@@ -68,7 +74,9 @@ public enum PipelineFile {
         if let s = src["schema"] {
             if case .mapping(let m) = s {
                 var parts: [String] = []
-                for (k, v) in m { parts.append("\(try r.string(k, "schema field name")):\(try r.string(v, "schema field type"))") }
+                for (k, v) in m {
+                    parts.append("\(try r.string(k, "schema field name")):\(try r.string(v, "schema field type"))")
+                }
                 spec.schema = parts.joined(separator: ",")
             } else {
                 spec.schema = try r.string(s, "source.schema")
@@ -77,7 +85,11 @@ public enum PipelineFile {
         }
         if let d = src["delimiter"] { spec.delimiter = try r.string(d, "source.delimiter") }
         if let n = src["null"] {
-            if case .sequence = n { spec.nullTokens = try r.strings(n, "source.null") } else { spec.nullTokens = [try r.string(n, "source.null")] }
+            if case .sequence = n {
+                spec.nullTokens = try r.strings(n, "source.null")
+            } else {
+                spec.nullTokens = [try r.string(n, "source.null")]
+            }
         }
         if let h = src["header"] { spec.header = try r.bool(h, "source.header") }
 
@@ -103,14 +115,19 @@ public enum PipelineFile {
             }
         }
         if let k = snk["key"] {
-            if case .sequence = k { spec.key = try r.strings(k, "sink.key") } else {
-                spec.key = try r.string(k, "sink.key").split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+            if case .sequence = k {
+                spec.key = try r.strings(k, "sink.key")
+            } else {
+                spec.key = try r.string(k, "sink.key").split(separator: ",").map {
+                    String($0).trimmingCharacters(in: .whitespaces)
+                }
             }
         }
         if spec.mode == "upsert" && spec.key.isEmpty { throw r.error(sink, "sink.mode upsert needs sink.key") }
 
         if let b = top["batching"] {
-            let bm = try r.mapping(b, "batching", allowed: ["max_rows", "max_bytes", "max_latency", "workers", "memory_fraction"])
+            let bm = try r.mapping(
+                b, "batching", allowed: ["max_rows", "max_bytes", "max_latency", "workers", "memory_fraction"])
             if let v = bm["max_rows"] { spec.batching.maxRows = try r.int(v, "batching.max_rows", min: 1) }
             if let v = bm["max_bytes"] {
                 guard let n = Units.bytes(try r.string(v, "batching.max_bytes")), n >= 1024 else {
@@ -137,7 +154,9 @@ public enum PipelineFile {
             if let v = em["rejects"] { spec.rejects = r.path(try r.string(v, "errors.rejects")) }
             if let v = em["max_errors"] {
                 let s = try r.string(v, "errors.max_errors")
-                guard ErrorLimitCheck.valid(s) else { throw r.error(v, "errors.max_errors must be a count (100) or a percentage (1%)") }
+                guard ErrorLimitCheck.valid(s) else {
+                    throw r.error(v, "errors.max_errors must be a count (100) or a percentage (1%)")
+                }
                 spec.maxErrors = s
             }
         }
@@ -149,7 +168,9 @@ public enum PipelineFile {
         let base: String
 
         func error(_ node: Node, _ message: String) -> SluiceError {
-            SluiceError(.config, message, position: SourcePosition(file: file, line: node.mark?.line, column: node.mark?.column))
+            SluiceError(
+                .config, message, position: SourcePosition(file: file, line: node.mark?.line, column: node.mark?.column)
+            )
         }
 
         func mapping(_ node: Node, _ what: String, allowed: [String]) throws -> [String: Node] {
@@ -182,7 +203,9 @@ public enum PipelineFile {
         }
 
         func int(_ node: Node, _ what: String, min: Int) throws -> Int {
-            guard case .scalar = node, let i = node.int, i >= min else { throw error(node, "\(what) must be an integer ≥ \(min)") }
+            guard case .scalar = node, let i = node.int, i >= min else {
+                throw error(node, "\(what) must be an integer ≥ \(min)")
+            }
             return i
         }
 
@@ -192,8 +215,6 @@ public enum PipelineFile {
         }
     }
 }
-
-import SluiceRuntime
 
 enum ErrorLimitCheck {
     static func valid(_ s: String) -> Bool { ErrorLimit(s) != nil }

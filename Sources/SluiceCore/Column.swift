@@ -130,7 +130,9 @@ public final class Column: @unchecked Sendable {
     @inline(__always)
     public func append(bytes: UnsafeRawBufferPointer) {
         let start = beginBytes(reserving: bytes.count)
-        if bytes.count > 0 { (start).update(from: bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), count: bytes.count) }
+        if bytes.count > 0 {
+            (start).update(from: bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), count: bytes.count)
+        }
         endBytes(length: bytes.count)
     }
 
@@ -367,5 +369,7 @@ public struct ColumnView {
 
 extension Column {
     /// A pointer view of the buffers for hot read loops.
-    public var view: ColumnView { ColumnView(slots: slotsPointer, offsets: offsetsPointer, data: dataPointer, validity: validityPointer) }
+    public var view: ColumnView {
+        ColumnView(slots: slotsPointer, offsets: offsetsPointer, data: dataPointer, validity: validityPointer)
+    }
 }

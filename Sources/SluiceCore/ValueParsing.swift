@@ -137,13 +137,19 @@ public enum ValueParsing {
             }
         case 2: return (p[0] | 0x20 == UInt8(ascii: "n") && p[1] | 0x20 == UInt8(ascii: "o")) ? false : nil
         case 3:
-            return (p[0] | 0x20 == UInt8(ascii: "y") && p[1] | 0x20 == UInt8(ascii: "e") && p[2] | 0x20 == UInt8(ascii: "s"))
+            return
+                (p[0] | 0x20 == UInt8(ascii: "y") && p[1] | 0x20 == UInt8(ascii: "e")
+                && p[2] | 0x20 == UInt8(ascii: "s"))
                 ? true : nil
         case 4:
-            return (p[0] | 0x20 == UInt8(ascii: "t") && p[1] | 0x20 == UInt8(ascii: "r") && p[2] | 0x20 == UInt8(ascii: "u")
+            return
+                (p[0] | 0x20 == UInt8(ascii: "t") && p[1] | 0x20 == UInt8(ascii: "r")
+                && p[2] | 0x20 == UInt8(ascii: "u")
                 && p[3] | 0x20 == UInt8(ascii: "e")) ? true : nil
         case 5:
-            return (p[0] | 0x20 == UInt8(ascii: "f") && p[1] | 0x20 == UInt8(ascii: "a") && p[2] | 0x20 == UInt8(ascii: "l")
+            return
+                (p[0] | 0x20 == UInt8(ascii: "f") && p[1] | 0x20 == UInt8(ascii: "a")
+                && p[2] | 0x20 == UInt8(ascii: "l")
                 && p[3] | 0x20 == UInt8(ascii: "s") && p[4] | 0x20 == UInt8(ascii: "e")) ? false : nil
         default: return nil
         }

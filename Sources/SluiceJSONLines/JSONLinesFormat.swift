@@ -105,7 +105,9 @@ enum JSONStrings {
     /// Decodes the contents of a JSON string (between the quotes) into `out`; returns the byte count or nil
     /// on a bad escape or lone surrogate. `out` needs room for `end - start` bytes.
     @inline(__always)
-    static func unescape(_ p: UnsafePointer<UInt8>, _ start: Int, _ end: Int, into out: UnsafeMutablePointer<UInt8>)
+    static func unescape(
+        _ p: UnsafePointer<UInt8>, _ start: Int, _ end: Int, into out: UnsafeMutablePointer<UInt8>
+    )
         -> Int?
     {
         var i = start

@@ -33,7 +33,8 @@ public struct StageReport: Sendable, Codable {
         blockedSeconds = Double(clock.blocked) / 1e9
         records = clock.records
         nsPerRecord = clock.records > 0 ? Double(clock.busy) / Double(clock.records) : 0
-        utilization = wallSeconds > 0 ? min(1, (busySeconds + overheadSeconds) / (wallSeconds * Double(max(threads, 1)))) : 0
+        utilization =
+            wallSeconds > 0 ? min(1, (busySeconds + overheadSeconds) / (wallSeconds * Double(max(threads, 1)))) : 0
         self.isDetail = isDetail
     }
 }
@@ -139,8 +140,10 @@ public struct RunReport: Sendable, Codable {
         out += "sluice run \(status)\n"
         out += "  target     \(target)\n"
         out += "  wall       \(Format.seconds(wallSeconds))\n"
-        out += "  records    \(Format.count(recordsIn)) in, \(Format.count(recordsOut)) out, \(Format.count(recordsRejected)) rejected\n"
-        out += "  rate       \(Format.count(Int64(recordsPerSecond))) records/s, \(String(format: "%.1f", megabytesPerSecond)) MB/s"
+        out +=
+            "  records    \(Format.count(recordsIn)) in, \(Format.count(recordsOut)) out, \(Format.count(recordsRejected)) rejected\n"
+        out +=
+            "  rate       \(Format.count(Int64(recordsPerSecond))) records/s, \(String(format: "%.1f", megabytesPerSecond)) MB/s"
         out += " (\(Format.bytes(bytesDecoded)) decoded from \(Format.bytes(bytesIn)) read)\n"
         out += "  memory     peak RSS \(Format.bytes(peakRSSBytes)), budget \(Format.bytes(memoryBudgetBytes)), "
         out += "batches of ≤\(Format.count(Int64(batchRows))) rows from \(Format.bytes(Int64(chunkBytes))) chunks\n"

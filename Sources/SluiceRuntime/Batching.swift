@@ -1,3 +1,5 @@
+import Foundation
+
 /// When a batch is complete: whichever of rows, bytes or latency comes first.
 public struct BatchingPolicy: Sendable, Hashable {
     /// Maximum rows per batch. Default: 65,536.
@@ -159,5 +161,3 @@ public enum ErrorLimit: Sendable, Hashable, CustomStringConvertible {
         }
     }
 }
-
-import Foundation

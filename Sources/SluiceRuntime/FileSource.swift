@@ -20,6 +20,8 @@ public final class FileSource: Source, @unchecked Sendable {
     private var context = SourceContext(chunkBytes: 4 << 20, maxRows: 65_536)
     private var fileIndex = -1
     private var current: OpenFile?
+    /// Set when a wait on a stream noticed cancellation: only whole records already read are emitted.
+    private var stopped = false
 
     private struct OpenFile {
         let input: InputFile
@@ -125,9 +127,11 @@ public final class FileSource: Source, @unchecked Sendable {
         var framer = format.makeFramer()
         let body = UnsafeRawBufferPointer(rebasing: view[pre.length...])
         let whole = framer.completeLength(of: body, atEOF: atEOF)
-        let schema = try format.inferSchema(sample: UnsafeRawBufferPointer(rebasing: body[0..<whole]), header: pre.header)
+        let schema = try format.inferSchema(
+            sample: UnsafeRawBufferPointer(rebasing: body[0..<whole]), header: pre.header)
         if schema.count == 0 {
-            throw SluiceError(.format, "no fields found to infer a schema from", position: SourcePosition(file: paths[0]))
+            throw SluiceError(
+                .format, "no fields found to infer a schema from", position: SourcePosition(file: paths[0]))
         }
         return schema
     }
@@ -140,7 +144,8 @@ public final class FileSource: Source, @unchecked Sendable {
         let cap = max(context.chunkBytes, 16)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: cap, alignment: 16)
         var file = OpenFile(
-            input: input, framer: format.makeFramer(), decoder: try format.makeDecoder(schema: schema, header: nil, file: path),
+            input: input, framer: format.makeFramer(),
+            decoder: try format.makeDecoder(schema: schema, header: nil, file: path),
             offset: 0, startLine: 1, buffer: buffer, filled: 0, eof: false, lastRaw: 0)
         // Read the preamble (BOM, header) and build this file's decoder from its header.
         while true {
@@ -150,7 +155,8 @@ public final class FileSource: Source, @unchecked Sendable {
                 let decoder = try format.makeDecoder(schema: schema, header: pre.header, file: path)
                 file = OpenFile(
                     input: file.input, framer: file.framer, decoder: decoder, offset: Int64(pre.length),
-                    startLine: 1 + pre.lines, buffer: file.buffer, filled: file.filled, eof: file.eof, lastRaw: file.lastRaw)
+                    startLine: 1 + pre.lines, buffer: file.buffer, filled: file.filled, eof: file.eof,
+                    lastRaw: file.lastRaw)
                 let rest = file.filled - pre.length
                 if pre.length > 0 && rest > 0 {
                     file.buffer.baseAddress!.copyMemory(from: file.buffer.baseAddress! + pre.length, byteCount: rest)
@@ -164,7 +170,8 @@ public final class FileSource: Source, @unchecked Sendable {
                     grow(&file)
                     continue
                 }
-                throw SluiceError(.format, "cannot read the file's header", position: SourcePosition(file: path, line: 1))
+                throw SluiceError(
+                    .format, "cannot read the file's header", position: SourcePosition(file: path, line: 1))
             }
         }
         current = file
@@ -178,18 +185,21 @@ public final class FileSource: Source, @unchecked Sendable {
         file.buffer = bigger
     }
 
-    /// Reads until the buffer is full or the input ends; on a stream, returns once some whole records are
-    /// buffered and the batching latency has passed.
+    /// Reads until the buffer is full or the input ends. On a stream (pipe, terminal) it waits in short
+    /// polls, so that cancellation is noticed, and returns once data has waited `maxLatency`.
     private func fillBuffer(_ file: inout OpenFile) throws {
-        let startedAt = MonotonicClock.now()
         var batcher = Batcher(policy: context.batching)
+        if file.filled > 0 { _ = batcher.add(rows: 0, bytes: file.filled, now: MonotonicClock.now()) }
         while file.filled < file.buffer.count && !file.eof {
-            if file.input.isStream && file.filled > 0 {
-                let deadline = batcher.deadline ?? (startedAt + 1_000_000_000)
+            if file.input.isStream {
+                if context.isCancelled() {
+                    stopped = true
+                    return
+                }
                 let now = MonotonicClock.now()
-                if now >= deadline { return }
-                let waitMs = Int32(min(1000, max(1, (deadline - now) / 1_000_000)))
-                if !file.input.waitReadable(timeoutMillis: waitMs) { continue }
+                if let deadline = batcher.deadline, now >= deadline { return }
+                let untilDeadline = batcher.deadline.map { ($0 - now) / 1_000_000 } ?? 200
+                if !file.input.waitReadable(timeoutMillis: Int32(max(1, min(200, untilDeadline)))) { continue }
             }
             let n = try file.input.read(
                 into: file.buffer.baseAddress! + file.filled, count: file.buffer.count - file.filled)
@@ -216,6 +226,11 @@ public final class FileSource: Source, @unchecked Sendable {
             let view = UnsafeRawBufferPointer(rebasing: file.buffer[0..<file.filled])
             let cut = file.framer.completeLength(of: view, atEOF: file.eof)
             if cut == 0 {
+                if stopped {
+                    file.buffer.deallocate()
+                    current = nil
+                    return nil
+                }
                 if file.eof {
                     file.buffer.deallocate()
                     current = nil

@@ -36,7 +36,8 @@ public final class InputFile {
         } else {
             fd = open(path, O_RDONLY | O_CLOEXEC)
             if fd < 0 {
-                throw SluiceError(.io, "cannot open: \(String(cString: strerror(errno)))", position: SourcePosition(file: path))
+                throw SluiceError(
+                    .io, "cannot open: \(String(cString: strerror(errno)))", position: SourcePosition(file: path))
             }
         }
         var st = stat()
@@ -77,7 +78,8 @@ public final class InputFile {
             let r = Glibc.read(fd, inBuffer + total, inCapacity - total)
             if r < 0 {
                 if errno == EINTR { continue }
-                throw SluiceError(.io, "read failed: \(String(cString: strerror(errno)))", position: SourcePosition(file: path))
+                throw SluiceError(
+                    .io, "read failed: \(String(cString: strerror(errno)))", position: SourcePosition(file: path))
             }
             if r == 0 {
                 inEnd = true
@@ -92,7 +94,7 @@ public final class InputFile {
 
     /// Waits up to `timeoutMillis` for a stream to have data; true when a read would not block.
     public func waitReadable(timeoutMillis: Int32) -> Bool {
-        if !isStream || (isGzip && stream.avail_in > 0) { return true }
+        if !isStream || stream.avail_in > 0 { return true }
         var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         return poll(&p, 1, timeoutMillis) > 0
     }
@@ -157,7 +159,8 @@ public final class InputFile {
         }
         let produced = count - Int(stream.avail_out)
         if produced == 0 && stream.avail_in == 0 && inEnd && !finished {
-            throw SluiceError(.format, "truncated gzip data", position: SourcePosition(file: path, offset: rawBytesRead))
+            throw SluiceError(
+                .format, "truncated gzip data", position: SourcePosition(file: path, offset: rawBytesRead))
         }
         return produced
     }

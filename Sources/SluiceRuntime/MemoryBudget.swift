@@ -73,6 +73,7 @@ public struct BatchSizing: Sendable, Hashable {
             chunk = budgetBytes / (inFlight * 3)
         }
         chunk = max(chunk, min(64 << 10, Int64(policy.maxBytes)))
-        return BatchSizing(chunkBytes: Int(chunk), maxRows: policy.maxRows, queueDepth: queueDepth, reorderWindow: window)
+        return BatchSizing(
+            chunkBytes: Int(chunk), maxRows: policy.maxRows, queueDepth: queueDepth, reorderWindow: window)
     }
 }

@@ -55,7 +55,10 @@ public final class Pipeline: @unchecked Sendable {
     private let finishedFlag = Atomic<Bool>(false)
 
     /// Creates a pipeline.
-    public init(source: any Source, transforms: [any Transform] = [], sink: any BatchSink, options: PipelineOptions = PipelineOptions()) {
+    public init(
+        source: any Source, transforms: [any Transform] = [], sink: any BatchSink,
+        options: PipelineOptions = PipelineOptions()
+    ) {
         self.source = source
         self.transforms = transforms
         self.sink = sink
@@ -96,7 +99,9 @@ public final class Pipeline: @unchecked Sendable {
         let t0 = MonotonicClock.now()
         let workers = max(1, options.workers)
         let sizing = BatchSizing.from(budget: options.memory, policy: options.batching, workers: workers)
-        let context = SourceContext(chunkBytes: sizing.chunkBytes, maxRows: sizing.maxRows, batching: options.batching)
+        let context = SourceContext(
+            chunkBytes: sizing.chunkBytes, maxRows: sizing.maxRows, batching: options.batching,
+            isCancelled: { [self] in stopRequested.load(ordering: .relaxed) })
 
         let sourceSchema = try source.open(context: context)
         var schema = sourceSchema
@@ -114,7 +119,6 @@ public final class Pipeline: @unchecked Sendable {
         let reorder = ReorderBuffer<Decoded>(window: sizing.reorderWindow, producers: workers)
         let readerClock = Mutex(StageClock())
         let decodeClock = Mutex(StageClock())
-        let writerClock = Mutex(StageClock())
         let transformClocks = Mutex([StageClock](repeating: StageClock(), count: transforms.count))
         let readError = Mutex<(any Error & Sendable)?>(nil)
         let abortFlag = Atomic<Bool>(false)
@@ -200,7 +204,8 @@ public final class Pipeline: @unchecked Sendable {
                     let p = source.progress
                     ProgressLine.draw(
                         ProgressLine.render(
-                            records: recordsOut.load(ordering: .relaxed), bytesRead: p.bytesRead, totalBytes: p.totalBytes,
+                            records: recordsOut.load(ordering: .relaxed), bytesRead: p.bytesRead,
+                            totalBytes: p.totalBytes,
                             elapsedSeconds: Double(MonotonicClock.now() - t0) / 1e9,
                             rejected: rejectedCount.load(ordering: .relaxed)))
                 }
@@ -238,7 +243,8 @@ public final class Pipeline: @unchecked Sendable {
                 for r in item.rejects {
                     try rejects?.write(
                         RejectedRecord(
-                            file: item.file, line: baseLine + r.relativeLine, offset: item.fileOffset + Int64(r.relativeOffset),
+                            file: item.file, line: baseLine + r.relativeLine,
+                            offset: item.fileOffset + Int64(r.relativeOffset),
                             stage: "parse", reason: r.reason, raw: String(decoding: r.raw, as: UTF8.self)))
                 }
                 let b = MonotonicClock.now()
@@ -290,7 +296,9 @@ public final class Pipeline: @unchecked Sendable {
         for d in decoders { d.join() }
         if abortReason == nil, let e = readError.withLock({ $0 }) { abortReason = "\(e)" }
         let totalRejected = rejectedCount.load(ordering: .relaxed)
-        if abortReason == nil, let limit = options.maxErrors, limit.exceeded(rejected: totalRejected, seen: seen, final: true) {
+        if abortReason == nil, let limit = options.maxErrors,
+            limit.exceeded(rejected: totalRejected, seen: seen, final: true)
+        {
             abortReason = "too many rejected records: \(totalRejected) of \(seen) (--max-errors \(limit))"
         }
         let interrupted = stopRequested.load(ordering: .relaxed)
@@ -315,7 +323,9 @@ public final class Pipeline: @unchecked Sendable {
         ]
         for (k, t) in transforms.enumerated() {
             stages.append(
-                StageReport(name: "transform \(t.name)", threads: workers, clock: transformClocks.withLock { $0[k] }, wallSeconds: wall))
+                StageReport(
+                    name: "transform \(t.name)", threads: workers, clock: transformClocks.withLock { $0[k] },
+                    wallSeconds: wall))
         }
         stages.append(StageReport(name: "write \(sink.target)", threads: 1, clock: wclock, wallSeconds: wall))
         let st = sink.timings
@@ -323,7 +333,8 @@ public final class Pipeline: @unchecked Sendable {
             stages.append(StageReport(name: name, threads: 1, clock: c, wallSeconds: wall, isDetail: true))
         }
         let outcome: RunOutcome =
-            abortReason != nil ? .aborted : interrupted ? .interrupted : totalRejected > 0 ? .completedWithRejects : .clean
+            abortReason != nil
+            ? .aborted : interrupted ? .interrupted : totalRejected > 0 ? .completedWithRejects : .clean
         return RunReport(
             outcome: outcome, abortReason: abortReason, target: sink.target, wallSeconds: wall, recordsIn: seen,
             recordsOut: written, recordsRejected: totalRejected, bytesIn: source.progress.bytesRead,
@@ -371,7 +382,9 @@ public final class Pipeline: @unchecked Sendable {
         }
     }
 
-    private func decoderBuilder(for chunk: Chunk, default builder: RecordBatchBuilder, rowCapacity: Int) -> RecordBatchBuilder {
+    private func decoderBuilder(
+        for chunk: Chunk, default builder: RecordBatchBuilder, rowCapacity: Int
+    ) -> RecordBatchBuilder {
         if builder.schema == chunk.decoder.schema { return builder }
         return RecordBatchBuilder(schema: chunk.decoder.schema, rowCapacity: rowCapacity, trackOrigins: true)
     }

@@ -9,12 +9,18 @@ public struct SourceContext: Sendable {
     public var maxRows: Int
     /// The batching policy (latency applies to slow inputs such as pipes).
     public var batching: BatchingPolicy
+    /// Whether the run was asked to stop; sources that wait for input (pipes) check it while waiting.
+    public var isCancelled: @Sendable () -> Bool
 
     /// Creates a context.
-    public init(chunkBytes: Int, maxRows: Int, batching: BatchingPolicy = BatchingPolicy()) {
+    public init(
+        chunkBytes: Int, maxRows: Int, batching: BatchingPolicy = BatchingPolicy(),
+        isCancelled: @escaping @Sendable () -> Bool = { false }
+    ) {
         self.chunkBytes = chunkBytes
         self.maxRows = maxRows
         self.batching = batching
+        self.isCancelled = isCancelled
     }
 }
 

@@ -53,7 +53,9 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
     public private(set) var timings = SinkTimings()
 
     /// Creates a sink for `table` in the database at `path`.
-    public init(path: String, table: String, mode: WriteMode = .append, options: SQLiteSinkOptions = SQLiteSinkOptions()) {
+    public init(
+        path: String, table: String, mode: WriteMode = .append, options: SQLiteSinkOptions = SQLiteSinkOptions()
+    ) {
         self.path = path
         self.table = table
         self.mode = mode
@@ -104,7 +106,8 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
         do {
             db = try SQLiteConnection(path: path)
             try db.exec(
-                "PRAGMA synchronous=\(options.synchronous); PRAGMA cache_size=-\(options.cacheKiB); PRAGMA temp_store=MEMORY;")
+                "PRAGMA synchronous=\(options.synchronous); PRAGMA cache_size=-\(options.cacheKiB); PRAGMA temp_store=MEMORY;"
+            )
         } catch let e as SQLiteError { throw SinkError(.fatal, e.description) }
         connection = db
         let q = SQLiteConnection.quote
@@ -117,7 +120,9 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
                 try db.exec("DROP TABLE IF EXISTS \(q(writeTable))")
                 try db.exec(Self.createTableSQL(writeTable, schema: schema, key: []))
             } else {
-                let existing = try db.query("SELECT name FROM pragma_table_info(\(sqlString(table)))").compactMap { $0[0] }
+                let existing = try db.query("SELECT name FROM pragma_table_info(\(sqlString(table)))").compactMap {
+                    $0[0]
+                }
                 if existing.isEmpty {
                     try db.exec(Self.createTableSQL(table, schema: schema, key: key))
                 } else {
@@ -125,18 +130,23 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
                     if !missing.isEmpty {
                         throw SinkError(
                             .fatal,
-                            "table \(table) in \(path) has no column(s) \(missing.joined(separator: ", ")) (it has \(existing.joined(separator: ", ")))")
+                            "table \(table) in \(path) has no column(s) \(missing.joined(separator: ", ")) (it has \(existing.joined(separator: ", ")))"
+                        )
                     }
                 }
             }
             func insertSQL(rows: Int) -> String {
-                var sql = "INSERT INTO \(q(writeTable)) (\(schema.fields.map { q($0.name) }.joined(separator: ", "))) VALUES "
+                var sql =
+                    "INSERT INTO \(q(writeTable)) (\(schema.fields.map { q($0.name) }.joined(separator: ", "))) VALUES "
                 let tuple = "(" + Array(repeating: "?", count: schema.count).joined(separator: ", ") + ")"
                 sql += Array(repeating: tuple, count: rows).joined(separator: ", ")
                 if !key.isEmpty {
                     let others = schema.fields.map(\.name).filter { !key.contains($0) }
                     sql += " ON CONFLICT (\(key.map(q).joined(separator: ", "))) DO "
-                    sql += others.isEmpty ? "NOTHING" : "UPDATE SET " + others.map { "\(q($0)) = excluded.\(q($0))" }.joined(separator: ", ")
+                    sql +=
+                        others.isEmpty
+                        ? "NOTHING"
+                        : "UPDATE SET " + others.map { "\(q($0)) = excluded.\(q($0))" }.joined(separator: ", ")
                 }
                 return sql
             }
@@ -148,7 +158,8 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
             } catch let e as SQLiteError where !key.isEmpty && e.message.contains("ON CONFLICT") {
                 throw SinkError(
                     .fatal,
-                    "upsert needs a PRIMARY KEY or UNIQUE index on (\(key.joined(separator: ", "))) in table \(table): \(e.message)")
+                    "upsert needs a PRIMARY KEY or UNIQUE index on (\(key.joined(separator: ", "))) in table \(table): \(e.message)"
+                )
             }
             begin = try db.prepare("BEGIN")
             commit = try db.prepare("COMMIT")
@@ -170,7 +181,8 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
 
     /// Binds row `row` of `views` to `stmt` starting at parameter `first`.
     @inline(__always)
-    private func bind(_ stmt: OpaquePointer, _ first: Int32, _ row: Int, _ views: UnsafeBufferPointer<ColumnView>,
+    private func bind(
+        _ stmt: OpaquePointer, _ first: Int32, _ row: Int, _ views: UnsafeBufferPointer<ColumnView>,
         _ types: UnsafeBufferPointer<FieldType>
     ) {
         for c in 0..<views.count {
@@ -186,7 +198,9 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
             case .float64: sqlite3_bind_double(stmt, idx, v.double(row))
             case .string, .json:
                 let (p, n) = v.bytes(row)
-                p.withMemoryRebound(to: CChar.self, capacity: max(n, 1)) { _ = sluice_bind_text_static(stmt, idx, $0, Int32(n)) }
+                p.withMemoryRebound(to: CChar.self, capacity: max(n, 1)) {
+                    _ = sluice_bind_text_static(stmt, idx, $0, Int32(n))
+                }
             case .bytes:
                 let (p, n) = v.bytes(row)
                 sluice_bind_blob_static(stmt, idx, p, Int32(n))
@@ -253,7 +267,9 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
                             sqlite3_reset(single.handle)
                             if rc1 == SQLITE_DONE { continue }
                             let e1 = db.lastError(rc1, sql: single.sql)
-                            if !e1.isConstraint { return SinkError(e1.isTransient ? .transient : .fatal, e1.description) }
+                            if !e1.isConstraint {
+                                return SinkError(e1.isTransient ? .transient : .fatal, e1.description)
+                            }
                             rejected.append((row + k, e1.message))
                         }
                         row += group
@@ -302,7 +318,8 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
             do {
                 if complete {
                     try db.exec(
-                        "BEGIN; DROP TABLE IF EXISTS \(q(table)); ALTER TABLE \(q(writeTable)) RENAME TO \(q(table)); COMMIT;")
+                        "BEGIN; DROP TABLE IF EXISTS \(q(table)); ALTER TABLE \(q(writeTable)) RENAME TO \(q(table)); COMMIT;"
+                    )
                 } else {
                     try db.exec("DROP TABLE IF EXISTS \(q(writeTable))")
                 }

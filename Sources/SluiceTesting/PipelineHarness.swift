@@ -23,7 +23,8 @@ public enum PipelineHarness {
         _ text: String, name: String = "input.txt", format: any RecordFormat, schema: Schema? = nil,
         chunkBytes: Int = 1 << 20, maxRows: Int = 65_536, workers: Int = 2, maxErrors: ErrorLimit? = nil
     ) throws -> Result {
-        try load(bytes: Array(text.utf8), name: name, format: format, schema: schema, chunkBytes: chunkBytes,
+        try load(
+            bytes: Array(text.utf8), name: name, format: format, schema: schema, chunkBytes: chunkBytes,
             maxRows: maxRows, workers: workers, maxErrors: maxErrors)
     }
 
@@ -35,7 +36,8 @@ public enum PipelineHarness {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
         let path = try dir.write(name, bytes: bytes)
-        return try load(paths: [path], format: format, schema: schema, chunkBytes: chunkBytes, maxRows: maxRows,
+        return try load(
+            paths: [path], format: format, schema: schema, chunkBytes: chunkBytes, maxRows: maxRows,
             workers: workers, maxErrors: maxErrors, rejectsPath: dir.file("rejects.jsonl"))
     }
 

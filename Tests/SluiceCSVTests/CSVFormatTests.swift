@@ -6,10 +6,13 @@ import Testing
 
 let idName = Schema([Field("id", .int64), Field("name", .string)])
 
-func csv(_ text: String, schema: Schema? = idName, chunkBytes: Int = 1 << 20, options: CSVOptions = CSVOptions())
+func csv(
+    _ text: String, schema: Schema? = idName, chunkBytes: Int = 1 << 20, options: CSVOptions = CSVOptions()
+)
     throws -> PipelineHarness.Result
 {
-    try PipelineHarness.load(text, name: "in.csv", format: CSVFormat(options: options), schema: schema, chunkBytes: chunkBytes)
+    try PipelineHarness.load(
+        text, name: "in.csv", format: CSVFormat(options: options), schema: schema, chunkBytes: chunkBytes)
 }
 
 @Suite struct CSVFormatTests {
@@ -39,7 +42,10 @@ func csv(_ text: String, schema: Schema? = idName, chunkBytes: Int = 1 << 20, op
         o.delimiter = UInt8(ascii: ";")
         o.nullTokens = ["NULL", "\\N"]
         let r = try csv("id;name\n1;NULL\n\\N;x\n3;\"NULL\"\n4;\n", options: o)
-        #expect(r.rows == [[.int64(1), .null], [.null, .string("x")], [.int64(3), .string("NULL")], [.int64(4), .string("")]])
+        #expect(
+            r.rows == [
+                [.int64(1), .null], [.null, .string("x")], [.int64(3), .string("NULL")], [.int64(4), .string("")],
+            ])
     }
 
     @Test func columnsMapByHeaderNameNotPosition() throws {
@@ -61,7 +67,11 @@ func csv(_ text: String, schema: Schema? = idName, chunkBytes: Int = 1 << 20, op
     @Test func unterminatedQuoteIsRejectedAtItsOwnLineAndParsingResumes() throws {
         let text = "id,name\n1,a\n2,\"broken\n3,c\n4,\"d\"\n5,e\n"
         let r = try csv(text)
-        #expect(r.rows == [[.int64(1), .string("a")], [.int64(3), .string("c")], [.int64(4), .string("d")], [.int64(5), .string("e")]])
+        #expect(
+            r.rows == [
+                [.int64(1), .string("a")], [.int64(3), .string("c")], [.int64(4), .string("d")],
+                [.int64(5), .string("e")],
+            ])
         #expect(r.rejects.count == 1)
         #expect(r.rejects[0].line == 3)
         #expect(r.rejects[0].raw == "2,\"broken\n")
@@ -106,8 +116,10 @@ func csv(_ text: String, schema: Schema? = idName, chunkBytes: Int = 1 << 20, op
             """
         let r = try csv(text, schema: schema)
         #expect(r.rows.count == 2)
-        #expect(r.rows[0] == [.int64(1), .float64(1.5), .bool(true), .timestamp(1_714_564_800_000_000), .json("{\"a\":1}")])
-        #expect(r.rows[1] == [.int64(6), .float64(-2500), .bool(false), .timestamp(1_714_564_800_000_000), .json("[1]")])
+        #expect(
+            r.rows[0] == [.int64(1), .float64(1.5), .bool(true), .timestamp(1_714_564_800_000_000), .json("{\"a\":1}")])
+        #expect(
+            r.rows[1] == [.int64(6), .float64(-2500), .bool(false), .timestamp(1_714_564_800_000_000), .json("[1]")])
         #expect(r.rejects.map(\.line) == [3, 4, 5, 6, 7, 8])
         #expect(r.rejects[0].reason.contains("field 'i'"))
         #expect(r.rejects[2].reason.contains("field 'f'"))
@@ -148,7 +160,10 @@ func csv(_ text: String, schema: Schema? = idName, chunkBytes: Int = 1 << 20, op
         let r = try csv(text, schema: nil)
         #expect(
             r.schema?.fields.map(\.type) == [.int64, .float64, .string, .bool, .timestamp, .string])
-        #expect(r.rows[1] == [.int64(2), .float64(2.5), .string("3"), .bool(false), .timestamp(1_704_153_600_000_000), .null])
+        #expect(
+            r.rows[1] == [
+                .int64(2), .float64(2.5), .string("3"), .bool(false), .timestamp(1_704_153_600_000_000), .null,
+            ])
     }
 
     /// Chunking must never change what is loaded or where rejects are reported.

@@ -28,7 +28,9 @@ func parse<T>(_ s: String, _ f: (UnsafePointer<UInt8>, Int) -> T?) -> T? {
             let got = parse(c, ValueParsing.parseDouble)
             if let e = expected, e.isNaN { #expect(got?.isNaN == true) } else { #expect(got == expected, "\(c)") }
         }
-        for bad in ["", "1.2.3", "e5", "1e", "abc", "1,5"] { #expect(parse(bad, ValueParsing.parseDouble) == nil, "\(bad)") }
+        for bad in ["", "1.2.3", "e5", "1e", "abc", "1,5"] {
+            #expect(parse(bad, ValueParsing.parseDouble) == nil, "\(bad)")
+        }
     }
 
     @Test func booleans() {
@@ -39,7 +41,9 @@ func parse<T>(_ s: String, _ f: (UnsafePointer<UInt8>, Int) -> T?) -> T? {
 
     @Test func utf8Validation() {
         let good: [[UInt8]] = [Array("plain ascii text!".utf8), Array("café 😀 中文".utf8)]
-        let bad: [[UInt8]] = [[0xC3, 0x28], [0xE0, 0x80, 0x80], [0xED, 0xA0, 0x80], [0xF4, 0x90, 0x80, 0x80], [0xFF], [0xE2, 0x82]]
+        let bad: [[UInt8]] = [
+            [0xC3, 0x28], [0xE0, 0x80, 0x80], [0xED, 0xA0, 0x80], [0xF4, 0x90, 0x80, 0x80], [0xFF], [0xE2, 0x82],
+        ]
         for g in good { #expect(ValueParsing.isValidUTF8(g, g.count)) }
         for b in bad { #expect(!ValueParsing.isValidUTF8(b, b.count), "\(b)") }
     }

@@ -52,7 +52,10 @@ func jsonl(_ text: String, schema: Schema?, chunkBytes: Int = 1 << 20) throws ->
             """, schema: s)
         #expect(
             r.rows == [
-                [.int64(1), .string("123456789012345678901234567890"), .json("123456789012345678901234567890"), .float64(1.2345678901234568e29)],
+                [
+                    .int64(1), .string("123456789012345678901234567890"), .json("123456789012345678901234567890"),
+                    .float64(1.2345678901234568e29),
+                ],
                 [.int64(Int64.min), .null, .null, .null],
             ])
         #expect(r.rejects.map(\.line) == [2])

@@ -92,7 +92,9 @@ import Testing
 let ab = Schema([Field("a", .int64), Field("b", .string)])
 func rows(_ n: Int) -> [[Value]] { (0..<n).map { [.int64(Int64($0)), .string("r\($0)")] } }
 
-func run(_ sink: CollectingSink, rows: [[Value]], batchSize: Int = 4, configure: (inout PipelineOptions) -> Void = { _ in })
+func run(
+    _ sink: CollectingSink, rows: [[Value]], batchSize: Int = 4, configure: (inout PipelineOptions) -> Void = { _ in }
+)
     throws -> (RunReport, String)
 {
     let dir = try TemporaryDirectory()
@@ -150,7 +152,11 @@ func run(_ sink: CollectingSink, rows: [[Value]], batchSize: Int = 4, configure:
         #expect(report.outcome == .aborted)
         #expect(report.abortReason?.contains("too many rejected records") == true)
         #expect(report.recordsRejected == 5)
-        #expect(sink.rows == [[.int64(1), .string("r1")], [.int64(3), .string("r3")], [.int64(5), .string("r5")], [.int64(7), .string("r7")], [.int64(9), .string("r9")]])
+        #expect(
+            sink.rows == [
+                [.int64(1), .string("r1")], [.int64(3), .string("r3")], [.int64(5), .string("r5")],
+                [.int64(7), .string("r7")], [.int64(9), .string("r9")],
+            ])
         #expect(sink.finishedComplete == false)
     }
 

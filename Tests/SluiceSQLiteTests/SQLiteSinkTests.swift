@@ -11,9 +11,10 @@ let allTypes = Schema([
     Field("t", .timestamp), Field("j", .json),
 ])
 
-func load(_ rows: [[Value]], schema: Schema = allTypes, into db: String, table: String = "t", mode: WriteMode,
-    batchSize: Int = 3) throws -> RunReport
-{
+func load(
+    _ rows: [[Value]], schema: Schema = allTypes, into db: String, table: String = "t", mode: WriteMode,
+    batchSize: Int = 3
+) throws -> RunReport {
     var o = PipelineOptions()
     o.rejectsPath = db + ".rejects.jsonl"
     return try Pipeline(
@@ -24,10 +25,16 @@ func load(_ rows: [[Value]], schema: Schema = allTypes, into db: String, table: 
 
 @Suite struct SQLiteSinkTests {
     let sample: [[Value]] = [
-        [.int64(1), .float64(1.5), .bool(true), .string("café 😀"), .bytes([0, 255, 10]), .timestamp(1_714_564_800_500_000), .json("{\"a\":[1]}")],
+        [
+            .int64(1), .float64(1.5), .bool(true), .string("café 😀"), .bytes([0, 255, 10]),
+            .timestamp(1_714_564_800_500_000), .json("{\"a\":[1]}"),
+        ],
         [.int64(2), .null, .bool(false), .string(""), .null, .null, .null],
         [.int64(3), .float64(-0.1), .null, .null, .bytes([]), .timestamp(-1), .json("null")],
-        [.int64(Int64.max), .float64(1e300), .bool(true), .string("quote ' \" , \n"), .bytes([1]), .timestamp(0), .json("[]")],
+        [
+            .int64(Int64.max), .float64(1e300), .bool(true), .string("quote ' \" , \n"), .bytes([1]), .timestamp(0),
+            .json("[]"),
+        ],
     ]
 
     @Test func appendCreatesTheTableAndRoundTripsEveryType() throws {
@@ -38,7 +45,10 @@ func load(_ rows: [[Value]], schema: Schema = allTypes, into db: String, table: 
         #expect(report.outcome == .clean && report.recordsOut == 4)
         let c = try SQLiteConnection(path: db)
         let rows = try c.query("SELECT id, f, b, s, hex(raw), t, j, typeof(raw), typeof(f) FROM t ORDER BY id")
-        #expect(rows[0] == ["1", "1.5", "1", "café 😀", "00FF0A", "2024-05-01T12:00:00.500000Z", "{\"a\":[1]}", "blob", "real"])
+        #expect(
+            rows[0] == [
+                "1", "1.5", "1", "café 😀", "00FF0A", "2024-05-01T12:00:00.500000Z", "{\"a\":[1]}", "blob", "real",
+            ])
         #expect(rows[1] == ["2", nil, "0", "", "", nil, nil, "null", "null"])  // hex(NULL) is the empty string
         #expect(rows[2] == ["3", "-0.1", nil, nil, "", "1969-12-31T23:59:59.999999Z", "null", "blob", "real"])
         #expect(rows[3][0] == "9223372036854775807" && rows[3][3] == "quote ' \" , \n")
@@ -59,7 +69,10 @@ func load(_ rows: [[Value]], schema: Schema = allTypes, into db: String, table: 
         for _ in 0..<2 { _ = try load(second, schema: schema, into: db, mode: .upsert(key: ["id"]), batchSize: 7) }
         let c = try SQLiteConnection(path: db)
         #expect(try c.query("SELECT count(*), min(id), max(id) FROM t")[0] == ["75", "1", "75"])
-        #expect(try c.query("SELECT v FROM t WHERE id IN (10, 30, 60) ORDER BY id").map { $0[0] } == ["old10", "last", "new60"])
+        #expect(
+            try c.query("SELECT v FROM t WHERE id IN (10, 30, 60) ORDER BY id").map { $0[0] } == [
+                "old10", "last", "new60",
+            ])
     }
 
     @Test func compositeKeyUpsert() throws {
@@ -67,9 +80,11 @@ func load(_ rows: [[Value]], schema: Schema = allTypes, into db: String, table: 
         defer { dir.remove() }
         let db = dir.file("c.db")
         let schema = Schema([Field("a", .int64), Field("b", .string), Field("v", .float64)])
-        _ = try load([[.int64(1), .string("x"), .float64(1)], [.int64(1), .string("y"), .float64(2)]], schema: schema,
+        _ = try load(
+            [[.int64(1), .string("x"), .float64(1)], [.int64(1), .string("y"), .float64(2)]], schema: schema,
             into: db, mode: .upsert(key: ["a", "b"]))
-        _ = try load([[.int64(1), .string("x"), .float64(9)]], schema: schema, into: db, mode: .upsert(key: ["a", "b"]))
+        _ = try load(
+            [[.int64(1), .string("x"), .float64(9)]], schema: schema, into: db, mode: .upsert(key: ["a", "b"]))
         let c = try SQLiteConnection(path: db)
         #expect(try c.query("SELECT a, b, v FROM t ORDER BY b") == [["1", "x", "9.0"], ["1", "y", "2.0"]])
     }
@@ -115,7 +130,8 @@ func load(_ rows: [[Value]], schema: Schema = allTypes, into db: String, table: 
         } throws: { e in "\(e)".contains("has no column(s) id") }
         try SQLiteConnection(path: db).exec("CREATE TABLE u (id INTEGER, v TEXT)")
         #expect {
-            _ = try load([[.int64(1), .string("a")]], schema: Schema([Field("id", .int64), Field("v", .string)]),
+            _ = try load(
+                [[.int64(1), .string("a")]], schema: Schema([Field("id", .int64), Field("v", .string)]),
                 into: db, table: "u", mode: .upsert(key: ["id"]))
         } throws: { e in "\(e)".contains("upsert needs a PRIMARY KEY or UNIQUE index") }
     }
@@ -129,7 +145,8 @@ func load(_ rows: [[Value]], schema: Schema = allTypes, into db: String, table: 
         var o = PipelineOptions()
         o.rejectsPath = dir.file("rej.jsonl")
         let report = try Pipeline(
-            source: FileSource(paths: [csv], format: CSVFormat(), schema: Schema([Field("id", .int64), Field("name", .string)])),
+            source: FileSource(
+                paths: [csv], format: CSVFormat(), schema: Schema([Field("id", .int64), Field("name", .string)])),
             sink: SQLiteSink(path: db, table: "t"), options: o
         ).runBlocking()
         #expect(report.recordsOut == 3)
