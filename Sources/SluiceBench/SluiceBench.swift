@@ -219,17 +219,7 @@ struct Allocations: ParsableCommand {
         var kept: RecordBatch?
         sluice_alloc_counter_start()
         gen.forEachRow { row in
-            let c = builder.columns
-            c[0].append(int64: row.id)
-            c[1].append(bytes: UnsafeRawBufferPointer(start: row.name.0, count: row.name.1))
-            c[2].append(int64: row.ts)
-            c[3].append(double: Double(row.cents) / 100)
-            if row.tags.0 == 0 {
-                c[4].appendNull()
-            } else {
-                c[4].append(bytes: UnsafeRawBufferPointer(start: row.name.0, count: row.tags.0 * 4))
-            }
-            builder.finishRow()
+            W0Generator.append(row, to: builder)
             if builder.count == 65_536 { kept = builder.build() }
         }
         sluice_alloc_counter_stop()

@@ -129,14 +129,14 @@ struct CSVDecoder: RecordDecoder {
             }
             return "field '\(field.name)' is not valid JSON"
         default:
-            return notA(field, fp, len)
+            return Bytes.mismatch(field, fp, len)
         }
     }
 
     private func isNullToken(_ fp: UnsafePointer<UInt8>, _ len: Int) -> Bool {
         if let tokens = nullTokens {
             return tokens.contains { t in
-                t.count == len && t.withUnsafeBufferPointer { memEqual($0.baseAddress!, fp, len) }
+                t.count == len && t.withUnsafeBufferPointer { Bytes.equal($0.baseAddress!, fp, len) }
             }
         }
         return len == 0
@@ -162,7 +162,7 @@ struct CSVDecoder: RecordDecoder {
             let isNull: Bool
             if let tokens = nullTokens {
                 isNull = tokens.contains { t in
-                    t.count == len && t.withUnsafeBufferPointer { memEqual($0.baseAddress!, fp, len) }
+                    t.count == len && t.withUnsafeBufferPointer { Bytes.equal($0.baseAddress!, fp, len) }
                 }
             } else {
                 isNull = len == 0
@@ -209,14 +209,4 @@ struct CSVDecoder: RecordDecoder {
         return true
     }
 
-    private func notA(_ field: Field, _ p: UnsafePointer<UInt8>, _ n: Int) -> String {
-        let shown = String(decoding: UnsafeBufferPointer(start: p, count: min(n, 40)), as: UTF8.self)
-        return "field '\(field.name)': '\(shown)\(n > 40 ? "…" : "")' is not a valid \(field.type.rawValue)"
-    }
-}
-
-@inline(__always)
-func memEqual(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ n: Int) -> Bool {
-    for k in 0..<n where a[k] != b[k] { return false }
-    return true
 }

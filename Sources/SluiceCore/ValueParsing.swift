@@ -395,3 +395,30 @@ public enum JSONText {
         return String(decoding: out, as: UTF8.self)
     }
 }
+
+/// Small byte helpers shared by the formats.
+public enum Bytes {
+    /// Whether `n` bytes at `a` and `b` are equal.
+    @inline(__always)
+    public static func equal(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ n: Int) -> Bool {
+        for k in 0..<n where a[k] != b[k] { return false }
+        return true
+    }
+
+    /// Whether byte `b` occurs in `p[s..<e]`.
+    @inline(__always)
+    public static func contains(_ p: UnsafePointer<UInt8>, _ s: Int, _ e: Int, _ b: UInt8) -> Bool {
+        var i = s
+        while i < e {
+            if p[i] == b { return true }
+            i += 1
+        }
+        return false
+    }
+
+    /// The reject reason for a value that does not parse as `field`'s type, quoting at most 40 bytes of it.
+    public static func mismatch(_ field: Field, _ p: UnsafePointer<UInt8>, _ n: Int) -> String {
+        let shown = String(decoding: UnsafeBufferPointer(start: p, count: min(n, 40)), as: UTF8.self)
+        return "field '\(field.name)': '\(shown)\(n > 40 ? "…" : "")' is not a valid \(field.type.rawValue)"
+    }
+}

@@ -51,12 +51,12 @@ struct JSONLinesDecoder: RecordDecoder {
     private func fieldIndex(_ p: UnsafePointer<UInt8>, _ start: Int, _ end: Int, guess: Int) -> Int? {
         let len = end - start
         if guess < names.count, names[guess].count == len,
-            names[guess].withUnsafeBufferPointer({ memEqual($0.baseAddress!, p + start, len) })
+            names[guess].withUnsafeBufferPointer({ Bytes.equal($0.baseAddress!, p + start, len) })
         {
             return guess
         }
         for (k, name) in names.enumerated() where name.count == len {
-            if name.withUnsafeBufferPointer({ memEqual($0.baseAddress!, p + start, len) }) { return k }
+            if name.withUnsafeBufferPointer({ Bytes.equal($0.baseAddress!, p + start, len) }) { return k }
         }
         return nil
     }
@@ -79,7 +79,7 @@ struct JSONLinesDecoder: RecordDecoder {
                     return "malformed JSON: expected a key at column \(j - start + 1)"
                 }
                 var keyIndex: Int?
-                if memchrByte(p, j + 1, ke - 1, UInt8(ascii: "\\")) {
+                if Bytes.contains(p, j + 1, ke - 1, UInt8(ascii: "\\")) {
                     if let key = JSONStrings.decode(p, j + 1, ke - 1) {
                         keyIndex = schema.fields.firstIndex { $0.name == key }
                     }
@@ -148,12 +148,12 @@ struct JSONLinesDecoder: RecordDecoder {
         case .int64:
             var (vs, ve) = (s, e)
             if c == UInt8(ascii: "\"") { (vs, ve) = (s + 1, e - 1) }
-            guard let v = ValueParsing.parseInt64(p + vs, ve - vs) else { return notA(field, p + s, e - s) }
+            guard let v = ValueParsing.parseInt64(p + vs, ve - vs) else { return Bytes.mismatch(field, p + s, e - s) }
             column.append(int64: v)
         case .float64:
             var (vs, ve) = (s, e)
             if c == UInt8(ascii: "\"") { (vs, ve) = (s + 1, e - 1) }
-            guard let v = ValueParsing.parseDouble(p + vs, ve - vs) else { return notA(field, p + s, e - s) }
+            guard let v = ValueParsing.parseDouble(p + vs, ve - vs) else { return Bytes.mismatch(field, p + s, e - s) }
             column.append(double: v)
         case .bool:
             if c == UInt8(ascii: "t") {
@@ -161,12 +161,12 @@ struct JSONLinesDecoder: RecordDecoder {
             } else if c == UInt8(ascii: "f") {
                 column.append(bool: false)
             } else {
-                return notA(field, p + s, e - s)
+                return Bytes.mismatch(field, p + s, e - s)
             }
         case .timestamp:
             var (vs, ve) = (s, e)
             if c == UInt8(ascii: "\"") { (vs, ve) = (s + 1, e - 1) }
-            guard let v = Timestamp.parse(p + vs, ve - vs) else { return notA(field, p + s, e - s) }
+            guard let v = Timestamp.parse(p + vs, ve - vs) else { return Bytes.mismatch(field, p + s, e - s) }
             column.append(int64: v)
         }
         return nil
@@ -179,24 +179,4 @@ struct JSONLinesDecoder: RecordDecoder {
         column.endBytes(length: n)
     }
 
-    private func notA(_ field: Field, _ p: UnsafePointer<UInt8>, _ n: Int) -> String {
-        let shown = String(decoding: UnsafeBufferPointer(start: p, count: min(n, 40)), as: UTF8.self)
-        return "field '\(field.name)': \(shown)\(n > 40 ? "…" : "") is not a valid \(field.type.rawValue)"
-    }
-}
-
-@inline(__always)
-func memEqual(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ n: Int) -> Bool {
-    for k in 0..<n where a[k] != b[k] { return false }
-    return true
-}
-
-@inline(__always)
-func memchrByte(_ p: UnsafePointer<UInt8>, _ s: Int, _ e: Int, _ b: UInt8) -> Bool {
-    var i = s
-    while i < e {
-        if p[i] == b { return true }
-        i += 1
-    }
-    return false
 }

@@ -86,20 +86,12 @@ public final class FileSource: Source, @unchecked Sendable {
     /// Reads each file's preamble now, so that a header that does not fit the schema is a configuration
     /// error before anything runs rather than an abort half-way.
     private func checkHeaders(_ schema: Schema) throws {
-        let cap = 64 << 10
-        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: cap, alignment: 16)
-        defer { buf.deallocate() }
         for path in paths where path != "-" {
-            let input = try InputFile(path: path)
-            var filled = 0
-            while filled < cap {
-                let n = try input.read(into: buf.baseAddress! + filled, count: cap - filled)
-                if n == 0 { break }
-                filled += n
-            }
-            let view = UnsafeRawBufferPointer(rebasing: buf[0..<filled])
-            if let pre = try format.preamble(view, atEOF: filled < cap, file: path) {
-                _ = try format.makeDecoder(schema: schema, header: pre.header, file: path)
+            let (head, complete) = try InputFile.head(of: path, maxBytes: 64 << 10)
+            try head.withUnsafeBytes { view in
+                if let pre = try format.preamble(view, atEOF: complete, file: path) {
+                    _ = try format.makeDecoder(schema: schema, header: pre.header, file: path)
+                }
             }
         }
     }
@@ -109,26 +101,17 @@ public final class FileSource: Source, @unchecked Sendable {
         guard paths[0] != "-" else {
             throw SluiceError(.config, "reading standard input needs a declared schema (--schema)")
         }
-        let input = try InputFile(path: paths[0])
-        let cap = 4 << 20
-        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: cap, alignment: 16)
-        defer { buf.deallocate() }
-        var filled = 0
-        while filled < cap {
-            let n = try input.read(into: buf.baseAddress! + filled, count: cap - filled)
-            if n == 0 { break }
-            filled += n
+        let (head, complete) = try InputFile.head(of: paths[0], maxBytes: 4 << 20)
+        let schema = try head.withUnsafeBytes { view -> Schema in
+            guard let pre = try format.preamble(view, atEOF: true, file: paths[0]) else {
+                throw SluiceError(
+                    .format, "cannot read the start of the file", position: SourcePosition(file: paths[0]))
+            }
+            var framer = format.makeFramer()
+            let body = UnsafeRawBufferPointer(rebasing: view[pre.length...])
+            let whole = framer.completeLength(of: body, atEOF: complete)
+            return try format.inferSchema(sample: UnsafeRawBufferPointer(rebasing: body[0..<whole]), header: pre.header)
         }
-        let view = UnsafeRawBufferPointer(rebasing: buf[0..<filled])
-        let atEOF = filled < cap
-        guard let pre = try format.preamble(view, atEOF: true, file: paths[0]) else {
-            throw SluiceError(.format, "cannot read the start of the file", position: SourcePosition(file: paths[0]))
-        }
-        var framer = format.makeFramer()
-        let body = UnsafeRawBufferPointer(rebasing: view[pre.length...])
-        let whole = framer.completeLength(of: body, atEOF: atEOF)
-        let schema = try format.inferSchema(
-            sample: UnsafeRawBufferPointer(rebasing: body[0..<whole]), header: pre.header)
         if schema.count == 0 {
             throw SluiceError(
                 .format, "no fields found to infer a schema from", position: SourcePosition(file: paths[0]))

@@ -165,3 +165,21 @@ public final class InputFile {
         return produced
     }
 }
+
+extension InputFile {
+    /// The first `maxBytes` decoded bytes of `path`, and whether that is the whole file.
+    public static func head(of path: String, maxBytes: Int) throws -> (bytes: [UInt8], complete: Bool) {
+        let input = try InputFile(path: path)
+        var bytes = [UInt8](repeating: 0, count: maxBytes)
+        var filled = 0
+        try bytes.withUnsafeMutableBytes { buf in
+            while filled < maxBytes {
+                let n = try input.read(into: buf.baseAddress! + filled, count: maxBytes - filled)
+                if n == 0 { break }
+                filled += n
+            }
+        }
+        bytes.removeLast(maxBytes - filled)
+        return (bytes, filled < maxBytes)
+    }
+}
