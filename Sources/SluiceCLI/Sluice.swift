@@ -231,9 +231,11 @@ struct Quickstart: ParsableCommand {
         let csv = dir + "/events.csv.gz"
         let t0 = MonotonicClock.now()
         print("sluice quickstart: writing \(Format.count(Int64(rows))) W0 rows to \(csv) …")
-        try W0Generator(rows: rows).write(to: csv, format: .csv, gzip: true)
+        fflush(nil)  // all output streams: keeps stdout ordered with the report on stderr when redirected
+        try W0Generator(rows: rows).write(to: csv, format: .csv, gzip: true, gzipLevel: 1)
         print(String(format: "  generated in %.2f s", Double(MonotonicClock.now() - t0) / 1e9))
         print("sluice quickstart: sluice load \(csv) --into sqlite:\(database) --table events --key id --mode upsert\n")
+        fflush(nil)  // all output streams: keeps stdout ordered with the report on stderr when redirected
         var spec = LoadSpec()
         spec.inputs = [csv]
         spec.into = "sqlite:" + database

@@ -182,7 +182,9 @@ public final class FileSource: Source, @unchecked Sendable {
                 let now = MonotonicClock.now()
                 if let deadline = batcher.deadline, now >= deadline { return }
                 let untilDeadline = batcher.deadline.map { ($0 - now) / 1_000_000 } ?? 200
-                if !file.input.waitReadable(timeoutMillis: Int32(max(1, min(200, untilDeadline)))) { continue }
+                let ready = file.input.waitReadable(timeoutMillis: Int32(max(1, min(200, untilDeadline))))
+                progress.addWait(MonotonicClock.now() - now)
+                if !ready { continue }
             }
             let n = try file.input.read(
                 into: file.buffer.baseAddress! + file.filled, count: file.buffer.count - file.filled)

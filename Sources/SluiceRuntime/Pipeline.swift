@@ -317,6 +317,10 @@ public final class Pipeline: @unchecked Sendable {
         let wall = Double(MonotonicClock.now() - t0) / 1e9
         var rclock = readerClock.withLock { $0 }
         rclock.records = seen
+        // Waiting for a pipe to deliver is starvation, not work.
+        let inputWait = min(source.progress.waitNanos, rclock.busy)
+        rclock.busy -= inputWait
+        rclock.starved += inputWait
         var stages = [
             StageReport(name: "read \(source.name)", threads: 1, clock: rclock, wallSeconds: wall),
             StageReport(name: "decode", threads: workers, clock: decodeClock.withLock { $0 }, wallSeconds: wall),

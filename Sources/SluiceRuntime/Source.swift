@@ -37,6 +37,7 @@ public final class SourceProgress: Sendable {
     private let read = Atomic<Int64>(0)
     private let decoded = Atomic<Int64>(0)
     private let total = Atomic<Int64>(-1)
+    private let waited = Atomic<UInt64>(0)
 
     /// Creates zeroed counters.
     public init() {}
@@ -54,6 +55,10 @@ public final class SourceProgress: Sendable {
         read.add(r, ordering: .relaxed)
         decoded.add(d, ordering: .relaxed)
     }
+    /// Nanoseconds the source spent waiting for input to arrive (a pipe), as opposed to reading it.
+    public var waitNanos: UInt64 { waited.load(ordering: .relaxed) }
+    /// Adds waiting time.
+    public func addWait(_ nanos: UInt64) { waited.add(nanos, ordering: .relaxed) }
     /// Sets the known total.
     public func setTotal(_ t: Int64?) { total.store(t ?? -1, ordering: .relaxed) }
 }

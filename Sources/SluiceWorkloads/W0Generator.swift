@@ -104,9 +104,9 @@ public struct W0Generator: Sendable {
         }
     }
 
-    /// Writes the rows to `path` in `format`, gzip-compressed when `gzip` is true.
-    public func write(to path: String, format: Format, gzip: Bool = false) throws {
-        let out = try ByteSink(path: path, gzip: gzip)
+    /// Writes the rows to `path` in `format`, gzip-compressed (at `gzipLevel`, default 6) when `gzip` is true.
+    public func write(to path: String, format: Format, gzip: Bool = false, gzipLevel: Int32 = 6) throws {
+        let out = try ByteSink(path: path, gzip: gzip, level: gzipLevel)
         var buf: [UInt8] = []
         buf.reserveCapacity(1 << 20)
         if format == .csv { buf.append(contentsOf: Array("id,name,ts,value,tags\n".utf8)) }
@@ -179,15 +179,15 @@ public struct W0Generator: Sendable {
     }
 }
 
-/// Writes bytes to a file, optionally through gzip (zlib, level 6).
+/// Writes bytes to a file, optionally through gzip (zlib).
 public final class ByteSink {
     private let handle: FileHandle
     private let gzip: Bool
     private var stream = z_stream()
     private var out: [UInt8]
 
-    /// Creates (truncating) `path`.
-    public init(path: String, gzip: Bool) throws {
+    /// Creates (truncating) `path`; `level` is the zlib compression level (1 fastest … 9 smallest).
+    public init(path: String, gzip: Bool, level: Int32 = 6) throws {
         guard FileManager.default.createFile(atPath: path, contents: nil), let h = FileHandle(forWritingAtPath: path)
         else {
             throw SluiceError(.io, "cannot create \(path)")
@@ -196,7 +196,9 @@ public final class ByteSink {
         self.gzip = gzip
         out = [UInt8](repeating: 0, count: 1 << 18)
         if gzip {
-            guard sluice_deflate_init2(&stream, 6, 15 + 16) == Z_OK else { throw SluiceError(.io, "zlib init failed") }
+            guard sluice_deflate_init2(&stream, level, 15 + 16) == Z_OK else {
+                throw SluiceError(.io, "zlib init failed")
+            }
         }
     }
 
