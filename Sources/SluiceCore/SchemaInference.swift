@@ -1,10 +1,15 @@
 /// Infers field types from sample values: `bool`, `int64` → `float64` → `string` widening, timestamps
 /// (RFC 3339 / ISO-8601), and `json` for objects and arrays. Empty values carry no information.
+///
+/// Epoch timestamps are inferred only where both the name and the values say so: an integer field named like
+/// a time (`ts`, `time`, `timestamp`, `date`, `datetime`, or ending in `_at`, `_ts`, `_time`, `_date`) whose
+/// every value lies between 2000 and 2100 in one unit (seconds, milliseconds or microseconds).
 public struct SchemaInference: Sendable {
     /// What has been seen so far for each field, in first-seen order.
     public private(set) var names: [String] = []
     private var kinds: [Kind?] = []
     private var sawNull: [Bool] = []
+    private var intRange: [(min: Int64, max: Int64)] = []
     private var index: [String: Int] = [:]
 
     enum Kind: Int, Sendable { case bool, int64, float64, timestamp, json, string }
@@ -23,6 +28,7 @@ public struct SchemaInference: Sendable {
         names.append(name)
         kinds.append(nil)
         sawNull.append(false)
+        intRange.append((Int64.max, Int64.min))
         return names.count - 1
     }
 
@@ -36,7 +42,8 @@ public struct SchemaInference: Sendable {
         let p = bytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
         let n = bytes.count
         let k: Kind
-        if ValueParsing.parseInt64(p, n) != nil {
+        if let v = ValueParsing.parseInt64(p, n) {
+            noteInteger(i, v)
             k = .int64
         } else if ValueParsing.parseDouble(p, n) != nil, p[n - 1] &- 48 <= 9 || p[n - 1] == UInt8(ascii: ".") {
             k = .float64
@@ -48,6 +55,34 @@ public struct SchemaInference: Sendable {
             k = .string
         }
         merge(i, k)
+    }
+
+    /// Observes an integer value for `name` (JSON numbers; lets epoch timestamps be recognised).
+    public mutating func observe(integer v: Int64, for name: String) {
+        let i = slot(name)
+        noteInteger(i, v)
+        merge(i, .int64)
+    }
+
+    private mutating func noteInteger(_ i: Int, _ v: Int64) {
+        intRange[i] = (min(intRange[i].min, v), max(intRange[i].max, v))
+    }
+
+    /// Whether a field name reads as a point in time.
+    static func looksTemporal(_ name: String) -> Bool {
+        let n = name.lowercased()
+        if ["ts", "time", "timestamp", "date", "datetime", "created", "updated"].contains(n) { return true }
+        return ["_at", "_ts", "_time", "_date", "_timestamp"].contains { n.hasSuffix($0) }
+    }
+
+    /// Whether every integer seen lies within 2000…2100 in one epoch unit.
+    static func epochRange(_ r: (min: Int64, max: Int64)) -> Bool {
+        let seconds: ClosedRange<Int64> = 946_684_800...4_102_444_800
+        for scale: Int64 in [1, 1_000, 1_000_000] {
+            let unit = (seconds.lowerBound * scale)...(seconds.upperBound * scale)
+            if unit.contains(r.min) && unit.contains(r.max) { return true }
+        }
+        return false
     }
 
     /// Observes a typed JSON value kind for `name`.
@@ -98,7 +133,8 @@ public struct SchemaInference: Sendable {
                 let t: FieldType
                 switch kinds[i] {
                 case .bool: t = .bool
-                case .int64: t = .int64
+                case .int64:
+                    t = Self.looksTemporal(name) && Self.epochRange(intRange[i]) ? .timestamp : .int64
                 case .float64: t = .float64
                 case .timestamp: t = .timestamp
                 case .json: t = .json

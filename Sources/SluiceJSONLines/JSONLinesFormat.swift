@@ -62,9 +62,14 @@ public struct JSONLinesFormat: RecordFormat {
                         looksLikeTimestamp: len >= 10 && p[j + 5] == UInt8(ascii: "-")
                             && Timestamp.parseISO8601(p + j + 1, len) != nil)
                 default:
-                    kind = ValueParsing.parseInt64(p + j, ve - j) != nil ? .integer : .float
+                    if let v = ValueParsing.parseInt64(p + j, ve - j) {
+                        inference.observe(integer: v, for: key)
+                        kind = .integer
+                    } else {
+                        kind = .float
+                    }
                 }
-                inference.observe(json: kind, for: key)
+                if case .integer = kind {} else { inference.observe(json: kind, for: key) }
                 j = JSONSyntax.skipWhitespace(p, ve, e)
                 if j < e && p[j] == UInt8(ascii: ",") { j = JSONSyntax.skipWhitespace(p, j + 1, e) }
             }

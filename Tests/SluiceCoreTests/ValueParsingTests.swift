@@ -93,6 +93,20 @@ func parse<T>(_ s: String, _ f: (UnsafePointer<UInt8>, Int) -> T?) -> T? {
         }
     }
 
+    @Test func epochTimestampsNeedATimeNameAndPlausibleValues() {
+        var inf = SchemaInference(names: ["created_at", "ts", "count", "updated_at", "event_time"])
+        func see(_ v: String, _ name: String) {
+            var s = v
+            s.withUTF8 { p in inf.observe(text: UnsafeRawBufferPointer(p), for: name) }
+        }
+        see("1714564800", "created_at"); see("1714564801", "created_at")
+        see("1714564800123", "ts")
+        see("1714564800", "count")
+        see("1714564800", "updated_at"); see("12", "updated_at")
+        inf.observe(integer: 1_714_564_800_000_000, for: "event_time")
+        #expect(inf.schema.fields.map(\.type) == [.timestamp, .timestamp, .int64, .int64, .timestamp])
+    }
+
     @Test func inferenceWidens() {
         var inf = SchemaInference(names: ["a", "b", "c", "d"])
         func see(_ v: String?, _ name: String) {
