@@ -26,7 +26,8 @@ public final class FileSource: Source, @unchecked Sendable {
     private struct OpenFile {
         let input: InputFile
         var framer: any RecordFramer
-        let decoder: any RecordDecoder
+        /// Built from the file's header once the preamble is read.
+        var decoder: (any RecordDecoder)?
         var offset: Int64
         var startLine: Int?
         var buffer: UnsafeMutableRawBufferPointer
@@ -127,19 +128,16 @@ public final class FileSource: Source, @unchecked Sendable {
         let cap = max(context.chunkBytes, 16)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: cap, alignment: 16)
         var file = OpenFile(
-            input: input, framer: format.makeFramer(),
-            decoder: try format.makeDecoder(schema: schema, header: nil, file: path),
-            offset: 0, startLine: 1, buffer: buffer, filled: 0, eof: false, lastRaw: 0)
+            input: input, framer: format.makeFramer(), decoder: nil, offset: 0, startLine: 1, buffer: buffer,
+            filled: 0, eof: false, lastRaw: 0)
         // Read the preamble (BOM, header) and build this file's decoder from its header.
         while true {
             try fillBuffer(&file)
             let view = UnsafeRawBufferPointer(rebasing: file.buffer[0..<file.filled])
             if let pre = try format.preamble(view, atEOF: file.eof, file: path) {
-                let decoder = try format.makeDecoder(schema: schema, header: pre.header, file: path)
-                file = OpenFile(
-                    input: file.input, framer: file.framer, decoder: decoder, offset: Int64(pre.length),
-                    startLine: 1 + pre.lines, buffer: file.buffer, filled: file.filled, eof: file.eof,
-                    lastRaw: file.lastRaw)
+                file.decoder = try format.makeDecoder(schema: schema, header: pre.header, file: path)
+                file.offset = Int64(pre.length)
+                file.startLine = 1 + pre.lines
                 let rest = file.filled - pre.length
                 if pre.length > 0 && rest > 0 {
                     file.buffer.baseAddress!.copyMemory(from: file.buffer.baseAddress! + pre.length, byteCount: rest)
@@ -232,7 +230,7 @@ public final class FileSource: Source, @unchecked Sendable {
             if rest > 0 { fresh.baseAddress!.copyMemory(from: file.buffer.baseAddress! + cut, byteCount: rest) }
             let chunk = Chunk(
                 storage: file.buffer, count: cut, file: paths[fileIndex], fileIndex: fileIndex, fileOffset: file.offset,
-                startLine: file.startLine, decoder: file.decoder)
+                startLine: file.startLine, decoder: file.decoder!)
             file.buffer = fresh
             file.filled = rest
             file.offset += Int64(cut)

@@ -71,18 +71,15 @@ final class RejectsWriter {
         try handle?.close()
         handle = nil
     }
-
-    /// Reads a rejects file back (for tests and tools).
-    static func read(_ path: String) throws -> [RejectedRecord] {
-        let data = try Data(contentsOf: URL(fileURLWithPath: path))
-        return try data.split(separator: UInt8(ascii: "\n")).map {
-            try JSONDecoder().decode(RejectedRecord.self, from: Data($0))
-        }
-    }
 }
 
 /// Reading a rejects file back.
 public enum RejectsFile {
     /// The records of a rejects file, in order.
-    public static func read(_ path: String) throws -> [RejectedRecord] { try RejectsWriter.read(path) }
+    public static func read(_ path: String) throws -> [RejectedRecord] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        return try data.split(separator: UInt8(ascii: "\n")).map {
+            try JSONDecoder().decode(RejectedRecord.self, from: Data($0))
+        }
+    }
 }
