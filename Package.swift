@@ -18,14 +18,19 @@ let package = Package(
         .library(name: "SluiceTesting", targets: ["SluiceTesting"]),
         .library(name: "SluiceWorkloads", targets: ["SluiceWorkloads"]),
         .library(name: "SluiceConfig", targets: ["SluiceConfig"]),
+        .library(name: "SluicePostgres", targets: ["SluicePostgres"]),
+        .library(name: "SluiceContent", targets: ["SluiceContent"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+        .systemLibrary(name: "CMagic", path: "Sources/CMagic"),
         .target(name: "CAllocCounter", path: "Sources/CAllocCounter"),
         .target(name: "CSluiceSupport", path: "Sources/CSluiceSupport"),
         .target(name: "SluiceCore", swiftSettings: strict),
@@ -37,14 +42,22 @@ let package = Package(
         .target(name: "SluiceJSONLines", dependencies: ["SluiceCore"], swiftSettings: strict),
         .target(name: "SluiceSQLite", dependencies: ["SluiceCore", "SluiceRuntime", "CSQLite"], swiftSettings: strict),
         .target(
+            name: "SluicePostgres",
+            dependencies: [
+                "SluiceCore", "SluiceRuntime", .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+        .target(name: "SluiceContent", dependencies: ["SluiceCore", "SluiceRuntime", "CMagic"], swiftSettings: strict),
+        .target(
             name: "SluiceTesting", dependencies: ["SluiceCore", "SluiceRuntime", "SluiceReport"], swiftSettings: strict),
         .target(
             name: "SluiceWorkloads", dependencies: ["SluiceCore", "SluiceRuntime", "CZlib"], swiftSettings: strict),
         .target(
             name: "SluiceConfig",
             dependencies: [
-                "SluiceCore", "SluiceRuntime", "SluiceCSV", "SluiceJSONLines", "SluiceSQLite",
-                .product(name: "Yams", package: "Yams"),
+                "SluiceCore", "SluiceRuntime", "SluiceCSV", "SluiceJSONLines", "SluiceSQLite", "SluicePostgres",
+                "SluiceContent", .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: strict),
         .executableTarget(

@@ -120,12 +120,16 @@ struct Load: ParsableCommand {
             Examples:
               sluice load events.csv.gz --into sqlite:events.db --table events --key id --mode upsert
               sluice load a.jsonl b.jsonl --into sqlite:out.db --table t --schema id:int64,name:string,ts:timestamp
+              sluice load events.csv --into postgres://localhost/app --table events
+              sluice load events.csv --into postgres://localhost/app --table events --key id --mode upsert
+              sluice load mimes.csv --into postgres://localhost/app --table inode --key blobid --mode update --set mime_type
             """)
 
     @Argument(help: "Input files (`-` for standard input). Gzip is detected from the content.")
     var files: [String]
 
-    @Option(help: "Target store URL: sqlite:PATH.")
+    @Option(
+        help: "Target store URL: sqlite:PATH or postgres://USER@HOST:PORT/DB (?host=/socket/dir for a Unix socket).")
     var into: String
 
     @Option(help: "Target table (default: the first file's base name).")
@@ -140,11 +144,20 @@ struct Load: ParsableCommand {
     )
     var schema: String?
 
-    @Option(help: "Key column(s), comma-separated, for --mode upsert.")
+    @Option(help: "Key column(s), comma-separated, for --mode upsert or update.")
     var key: String?
 
-    @Option(help: "append, upsert or replace (default: append).")
+    @Option(help: "append, upsert, update or replace (default: append).")
     var mode: String = "append"
+
+    @Option(help: "Column(s) that --mode update sets, comma-separated.")
+    var set: String?
+
+    @Option(name: .customLong("where"), help: "SQL condition on the target row that --mode update also requires.")
+    var filter: String?
+
+    @Option(help: "PostgreSQL writer connections in parallel (default: 2).")
+    var writers: Int?
 
     @Option(help: "CSV field delimiter (one character, or `tab`).")
     var delimiter: String?
@@ -181,6 +194,9 @@ struct Load: ParsableCommand {
         spec.schema = schema
         spec.key = key.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } } ?? []
         spec.mode = mode
+        spec.set = set.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } } ?? []
+        spec.filter = filter
+        spec.writers = writers
         spec.delimiter = delimiter
         spec.nullTokens = nullTokens.isEmpty ? nil : nullTokens
         spec.header = !noHeader

@@ -1,7 +1,9 @@
 import Foundation
 import SluiceCSV
+import SluiceContent
 import SluiceCore
 import SluiceJSONLines
+import SluicePostgres
 import SluiceRuntime
 import SluiceSQLite
 
@@ -24,10 +26,20 @@ public struct LoadSpec: Sendable {
     public var into: String?
     /// Target table; nil means the first input's base name.
     public var table: String?
-    /// Key columns (for upsert).
+    /// Key columns (for upsert and update).
     public var key: [String] = []
-    /// `append`, `upsert` or `replace`. Default: `append`.
+    /// `append`, `upsert`, `update` or `replace`. Default: `append`.
     public var mode = "append"
+    /// Columns an `update` sets.
+    public var set: [String] = []
+    /// SQL condition on the target row that an `update` also requires (`mime_type IS NULL`).
+    public var filter: String?
+    /// Parallel writer connections (PostgreSQL); nil means the sink's default.
+    public var writers: Int?
+    /// A PostgreSQL query as the source, instead of files.
+    public var postgresSource: PostgresSourceSpec?
+    /// Transforms applied by the decode workers, in order.
+    public var transforms: [TransformSpec] = []
     /// Rejects file; nil means `<table>.rejects.jsonl` beside the database.
     public var rejects: String?
     /// `N` or `N%`.
@@ -46,20 +58,64 @@ public struct LoadSpec: Sendable {
     /// An empty spec.
     public init() {}
 
+    /// A PostgreSQL query read with keyset pagination.
+    public struct PostgresSourceSpec: Sendable {
+        /// `postgres://…`.
+        public var url: String
+        /// The query.
+        public var query: String
+        /// The key column (unique, orderable).
+        public var key: String
+        /// Rows per page; nil means the batch size.
+        public var pageRows: Int?
+        /// Start after this key.
+        public var startAfter: String?
+        /// Checkpoint file (resume).
+        public var checkpoint: String?
+
+        /// Creates a spec.
+        public init(
+            url: String, query: String, key: String, pageRows: Int? = nil, startAfter: String? = nil,
+            checkpoint: String? = nil
+        ) {
+            self.url = url
+            self.query = query
+            self.key = key
+            self.pageRows = pageRows
+            self.startAfter = startAfter
+            self.checkpoint = checkpoint
+        }
+    }
+
+    /// A transform, configured.
+    public enum TransformSpec: Sendable {
+        /// ``ReadHeadTransform``: `path` template, bytes to read, output column, template variables.
+        case readHead(path: String, bytes: Int, column: String, variables: [String: String])
+        /// ``MimeTransform``: input bytes column, output column.
+        case mime(input: String, output: String)
+    }
+
     /// A store URL, parsed.
     public enum Store: Equatable, Sendable {
         /// `sqlite:PATH`.
         case sqlite(path: String)
+        /// `postgres://…`.
+        case postgres(url: String)
 
-        /// Parses `sqlite:PATH` (or `sqlite://PATH`).
+        /// Parses `sqlite:PATH` (or `sqlite://PATH`) or `postgres://…` (`postgresql://…`).
         public static func parse(_ url: String) throws -> Store {
             if url.hasPrefix("sqlite://") { return .sqlite(path: String(url.dropFirst(9))) }
             if url.hasPrefix("sqlite:") { return .sqlite(path: String(url.dropFirst(7))) }
-            let scheme = url.split(separator: ":").first.map(String.init) ?? url
-            if ["postgres", "postgresql", "parquet", "jsonl"].contains(scheme) {
-                throw SluiceError(.config, "store '\(scheme):' is not available in this version; use sqlite:PATH")
+            if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
+                _ = try PostgresLocation(url: url)
+                return .postgres(url: url)
             }
-            throw SluiceError(.config, "unknown store URL '\(url)'; expected sqlite:PATH")
+            let scheme = url.split(separator: ":").first.map(String.init) ?? url
+            if ["parquet", "jsonl"].contains(scheme) {
+                throw SluiceError(
+                    .config, "store '\(scheme):' is not available in this version; use sqlite:PATH or postgres://")
+            }
+            throw SluiceError(.config, "unknown store URL '\(url)'; expected sqlite:PATH or postgres://HOST/DB")
         }
     }
 
@@ -125,28 +181,43 @@ public struct LoadSpec: Sendable {
             return .upsert(key: key)
         case "replace":
             return .replace
+        case "update":
+            guard !key.isEmpty else { throw SluiceError(.config, "--mode update needs --key COLUMN[,COLUMN]") }
+            guard !set.isEmpty else { throw SluiceError(.config, "--mode update needs --set COLUMN[,COLUMN]") }
+            return .update(key: key, set: set, filter: filter)
         default:
-            throw SluiceError(.config, "unknown mode '\(mode)'; expected append, upsert or replace")
+            throw SluiceError(.config, "unknown mode '\(mode)'; expected append, upsert, update or replace")
         }
     }
 
-    /// The database path of the target.
+    /// The parsed target.
+    public func store() throws -> Store {
+        guard let into else { throw SluiceError(.config, "no target: pass --into sqlite:PATH or postgres://HOST/DB") }
+        return try Store.parse(into)
+    }
+
+    /// The database path of a SQLite target.
     public func databasePath() throws -> String {
-        guard let into else { throw SluiceError(.config, "no target: pass --into sqlite:PATH") }
-        switch try Store.parse(into) {
+        switch try store() {
         case .sqlite(let path):
             guard !path.isEmpty else { throw SluiceError(.config, "sqlite: URL needs a path (sqlite:events.db)") }
             return path
+        case .postgres:
+            throw SluiceError(.config, "the target is PostgreSQL, not a SQLite file")
         }
     }
 
     /// The resolved table name.
-    public var tableName: String { table ?? Self.tableFromName(inputs.first ?? "data") }
+    public var tableName: String {
+        table ?? (postgresSource != nil ? "data" : Self.tableFromName(inputs.first ?? "data"))
+    }
 
-    /// The resolved rejects path.
+    /// The resolved rejects path: beside a SQLite database, or in the current directory for PostgreSQL.
     public func rejectsPath() throws -> String {
         if let rejects { return rejects }
-        let db = try databasePath()
+        guard case .sqlite(let db) = try store() else {
+            return tableName.replacingOccurrences(of: "/", with: "_") + ".rejects.jsonl"
+        }
         let dir = (db as NSString).deletingLastPathComponent
         return (dir.isEmpty ? "" : dir + "/") + tableName + ".rejects.jsonl"
     }
@@ -154,17 +225,46 @@ public struct LoadSpec: Sendable {
     /// Builds the pipeline.
     /// - Throws: ``SluiceError`` with code `.config` for anything inconsistent.
     public func makePipeline() throws -> Pipeline {
-        guard !inputs.isEmpty else { throw SluiceError(.config, "no input files") }
-        let format = try recordFormat()
-        let declared = try schema.map { try Schema.parse($0) }
         let mode = try writeMode()
-        if let declared {
-            for k in key where declared.index(of: k) == nil {
-                throw SluiceError(.config, "--key column '\(k)' is not in --schema (\(declared))")
+        let source: any Source
+        if let pg = postgresSource {
+            guard inputs.isEmpty else { throw SluiceError(.config, "give input files or a postgres source, not both") }
+            source = try PostgresSource(
+                url: pg.url, query: pg.query, key: pg.key, pageRows: pg.pageRows, startAfter: pg.startAfter,
+                checkpoint: pg.checkpoint)
+        } else {
+            guard !inputs.isEmpty else { throw SluiceError(.config, "no input files") }
+            let format = try recordFormat()
+            let declared = try schema.map { try Schema.parse($0) }
+            if let declared {
+                for k in key where declared.index(of: k) == nil {
+                    throw SluiceError(.config, "--key column '\(k)' is not in --schema (\(declared))")
+                }
+            }
+            source = FileSource(paths: inputs, format: format, schema: declared, requiredFields: key)
+        }
+        let sink: any BatchSink
+        switch try store() {
+        case .sqlite:
+            sink = SQLiteSink(path: try databasePath(), table: tableName, mode: mode)
+        case .postgres(let url):
+            var o = PostgresSinkOptions()
+            if let writers {
+                guard writers >= 1 else { throw SluiceError(.config, "writers must be at least 1") }
+                o.writers = writers
+            }
+            sink = try PostgresSink(url: url, table: tableName, mode: mode, options: o)
+        }
+        let transforms: [any Transform] = try self.transforms.map { t in
+            switch t {
+            case .readHead(let path, let bytes, let column, let variables):
+                guard bytes > 0 else { throw SluiceError(.config, "read_head: bytes must be positive") }
+                return ReadHeadTransform(
+                    path: try PathTemplate(path, variables: variables), bytes: bytes, column: column)
+            case .mime(let input, let output):
+                return try MimeTransform(input: input, output: output)
             }
         }
-        let source = FileSource(paths: inputs, format: format, schema: declared, requiredFields: key)
-        let sink = SQLiteSink(path: try databasePath(), table: tableName, mode: mode)
         var options = PipelineOptions()
         options.batching = batching
         if let workers {
@@ -187,7 +287,7 @@ public struct LoadSpec: Sendable {
         guard batching.maxRows >= 1, batching.maxBytes >= 1024 else {
             throw SluiceError(.config, "batching needs max_rows ≥ 1 and max_bytes ≥ 1 KiB")
         }
-        return Pipeline(source: source, sink: sink, options: options)
+        return Pipeline(source: source, transforms: transforms, sink: sink, options: options)
     }
 }
 

@@ -1,5 +1,7 @@
 import Foundation
+import SluiceContent
 import SluiceCore
+import SluicePostgres
 import SluiceRuntime
 import Yams
 
@@ -16,10 +18,11 @@ import Yams
 ///   header: true
 /// transforms: []
 /// sink:
-///   url: sqlite:events.db
+///   url: sqlite:events.db        # or postgres://user@host/db
 ///   table: events
-///   mode: upsert                 # append | upsert | replace
+///   mode: upsert                 # append | upsert | update | replace
 ///   key: [id]
+///   writers: 2                   # PostgreSQL writer connections
 /// batching:
 ///   max_rows: 65536
 ///   max_bytes: 4MiB
@@ -29,6 +32,30 @@ import Yams
 /// errors:
 ///   rejects: events.rejects.jsonl
 ///   max_errors: 1%
+/// ```
+///
+/// A PostgreSQL query as the source, with content transforms (the W2 backfill):
+///
+/// ```yaml
+/// vars:
+///   root: ${BLOB_ROOT:-/srv/blobs}       # ${NAME} and ${NAME:-default} read the environment
+/// source:
+///   type: postgres
+///   url: ${DATABASE_URL}
+///   query: SELECT DISTINCT blobid FROM inode WHERE mime_type IS NULL
+///   key: blobid                          # keyset pagination on this column
+///   page_rows: 10000
+///   checkpoint: backfill.checkpoint      # resume after the last committed key
+/// transforms:
+///   - read_head: {path: "{root}/{blobid:0:2}/{blobid:2:2}/{blobid}", bytes: 2048}
+///   - mime: {from: head, as: mime_type}
+/// sink:
+///   url: ${DATABASE_URL}
+///   table: inode
+///   mode: update
+///   key: [blobid]
+///   set: [mime_type]
+///   where: mime_type IS NULL
 /// ```
 public enum PipelineFile {
     /// Parses the file at `path`.
@@ -58,10 +85,76 @@ public enum PipelineFile {
         }
         let r = Reader(file: file, base: baseDirectory)
         var spec = LoadSpec()
-        let top = try r.mapping(root, "the pipeline", allowed: ["source", "transforms", "sink", "batching", "errors"])
+        let top = try r.mapping(
+            root, "the pipeline", allowed: ["vars", "source", "transforms", "sink", "batching", "errors"])
         guard let source = top["source"] else { throw r.error(root, "missing 'source'") }
         guard let sink = top["sink"] else { throw r.error(root, "missing 'sink'") }
+        var vars: [String: String] = [:]
+        if let v = top["vars"] {
+            guard case .mapping(let m) = v else { throw r.error(v, "'vars' must be a mapping") }
+            for (k, val) in m { vars[try r.string(k, "a var name")] = try r.expanded(val, "vars entry") }
+        }
 
+        if case .mapping(let sm) = source, sm["type"] != nil {
+            let src = try r.mapping(
+                source, "source",
+                allowed: ["type", "url", "query", "key", "page_rows", "start_after", "checkpoint"])
+            let type = try r.string(src["type"]!, "source.type")
+            guard type == "postgres" else {
+                throw r.error(src["type"]!, "source.type must be postgres (files need no type)")
+            }
+            guard let url = src["url"], let query = src["query"], let key = src["key"] else {
+                throw r.error(source, "a postgres source needs 'url', 'query' and 'key'")
+            }
+            let u = try r.expanded(url, "source.url")
+            do { _ = try PostgresLocation(url: u) } catch let e as SluiceError { throw r.error(url, e.message) }
+            spec.postgresSource = LoadSpec.PostgresSourceSpec(
+                url: u, query: try r.string(query, "source.query"), key: try r.string(key, "source.key"),
+                pageRows: try src["page_rows"].map { try r.int($0, "source.page_rows", min: 1) },
+                startAfter: try src["start_after"].map { try r.string($0, "source.start_after") },
+                checkpoint: try src["checkpoint"].map { r.path(try r.string($0, "source.checkpoint")) })
+        } else {
+            try parseFileSource(source, r, &spec)
+        }
+
+        if let t = top["transforms"] {
+            guard case .sequence(let seq) = t else { throw r.error(t, "'transforms' must be a list") }
+            for item in seq { spec.transforms.append(try parseTransform(item, r, vars: vars)) }
+        }
+        try parseSink(sink, r, &spec)
+        try parseRest(top, r, &spec)
+        return spec
+    }
+
+    private static func parseTransform(
+        _ item: Node, _ r: Reader, vars: [String: String]
+    ) throws
+        -> LoadSpec.TransformSpec
+    {
+        let m = try r.mapping(item, "a transform", allowed: ["read_head", "mime"])
+        guard m.count == 1, let (name, body) = m.first else {
+            throw r.error(item, "a transform is one of read_head: {…} or mime: {…}")
+        }
+        switch name {
+        case "read_head":
+            let b = try r.mapping(body, "read_head", allowed: ["path", "bytes", "as"])
+            guard let p = b["path"] else { throw r.error(body, "read_head needs 'path' (a template like {root}/{id})") }
+            let path = try r.string(p, "read_head.path")
+            do { _ = try PathTemplate(path, variables: vars) } catch let e as SluiceError {
+                throw r.error(p, e.message)
+            }
+            return .readHead(
+                path: path, bytes: try b["bytes"].map { try r.int($0, "read_head.bytes", min: 1) } ?? 2048,
+                column: try b["as"].map { try r.string($0, "read_head.as") } ?? "head", variables: vars)
+        default:
+            let b = try r.mapping(body, "mime", allowed: ["from", "as"])
+            return .mime(
+                input: try b["from"].map { try r.string($0, "mime.from") } ?? "head",
+                output: try b["as"].map { try r.string($0, "mime.as") } ?? "mime_type")
+        }
+    }
+
+    private static func parseFileSource(_ source: Node, _ r: Reader, _ spec: inout LoadSpec) throws {
         let src = try r.mapping(
             source, "source", allowed: ["path", "paths", "format", "schema", "delimiter", "null", "header"])
         if let p = src["path"] { spec.inputs = [r.path(try r.string(p, "source.path"))] }
@@ -92,15 +185,12 @@ public enum PipelineFile {
             }
         }
         if let h = src["header"] { spec.header = try r.bool(h, "source.header") }
+    }
 
-        if let t = top["transforms"] {
-            guard case .sequence(let seq) = t else { throw r.error(t, "'transforms' must be a list") }
-            if let first = seq.first { throw r.error(first, "no transforms are available in this version") }
-        }
-
-        let snk = try r.mapping(sink, "sink", allowed: ["url", "table", "mode", "key"])
-        guard let url = snk["url"] else { throw r.error(sink, "sink needs 'url' (sqlite:PATH)") }
-        var u = try r.string(url, "sink.url")
+    private static func parseSink(_ sink: Node, _ r: Reader, _ spec: inout LoadSpec) throws {
+        let snk = try r.mapping(sink, "sink", allowed: ["url", "table", "mode", "key", "set", "where", "writers"])
+        guard let url = snk["url"] else { throw r.error(sink, "sink needs 'url' (sqlite:PATH or postgres://…)") }
+        var u = try r.expanded(url, "sink.url")
         if u.hasPrefix("sqlite:") && !u.hasPrefix("sqlite://") {
             let p = String(u.dropFirst(7))
             u = "sqlite:" + r.path(p)
@@ -110,21 +200,21 @@ public enum PipelineFile {
         if let t = snk["table"] { spec.table = try r.string(t, "sink.table") }
         if let m = snk["mode"] {
             spec.mode = try r.string(m, "sink.mode")
-            guard ["append", "upsert", "replace"].contains(spec.mode) else {
-                throw r.error(m, "sink.mode must be append, upsert or replace")
+            guard ["append", "upsert", "update", "replace"].contains(spec.mode) else {
+                throw r.error(m, "sink.mode must be append, upsert, update or replace")
             }
         }
-        if let k = snk["key"] {
-            if case .sequence = k {
-                spec.key = try r.strings(k, "sink.key")
-            } else {
-                spec.key = try r.string(k, "sink.key").split(separator: ",").map {
-                    String($0).trimmingCharacters(in: .whitespaces)
-                }
-            }
+        if let k = snk["key"] { spec.key = try r.names(k, "sink.key") }
+        if let k = snk["set"] { spec.set = try r.names(k, "sink.set") }
+        if let w = snk["where"] { spec.filter = try r.string(w, "sink.where") }
+        if let w = snk["writers"] { spec.writers = try r.int(w, "sink.writers", min: 1) }
+        if (spec.mode == "upsert" || spec.mode == "update") && spec.key.isEmpty {
+            throw r.error(sink, "sink.mode \(spec.mode) needs sink.key")
         }
-        if spec.mode == "upsert" && spec.key.isEmpty { throw r.error(sink, "sink.mode upsert needs sink.key") }
+        if spec.mode == "update" && spec.set.isEmpty { throw r.error(sink, "sink.mode update needs sink.set") }
+    }
 
+    private static func parseRest(_ top: [String: Node], _ r: Reader, _ spec: inout LoadSpec) throws {
         if let b = top["batching"] {
             let bm = try r.mapping(
                 b, "batching", allowed: ["max_rows", "max_bytes", "max_latency", "workers", "memory_fraction"])
@@ -160,7 +250,6 @@ public enum PipelineFile {
                 spec.maxErrors = s
             }
         }
-        return spec
     }
 
     private struct Reader {
@@ -190,6 +279,39 @@ public enum PipelineFile {
         func string(_ node: Node, _ what: String) throws -> String {
             guard case .scalar(let s) = node else { throw error(node, "\(what) must be a single value") }
             return s.string
+        }
+
+        /// A scalar with `${NAME}` and `${NAME:-default}` replaced from the environment.
+        func expanded(_ node: Node, _ what: String) throws -> String {
+            let s = try string(node, what)
+            var out = ""
+            var rest = Substring(s)
+            while let open = rest.range(of: "${") {
+                out += rest[..<open.lowerBound]
+                guard let close = rest[open.upperBound...].firstIndex(of: "}") else {
+                    throw error(node, "\(what): '${' is never closed")
+                }
+                let inner = rest[open.upperBound..<close]
+                let parts = inner.split(separator: ":-", maxSplits: 1, omittingEmptySubsequences: false)
+                let name = String(parts[0])
+                if let v = ProcessInfo.processInfo.environment[name], !v.isEmpty {
+                    out += v
+                } else if parts.count == 2 {
+                    out += parts[1]
+                } else {
+                    throw error(node, "\(what): environment variable \(name) is not set (write ${\(name):-default})")
+                }
+                rest = rest[rest.index(after: close)...]
+            }
+            return out + rest
+        }
+
+        /// A list of names, or one comma-separated string.
+        func names(_ node: Node, _ what: String) throws -> [String] {
+            if case .sequence = node { return try strings(node, what) }
+            return try string(node, what).split(separator: ",").map {
+                String($0).trimmingCharacters(in: .whitespaces)
+            }
         }
 
         func strings(_ node: Node, _ what: String) throws -> [String] {

@@ -53,6 +53,7 @@ public final class Pipeline: @unchecked Sendable {
     private let recordsOut = Atomic<Int64>(0)
     private let rejectedCount = Atomic<Int64>(0)
     private let finishedFlag = Atomic<Bool>(false)
+    private let recordsSeen = Atomic<Int64>(0)
 
     /// Creates a pipeline.
     public init(
@@ -212,14 +213,68 @@ public final class Pipeline: @unchecked Sendable {
                 ProgressLine.clear()
             } : nil
 
-        // Writer: this thread, in input order.
+        // Writers: this thread takes decoded chunks in input order, records parse rejects and hands batches to
+        // `lanes` writer threads (one unless the sink writes in parallel).
+        let lanes = max(1, sink.writers)
+        let rejects = SharedRejects(options.rejectsPath.map { RejectsWriter(path: $0) })
+        let laneQueue = BoundedQueue<(Int, RecordBatch)>(capacity: lanes)
+        let laneClock = Mutex(StageClock())
+        let laneError = Mutex<String?>(nil)
+        let written = Atomic<Int64>(0)
+        let tracker = CommitTracker(source: source)
+        let stopAll = { @Sendable (reason: String) in
+            laneError.withLock { if $0 == nil { $0 = reason } }
+            abortFlag.store(true, ordering: .relaxed)
+            laneQueue.cancel()
+            chunkQueue.cancel()
+            reorder.cancel()
+        }
+        var writerThreads: [NativeThread] = []
+        for lane in 0..<lanes {
+            writerThreads.append(
+                NativeThread(name: "sluice-write\(lane)") { [self] in
+                    var clock = StageClock()
+                    while true {
+                        var starved: UInt64 = 0
+                        guard let (seq, batch) = laneQueue.pop(waited: &starved) else { break }
+                        clock.starved += starved
+                        let wa = MonotonicClock.now()
+                        do {
+                            let (n, sinkRejects) = try writeWithRetryAndBisect(batch, writer: lane)
+                            clock.busy += MonotonicClock.now() - wa
+                            let wb = MonotonicClock.now()
+                            clock.records += Int64(n)
+                            clock.batches += 1
+                            recordsOut.store(written.add(Int64(n), ordering: .relaxed).newValue, ordering: .relaxed)
+                            for (row, reason) in sinkRejects {
+                                try rejects.write(Self.sinkReject(batch, row: row, reason: reason))
+                            }
+                            tracker.done(seq, batch)
+                            let total = rejectedCount.add(Int64(sinkRejects.count), ordering: .relaxed).newValue
+                            if let limit = options.maxErrors,
+                                limit.exceeded(
+                                    rejected: total, seen: recordsSeen.load(ordering: .relaxed), final: false)
+                            {
+                                stopAll(
+                                    "too many rejected records: \(total) of \(recordsSeen.load(ordering: .relaxed)) (--max-errors \(limit))"
+                                )
+                            }
+                            clock.overhead += MonotonicClock.now() - wb
+                        } catch {
+                            clock.busy += MonotonicClock.now() - wa
+                            stopAll("\(error)")
+                        }
+                    }
+                    laneClock.withLock { $0.merge(clock) }
+                })
+        }
+
         var wclock = StageClock()
-        let rejects = options.rejectsPath.map { RejectsWriter(path: $0) }
         var abortReason: String?
         var nextLine = 1
         var currentFile = -1
         var seen: Int64 = 0
-        var written: Int64 = 0
+        var batchSeq = 0
         while true {
             var starved: UInt64 = 0
             guard let item = reorder.take(waited: &starved) else { break }
@@ -234,66 +289,54 @@ public final class Pipeline: @unchecked Sendable {
             let baseLine = nextLine
             nextLine += item.lines
             seen += item.records
+            recordsSeen.store(seen, ordering: .relaxed)
             if let error = item.error {
                 abortReason = "\(error)"
                 break
             }
-            var rejectedHere = Int64(item.rejects.count)
             do {
                 for r in item.rejects {
-                    try rejects?.write(
+                    try rejects.write(
                         RejectedRecord(
                             file: item.file, line: baseLine + r.relativeLine,
                             offset: item.fileOffset + Int64(r.relativeOffset),
                             stage: "parse", reason: r.reason, raw: String(decoding: r.raw, as: UTF8.self)))
                 }
-                let b = MonotonicClock.now()
-                wclock.overhead += b - a
-                for var batch in item.batches where batch.count > 0 {
-                    batch.origin.firstLine = baseLine
-                    let wa = MonotonicClock.now()
-                    let (n, sinkRejects) = try writeWithRetryAndBisect(batch)
-                    wclock.busy += MonotonicClock.now() - wa
-                    written += Int64(n)
-                    wclock.records += Int64(n)
-                    wclock.batches += 1
-                    recordsOut.store(written, ordering: .relaxed)
-                    for (row, reason) in sinkRejects {
-                        let pos = batch.position(ofRow: row)
-                        let values = batch.row(row).map { v -> String in
-                            switch v {
-                            case .null: return "null"
-                            case .int64, .float64, .bool: return v.description
-                            default: return JSONText.quoted(v.description)
-                            }
-                        }
-                        try rejects?.write(
-                            RejectedRecord(
-                                file: pos.file, line: pos.line, offset: pos.offset, stage: "sink", reason: reason,
-                                raw: "[" + values.joined(separator: ",") + "]"))
-                        rejectedHere += 1
-                    }
-                }
             } catch {
                 abortReason = "\(error)"
                 break
             }
+            var handedOff = true
+            for var batch in item.batches where batch.count > 0 {
+                batch.origin.firstLine = baseLine
+                var waited: UInt64 = 0
+                handedOff = laneQueue.push((batchSeq, batch), waited: &waited)
+                wclock.blocked += waited
+                batchSeq += 1
+                if !handedOff { break }
+            }
+            if !handedOff { break }
             // Give freed batch memory back to the OS: batches are allocated on decoder threads and freed
-            // here, which otherwise leaves glibc arenas holding pages (RSS would not track live memory).
+            // on writer threads, which otherwise leaves glibc arenas holding pages (RSS would not track live memory).
             sluice_release_free_memory()
-            let total = rejectedCount.add(rejectedHere, ordering: .relaxed).newValue
+            let total = rejectedCount.add(Int64(item.rejects.count), ordering: .relaxed).newValue
             if let limit = options.maxErrors, limit.exceeded(rejected: total, seen: seen, final: false) {
                 abortReason = "too many rejected records: \(total) of \(seen) (--max-errors \(limit))"
                 break
             }
+            wclock.overhead += MonotonicClock.now() - a
         }
+        laneQueue.close()
         if abortReason != nil || readError.withLock({ $0 }) != nil {
             abortFlag.store(true, ordering: .relaxed)
             chunkQueue.cancel()
             reorder.cancel()
+            laneQueue.cancel()
         }
+        for w in writerThreads { w.join() }
         reader.join()
         for d in decoders { d.join() }
+        if let e = laneError.withLock({ $0 }) { abortReason = e }
         if abortReason == nil, let e = readError.withLock({ $0 }) { abortReason = "\(e)" }
         let totalRejected = rejectedCount.load(ordering: .relaxed)
         if abortReason == nil, let limit = options.maxErrors,
@@ -309,8 +352,11 @@ public final class Pipeline: @unchecked Sendable {
         } catch {
             if abortReason == nil { abortReason = "\(error)" }
         }
-        wclock.busy += MonotonicClock.now() - fa
-        do { try rejects?.close() } catch { if abortReason == nil { abortReason = "\(error)" } }
+        var lclock = laneClock.withLock { $0 }
+        lclock.busy += MonotonicClock.now() - fa
+        lclock.overhead += wclock.overhead
+        lclock.blocked += wclock.blocked
+        do { try rejects.close() } catch { if abortReason == nil { abortReason = "\(error)" } }
         finishedFlag.store(true, ordering: .relaxed)
         progressThread?.join()
 
@@ -331,7 +377,7 @@ public final class Pipeline: @unchecked Sendable {
                     name: "transform \(t.name)", threads: workers, clock: transformClocks.withLock { $0[k] },
                     wallSeconds: wall))
         }
-        stages.append(StageReport(name: "write \(sink.target)", threads: 1, clock: wclock, wallSeconds: wall))
+        stages.append(StageReport(name: "write \(sink.target)", threads: lanes, clock: lclock, wallSeconds: wall))
         let st = sink.timings
         for (name, c) in [("encode", st.encode), ("write", st.write), ("commit", st.commit)] where c.busy > 0 {
             stages.append(StageReport(name: name, threads: 1, clock: c, wallSeconds: wall, isDetail: true))
@@ -341,7 +387,8 @@ public final class Pipeline: @unchecked Sendable {
             ? .aborted : interrupted ? .interrupted : totalRejected > 0 ? .completedWithRejects : .clean
         return RunReport(
             outcome: outcome, abortReason: abortReason, target: sink.target, wallSeconds: wall, recordsIn: seen,
-            recordsOut: written, recordsRejected: totalRejected, bytesIn: source.progress.bytesRead,
+            recordsOut: written.load(ordering: .relaxed), recordsRejected: totalRejected,
+            bytesIn: source.progress.bytesRead,
             bytesDecoded: source.progress.bytesDecoded, peakRSSBytes: ProcessStats.peakRSS(),
             rejectsFile: totalRejected > 0 ? options.rejectsPath : nil, stages: stages, batchRows: sizing.maxRows,
             chunkBytes: sizing.chunkBytes, memoryBudgetBytes: options.memory.bytes)
@@ -393,12 +440,27 @@ public final class Pipeline: @unchecked Sendable {
         return RecordBatchBuilder(schema: chunk.decoder.schema, rowCapacity: rowCapacity, trackOrigins: true)
     }
 
+    /// The rejects-file record for row `row` of `batch`, refused by the sink.
+    private static func sinkReject(_ batch: RecordBatch, row: Int, reason: String) -> RejectedRecord {
+        let pos = batch.position(ofRow: row)
+        let values = batch.row(row).map { v -> String in
+            switch v {
+            case .null: return "null"
+            case .int64, .float64, .bool: return v.description
+            default: return JSONText.quoted(v.description)
+            }
+        }
+        return RejectedRecord(
+            file: pos.file, line: pos.line, offset: pos.offset, stage: "sink", reason: reason,
+            raw: "[" + values.joined(separator: ",") + "]")
+    }
+
     /// Writes a batch, retrying transient failures with backoff and bisecting batches the sink refuses.
-    private func writeWithRetryAndBisect(_ batch: RecordBatch) throws -> (Int, [(Int, String)]) {
+    private func writeWithRetryAndBisect(_ batch: RecordBatch, writer: Int) throws -> (Int, [(Int, String)]) {
         var attempt = 0
         while true {
             do {
-                let outcome = try sink.write(batch)
+                let outcome = try sink.write(batch, writer: writer)
                 return (outcome.written, outcome.rejected.map { ($0.row, $0.reason) })
             } catch let e as SinkError {
                 switch e.kind {
@@ -410,13 +472,54 @@ public final class Pipeline: @unchecked Sendable {
                 case .rejectedData:
                     if batch.count == 1 { return (0, [(0, e.message)]) }
                     let mid = batch.count / 2
-                    let (n1, r1) = try writeWithRetryAndBisect(batch.slice(0..<mid))
-                    let (n2, r2) = try writeWithRetryAndBisect(batch.slice(mid..<batch.count))
+                    let (n1, r1) = try writeWithRetryAndBisect(batch.slice(0..<mid), writer: writer)
+                    let (n2, r2) = try writeWithRetryAndBisect(batch.slice(mid..<batch.count), writer: writer)
                     return (n1 + n2, r1 + r2.map { ($0.0 + mid, $0.1) })
                 default:
                     throw SluiceError(.sink, e.message)
                 }
             }
+        }
+    }
+}
+
+/// The rejects writer, shared by the dispatching thread and the writer threads.
+private final class SharedRejects: @unchecked Sendable {
+    private let lock = NSLock()
+    private let writer: RejectsWriter?
+
+    init(_ writer: RejectsWriter?) { self.writer = writer }
+
+    func write(_ r: RejectedRecord) throws {
+        guard let writer else { return }
+        lock.lock()
+        defer { lock.unlock() }
+        try writer.write(r)
+    }
+
+    func close() throws {
+        lock.lock()
+        defer { lock.unlock() }
+        try writer?.close()
+    }
+}
+
+/// Tells the source which batches are committed, in input order, however the writers finish them.
+private final class CommitTracker: @unchecked Sendable {
+    private let lock = NSLock()
+    private let source: any Source
+    private var next = 0
+    private var finished: [Int: RecordBatch] = [:]
+
+    init(source: any Source) { self.source = source }
+
+    func done(_ seq: Int, _ batch: RecordBatch) {
+        lock.lock()
+        defer { lock.unlock() }
+        finished[seq] = batch
+        while let b = finished.removeValue(forKey: next) {
+            source.committed(b)
+            next += 1
         }
     }
 }

@@ -9,13 +9,26 @@ public enum WriteMode: Sendable, Hashable, CustomStringConvertible {
     case upsert(key: [String])
     /// Replace the table's contents with the input (swapped in only after a complete run).
     case replace
+    /// Update existing rows: set the `set` columns of the row whose `key` matches, optionally only where the SQL
+    /// condition `filter` holds for the target row. Input rows without a matching target row change nothing.
+    case update(key: [String], set: [String], filter: String?)
 
-    /// `append`, `upsert(id)`, `replace`.
+    /// `append`, `upsert on id`, `replace`, `update mime_type on blobid`.
     public var description: String {
         switch self {
         case .append: return "append"
         case .upsert(let key): return "upsert on \(key.joined(separator: ","))"
         case .replace: return "replace"
+        case .update(let key, let set, _):
+            return "update \(set.joined(separator: ",")) on \(key.joined(separator: ","))"
+        }
+    }
+
+    /// The key columns (upsert and update), or none.
+    public var keyColumns: [String] {
+        switch self {
+        case .upsert(let k), .update(let k, _, _): return k
+        case .append, .replace: return []
         }
     }
 }
@@ -74,22 +87,37 @@ public struct SinkWriteOutcome: Sendable {
     }
 }
 
-/// Where batches go. All calls come from the pipeline's single writer thread, in input order.
+/// Where batches go.
 ///
 /// `write` commits each batch on its own (one transaction per batch), so that a crash leaves only whole
 /// batches. A sink that can tell exactly which rows failed returns them in ``SinkWriteOutcome``; one that
 /// can only fail the whole batch throws ``SinkError`` with kind `.rejectedData`, and the runtime bisects.
+///
+/// A sink with ``writers`` = 1 (the default) gets every `write` from one thread, in input order. A sink with
+/// more writers gets `write(_:writer:)` calls from that many threads at once, each thread always passing
+/// its own `writer` index (so it can keep one connection per writer); batches then commit in no fixed order.
 public protocol BatchSink: AnyObject, Sendable {
     /// A description of the target for reports.
     var target: String { get }
+    /// How many threads may write at once. Default: 1. Read after ``open(schema:)``.
+    var writers: Int { get }
     /// Prepares the target for rows of `schema` (creates the table, prepares statements).
     func open(schema: Schema) throws
     /// Writes and commits one batch.
     func write(_ batch: RecordBatch) throws -> SinkWriteOutcome
+    /// Writes and commits one batch on writer `writer` (0 ..< ``writers``). Default: ``write(_:)``.
+    func write(_ batch: RecordBatch, writer: Int) throws -> SinkWriteOutcome
     /// Ends the run: `complete` is true when the whole input was read (e.g. `replace` swaps tables only then).
     func finish(complete: Bool) throws
     /// Per-phase timings so far.
     var timings: SinkTimings { get }
+}
+
+extension BatchSink {
+    /// One writer.
+    public var writers: Int { 1 }
+    /// Calls ``write(_:)``.
+    public func write(_ batch: RecordBatch, writer: Int) throws -> SinkWriteOutcome { try write(batch) }
 }
 
 /// Drops every batch (for measuring the framework).

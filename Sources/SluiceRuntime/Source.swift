@@ -73,4 +73,12 @@ public protocol Source: AnyObject, Sendable {
     func next() throws -> SourceItem?
     /// Progress counters.
     var progress: SourceProgress { get }
+    /// Called after `batch` and every batch before it were committed by the sink, in input order, on the
+    /// writer's thread (a resumable source records its position here). Default: nothing.
+    func committed(_ batch: RecordBatch)
+}
+
+extension Source {
+    /// Does nothing.
+    public func committed(_ batch: RecordBatch) {}
 }

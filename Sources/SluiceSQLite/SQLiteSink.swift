@@ -24,6 +24,8 @@ public struct SQLiteSinkOptions: Sendable, Hashable {
 /// - `upsert(key)`: `INSERT … ON CONFLICT(key) DO UPDATE SET …` (the table needs a primary key or unique
 ///   index on the key; a table Sluice creates has it).
 /// - `replace`: rows go to a staging table that replaces the target only after a complete run.
+/// - `update(key, set, filter)`: `UPDATE … SET … WHERE key = … [AND filter]` per row, in the batch's
+///   transaction; the table must exist.
 ///
 /// Created tables map `int64`/`bool` → `INTEGER`, `float64` → `REAL`, `string`/`json` → `TEXT`,
 /// `timestamp` → `TEXT` in RFC 3339 with microseconds (`2024-05-01T12:00:00.000000Z`, sortable), `bytes` →
@@ -98,6 +100,23 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
         return []
     }
 
+    /// `UPDATE t SET c = ?N … WHERE k = ?M [AND (filter)]`, with `?N` the column's position in the schema, so
+    /// rows bind exactly as for inserts.
+    private func updateSQL(key: [String], set: [String], filter: String?) throws -> String {
+        let q = SQLiteConnection.quote
+        func param(_ name: String) throws -> String {
+            guard let i = schema.index(of: name) else {
+                throw SinkError(.fatal, "column '\(name)' is not in the input schema (\(schema))")
+            }
+            return "?\(i + 1)"
+        }
+        guard !set.isEmpty else { throw SinkError(.fatal, "update needs at least one column to set") }
+        var sql = "UPDATE \(q(table)) SET " + (try set.map { "\(q($0)) = \(try param($0))" }.joined(separator: ", "))
+        sql += " WHERE " + (try key.map { "\(q($0)) = \(try param($0))" }.joined(separator: " AND "))
+        if let filter { sql += " AND (\(filter))" }
+        return sql
+    }
+
     /// Opens the database, sets bulk pragmas, creates the table if needed and prepares the insert.
     public func open(schema: Schema) throws {
         self.schema = schema
@@ -123,10 +142,17 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
                 let existing = try db.query("SELECT name FROM pragma_table_info(\(sqlString(table)))").compactMap {
                     $0[0]
                 }
+                var needed = schema.fields.map(\.name)
+                if case .update(let k, let set, _) = mode {
+                    guard !existing.isEmpty else {
+                        throw SinkError(.fatal, "update mode needs an existing table; \(table) is not in \(path)")
+                    }
+                    needed = k + set
+                }
                 if existing.isEmpty {
                     try db.exec(Self.createTableSQL(table, schema: schema, key: key))
                 } else {
-                    let missing = schema.fields.map(\.name).filter { !existing.contains($0) }
+                    let missing = needed.filter { !existing.contains($0) }
                     if !missing.isEmpty {
                         throw SinkError(
                             .fatal,
@@ -153,8 +179,15 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
             rowsPerStatement = min(options.rowsPerStatement, max(1, 32_000 / max(schema.count, 1)))
             let perStatement = rowsPerStatement
             do {
-                insert = try db.prepare(insertSQL(rows: 1))
-                insertMany = try db.prepare(insertSQL(rows: perStatement))
+                if case .update(let k, let set, let filter) = mode {
+                    // One row per statement: each row updates its own key.
+                    rowsPerStatement = 1
+                    insert = try db.prepare(try updateSQL(key: k, set: set, filter: filter))
+                    insertMany = insert
+                } else {
+                    insert = try db.prepare(insertSQL(rows: 1))
+                    insertMany = try db.prepare(insertSQL(rows: perStatement))
+                }
             } catch let e as SQLiteError where !key.isEmpty && e.message.contains("ON CONFLICT") {
                 throw SinkError(
                     .fatal,

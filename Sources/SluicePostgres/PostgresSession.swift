@@ -1,0 +1,306 @@
+import Foundation
+import Logging
+import NIOCore
+import PostgresNIO
+import SluiceCore
+import SluiceRuntime
+
+/// Where a PostgreSQL server is and who to be there, parsed from a URL.
+///
+/// `postgres://user:password@host:port/database`, with `?host=/path/to/socket/dir` for a Unix socket
+/// (as libpq). Missing parts come from `PGUSER`, `PGPASSWORD`, `PGHOST`, `PGPORT` and `PGDATABASE`, then
+/// `postgres@localhost:5432/postgres`.
+public struct PostgresLocation: Sendable, Hashable, CustomStringConvertible {
+    /// Host name, or a directory holding the server's Unix socket.
+    public var host: String
+    /// TCP port (also names the Unix socket file).
+    public var port: Int
+    /// User name.
+    public var user: String
+    /// Password, if any.
+    public var password: String?
+    /// Database name.
+    public var database: String
+
+    /// Parses a `postgres://` or `postgresql://` URL.
+    /// - Throws: ``SluiceError`` (`.config`) naming what is wrong.
+    public init(url: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws {
+        var rest: Substring
+        if url.hasPrefix("postgres://") {
+            rest = url.dropFirst(11)
+        } else if url.hasPrefix("postgresql://") {
+            rest = url.dropFirst(13)
+        } else {
+            throw SluiceError(.config, "'\(url)' is not a postgres:// URL")
+        }
+        var query: [String: String] = [:]
+        if let q = rest.firstIndex(of: "?") {
+            for pair in rest[rest.index(after: q)...].split(separator: "&") {
+                let kv = pair.split(separator: "=", maxSplits: 1)
+                query[String(kv[0])] = kv.count > 1 ? Self.decode(kv[1]) : ""
+            }
+            rest = rest[..<q]
+        }
+        var db = ""
+        if let slash = rest.firstIndex(of: "/") {
+            db = Self.decode(rest[rest.index(after: slash)...])
+            rest = rest[..<slash]
+        }
+        var userPart: Substring?
+        if let at = rest.lastIndex(of: "@") {
+            userPart = rest[..<at]
+            rest = rest[rest.index(after: at)...]
+        }
+        var hostPart = String(rest)
+        var portValue: Int?
+        if let colon = hostPart.lastIndex(of: ":"), !hostPart.hasSuffix("]") {
+            guard let p = Int(hostPart[hostPart.index(after: colon)...]), p > 0, p < 65536 else {
+                throw SluiceError(.config, "bad port in '\(url)'")
+            }
+            portValue = p
+            hostPart = String(hostPart[..<colon])
+        }
+        if hostPart.hasPrefix("[") && hostPart.hasSuffix("]") { hostPart = String(hostPart.dropFirst().dropLast()) }
+        if let u = userPart {
+            let up = u.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+            user = Self.decode(up[0])
+            password = up.count > 1 ? Self.decode(up[1]) : nil
+        } else {
+            user = ""
+        }
+        if user.isEmpty { user = query["user"] ?? environment["PGUSER"] ?? "postgres" }
+        if password == nil { password = query["password"] ?? environment["PGPASSWORD"] }
+        host =
+            query["host"]
+            ?? (hostPart.isEmpty
+                ? Self.decode(Substring(environment["PGHOST"] ?? "localhost")) : Self.decode(Substring(hostPart)))
+        if let p = query["port"] {
+            guard let v = Int(p) else { throw SluiceError(.config, "bad port '\(p)' in '\(url)'") }
+            portValue = v
+        }
+        port = portValue ?? environment["PGPORT"].flatMap { Int($0) } ?? 5432
+        database = db.isEmpty ? (query["dbname"] ?? environment["PGDATABASE"] ?? user) : db
+    }
+
+    /// Whether `host` names a Unix socket directory.
+    public var isUnixSocket: Bool { host.hasPrefix("/") }
+
+    /// `postgres://user@host:port/database` (no password).
+    public var description: String {
+        isUnixSocket
+            ? "postgres://\(user)@/\(database)?host=\(host)&port=\(port)"
+            : "postgres://\(user)@\(host):\(port)/\(database)"
+    }
+
+    private static func decode(_ s: Substring) -> String { String(s).removingPercentEncoding ?? String(s) }
+
+    var configuration: PostgresConnection.Configuration {
+        var c =
+            isUnixSocket
+            ? PostgresConnection.Configuration(
+                unixSocketPath: "\(host)/.s.PGSQL.\(port)", username: user, password: password, database: database)
+            : PostgresConnection.Configuration(
+                host: host, port: port, username: user, password: password, database: database, tls: .disable)
+        c.options.connectTimeout = .seconds(10)
+        return c
+    }
+}
+
+/// Runs `body` as a task and blocks the calling thread (a pipeline thread, never a concurrency-pool thread)
+/// until it finishes. Used once per statement or batch, never per record.
+func blockingAwait<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
+    let box = ResultBox<T>()
+    Task { box.put(await Result { try await body() }) }
+    return try box.take().get()
+}
+
+private final class ResultBox<T: Sendable>: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var result: Result<T, any Error>?
+
+    func put(_ r: Result<T, any Error>) {
+        condition.lock()
+        result = r
+        condition.signal()
+        condition.unlock()
+    }
+
+    func take() -> Result<T, any Error> {
+        condition.lock()
+        defer { condition.unlock() }
+        while result == nil { condition.wait() }
+        return result!
+    }
+}
+
+extension Result where Failure == any Error {
+    init(catching body: () async throws -> Success) async {
+        do { self = .success(try await body()) } catch { self = .failure(error) }
+    }
+}
+
+/// A failure reported by PostgreSQL or the connection, with its SQLSTATE when the server sent one.
+public struct PostgresFailure: Error, Sendable, CustomStringConvertible {
+    /// The five-character SQLSTATE (`23505`), or nil for connection-level failures.
+    public var sqlState: String?
+    /// The server's message with its detail and hint, or the connection error.
+    public var message: String
+    /// Whether the connection is gone (it must be reopened).
+    public var connectionLost: Bool
+
+    /// `message (SQLSTATE 23505)`.
+    public var description: String { sqlState.map { "\(message) (SQLSTATE \($0))" } ?? message }
+
+    /// Converts any error thrown by PostgresNIO.
+    init(_ error: any Error) {
+        if let f = error as? PostgresFailure {
+            self = f
+            return
+        }
+        guard let e = error as? PSQLError else {
+            sqlState = nil
+            message = "\(error)"
+            connectionLost = false
+            return
+        }
+        if let info = e.serverInfo {
+            sqlState = info[.sqlState]
+            var m = info[.message] ?? "server error"
+            if let d = info[.detail] { m += " — \(d)" }
+            if let h = info[.hint] { m += " (hint: \(h))" }
+            message = m
+            // 57P01 admin_shutdown (pg_terminate_backend), 08xxx connection exceptions: the session is gone.
+            connectionLost = sqlState == "57P01" || sqlState?.hasPrefix("08") == true
+        } else {
+            sqlState = nil
+            var m = "PostgreSQL connection: \(e.code)"
+            if let u = e.underlying { m += " (\(u))" }
+            message = m
+            connectionLost = true
+        }
+    }
+
+    init(message: String) {
+        sqlState = nil
+        self.message = message
+        connectionLost = false
+    }
+
+    /// How the runtime should treat this failure.
+    var sinkKind: SinkError.Kind {
+        if connectionLost { return .transient }
+        guard let s = sqlState else { return .fatal }
+        switch s {
+        case "40001", "40P01", "55P03", "57014": return .transient  // serialization, deadlock, lock, cancel
+        case _ where s.hasPrefix("53"): return .transient  // insufficient resources
+        case _ where s.hasPrefix("23") || s.hasPrefix("22"): return .rejectedData  // constraint, bad value
+        default: return .fatal
+        }
+    }
+
+    var sinkError: SinkError { SinkError(sinkKind, "PostgreSQL: \(description)") }
+}
+
+/// One PostgreSQL connection used from a single pipeline thread, with blocking calls.
+public final class PostgresSession: @unchecked Sendable {
+    /// Where it is connected.
+    public let location: PostgresLocation
+    let connection: PostgresConnection
+    private static let logger = Logger(label: "sluice.postgres")
+
+    /// Connects.
+    /// - Throws: ``PostgresFailure``.
+    public init(_ location: PostgresLocation) throws {
+        self.location = location
+        let configuration = location.configuration
+        do {
+            connection = try blockingAwait {
+                try await PostgresConnection.connect(configuration: configuration, id: 1, logger: Self.logger)
+            }
+        } catch {
+            var f = PostgresFailure(error)
+            f.message = "cannot connect to \(location): \(f.message)"
+            throw f
+        }
+    }
+
+    deinit {
+        let c = connection
+        Task { try? await c.close() }
+    }
+
+    /// Whether the connection is closed (the server went away or ``close()`` was called).
+    public var isClosed: Bool { connection.isClosed }
+
+    /// Closes the connection.
+    public func close() {
+        let c = connection
+        _ = try? blockingAwait { try await c.close() }
+    }
+
+    /// Runs one statement and discards its rows.
+    /// - Throws: ``PostgresFailure``.
+    public func execute(_ sql: String, _ binds: PostgresBindings = PostgresBindings()) throws {
+        let c = connection
+        let q = PostgresQuery(unsafeSQL: sql, binds: binds)
+        do {
+            try blockingAwait {
+                let rows = try await c.query(q, logger: Self.logger)
+                for try await _ in rows {}
+            }
+        } catch { throw PostgresFailure(error) }
+    }
+
+    /// Runs one statement and returns its rows.
+    /// - Throws: ``PostgresFailure``.
+    public func rows(_ sql: String, _ binds: PostgresBindings = PostgresBindings()) throws -> [PostgresRow] {
+        let c = connection
+        let q = PostgresQuery(unsafeSQL: sql, binds: binds)
+        do {
+            return try blockingAwait { try await c.query(q, logger: Self.logger).collect() }
+        } catch { throw PostgresFailure(error) }
+    }
+
+    /// Runs one statement and hands each row to `body` as it arrives (no array of rows).
+    /// - Throws: ``PostgresFailure``, or what `body` throws.
+    public func forEachRow(
+        _ sql: String, _ binds: PostgresBindings = PostgresBindings(),
+        _ body: @escaping @Sendable (PostgresRow) throws -> Void
+    ) throws {
+        let c = connection
+        let q = PostgresQuery(unsafeSQL: sql, binds: binds)
+        do {
+            try blockingAwait {
+                for try await row in try await c.query(q, logger: Self.logger) { try body(row) }
+            }
+        } catch let e as SluiceError {
+            throw e
+        } catch { throw PostgresFailure(error) }
+    }
+
+    /// Runs `statement` (a `COPY … FROM STDIN` with the options it needs, e.g. `(FORMAT binary)`) and sends
+    /// `data` as its input, in pieces of at most 1 MiB.
+    ///
+    /// PostgresNIO 1.33 builds the `COPY` statement itself and offers only `FORMAT text`; it writes the table
+    /// name it is given after `COPY "` unchanged. The statement is passed through that parameter, ending in a
+    /// comment that absorbs the text options PostgresNIO appends. The integration tests load binary data
+    /// through this path, so a PostgresNIO that builds the statement differently fails them.
+    /// - Throws: ``PostgresFailure``.
+    public func copyIn(statement: String, data: ByteBuffer) throws {
+        precondition(statement.hasPrefix("COPY \""), "copyIn statement must start with COPY \"")
+        precondition(!statement.contains("\n"), "copyIn statement must be one line")
+        let c = connection
+        let passThrough = String(statement.dropFirst(6)) + " --"
+        do {
+            try blockingAwait {
+                try await c.copyFrom(table: passThrough, logger: Self.logger) { writer in
+                    var rest = data
+                    while rest.readableBytes > 0 {
+                        let piece = rest.readSlice(length: min(rest.readableBytes, 1 << 20))!
+                        try await writer.write(piece)
+                    }
+                }
+            }
+        } catch { throw PostgresFailure(error) }
+    }
+}

@@ -1,0 +1,466 @@
+import Foundation
+import NIOCore
+import PostgresNIO
+import SluiceCore
+import SluiceReport
+import SluiceRuntime
+
+/// Options of the PostgreSQL sink.
+public struct PostgresSinkOptions: Sendable, Hashable {
+    /// Writer connections working in parallel, each committing its own batches. Nil means the default:
+    /// ``defaultWriters``.
+    public var writers: Int?
+    /// `temp_buffers` for the staging table of each writer session. Default: `64MB`.
+    public var tempBuffers = "64MB"
+
+    /// The default number of writers: 2 (measured on 2 cores against a local server: two connections keep
+    /// the server busy while the other prepares its next batch; see `docs/BENCHMARKS.md`).
+    public static let defaultWriters = 2
+
+    /// Default options.
+    public init() {}
+}
+
+/// Writes batches into a PostgreSQL table over a pool of connections opened for the run.
+///
+/// - `append`: binary `COPY` straight from the column buffers (one statement per batch, atomic).
+/// - `upsert(key)`: binary `COPY` into a temporary staging table, then one
+///   `INSERT … SELECT … ON CONFLICT (key) DO UPDATE … WHERE (target row) IS DISTINCT FROM (new row)`, so rows
+///   that did not change cost no write. A key repeated inside one batch keeps its last value.
+/// - `update(key, set, filter)`: one `UPDATE t SET … FROM unnest($1::type[], …) AS u(…) WHERE t.key = u.key`
+///   per batch (only rows whose values differ are written).
+/// - `replace`: rows go to `<table>__sluice_replace` (a copy of the table's definition) that replaces the
+///   table, in one transaction, only after a complete run.
+///
+/// Values are encoded to the target column's own type (`integer`, `varchar(n)`, `jsonb`, `uuid`, `date`, …);
+/// types without a binary encoder here (`numeric`, enums, …) are sent as text and cast by the server. A value
+/// that cannot be represented (an integer out of range for `integer`) rejects its row only. A batch the
+/// server refuses for its data (a constraint, a bad value) is bisected by the runtime down to the rows.
+/// Transient failures (connection lost, serialization failure, deadlock) are retried; the batch's
+/// transaction never committed, so nothing is duplicated.
+public final class PostgresSink: BatchSink, @unchecked Sendable {
+    /// The server.
+    public let location: PostgresLocation
+    /// The table (optionally `schema.table`).
+    public let table: String
+    /// The write mode.
+    public let mode: WriteMode
+    /// Options.
+    public let options: PostgresSinkOptions
+
+    private var columns: [PostgresColumn] = []
+    private var inputIndex: [Int] = []
+    private var writeTable: String
+    private var lanes: [Lane] = []
+    private let timingLock = NSLock()
+    private var sinkTimings = SinkTimings()
+    private var directCopy = false
+    private var statements = Statements()
+
+    /// Creates a sink for `table` at `url` (`postgres://user@host/db`).
+    /// - Throws: ``SluiceError`` (`.config`) for a bad URL.
+    public init(
+        url: String, table: String, mode: WriteMode = .append, options: PostgresSinkOptions = PostgresSinkOptions()
+    ) throws {
+        location = try PostgresLocation(url: url)
+        self.table = table
+        self.mode = mode
+        self.options = options
+        writeTable = table
+    }
+
+    /// `postgres://user@host:port/db table T (mode)`.
+    public var target: String { "\(location) table \(table) (\(mode))" }
+
+    /// Writer connections.
+    public var writers: Int { max(1, lanes.count) }
+
+    /// Per-phase timings, summed over writers.
+    public var timings: SinkTimings {
+        timingLock.lock()
+        defer { timingLock.unlock() }
+        return sinkTimings
+    }
+
+    /// The SQL statements of a run, built once at open.
+    private struct Statements {
+        var copy = ""
+        var copyStage = ""
+        var createStage = ""
+        var merge = ""
+        var mergeDedup = ""
+        var update = ""
+    }
+
+    /// One writer: its connection, encoder and staging state.
+    private final class Lane {
+        var session: PostgresSession?
+        let encoder = PostgresBinaryEncoder()
+        var stageReady = false
+    }
+
+    /// Connects, creates the table if it does not exist, checks the columns and opens the writers.
+    public func open(schema: Schema) throws {
+        let first: PostgresSession
+        do { first = try PostgresSession(location) } catch let f as PostgresFailure {
+            throw SinkError(.fatal, f.message)
+        }
+        do {
+            try setUp(schema: schema, on: first)
+        } catch let f as PostgresFailure {
+            first.close()
+            throw SinkError(.fatal, "PostgreSQL: \(f.description)")
+        } catch {
+            first.close()
+            throw error
+        }
+        let n = max(1, options.writers ?? PostgresSinkOptions.defaultWriters)
+        lanes = [Lane()]
+        lanes[0].session = first
+        for _ in 1..<n { lanes.append(Lane()) }
+    }
+
+    private func tableColumns(_ name: String, on s: PostgresSession) throws -> [(String, UInt32, String)] {
+        var binds = PostgresBindings()
+        binds.append(SQL.table(name))
+        let rows = try s.rows(
+            """
+            SELECT a.attname::text, a.atttypid::int8, format_type(a.atttypid, a.atttypmod) \
+            FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
+            ORDER BY a.attnum
+            """, binds)
+        return try rows.map { r in
+            let (n, oid, t) = try r.decode((String, Int64, String).self)
+            return (n, UInt32(oid), t)
+        }
+    }
+
+    private func setUp(schema: Schema, on s: PostgresSession) throws {
+        let key = mode.keyColumns
+        for k in key where schema.index(of: k) == nil {
+            throw SinkError(.fatal, "key column '\(k)' is not in the input (\(schema))")
+        }
+        var existing = try tableColumns(table, on: s)
+        if existing.isEmpty {
+            if case .update = mode {
+                throw SinkError(.fatal, "update mode needs an existing table; \(table) is not in \(location)")
+            }
+            try s.execute(Self.createTableSQL(SQL.table(table), schema: schema, key: key))
+            existing = try tableColumns(table, on: s)
+        }
+        var needed = schema.fields.map(\.name)
+        if case .update(let k, let set, _) = mode {
+            guard !set.isEmpty else { throw SinkError(.fatal, "update mode needs at least one column to set") }
+            for c in set where schema.index(of: c) == nil {
+                throw SinkError(.fatal, "column '\(c)' to set is not in the input (\(schema))")
+            }
+            needed = k + set
+        }
+        let byName = Dictionary(existing.map { ($0.0, $0) }, uniquingKeysWith: { a, _ in a })
+        let missing = needed.filter { byName[$0] == nil }
+        if !missing.isEmpty {
+            throw SinkError(
+                .fatal,
+                "table \(table) has no column(s) \(missing.joined(separator: ", ")) (it has \(existing.map(\.0).joined(separator: ", ")))"
+            )
+        }
+        columns = needed.map { name in
+            let (_, oid, sqlType) = byName[name]!
+            let input = schema.fields[schema.index(of: name)!].type
+            return PostgresColumn(
+                name: name, oid: oid, sqlType: sqlType, input: input,
+                encoding: PostgresColumn.encoding(input: input, oid: oid))
+        }
+        inputIndex = needed.map { schema.index(of: $0)! }
+        if case .replace = mode {
+            writeTable = table + "__sluice_replace"
+            try s.execute("DROP TABLE IF EXISTS \(SQL.table(writeTable))")
+            try s.execute(
+                "CREATE TABLE \(SQL.table(writeTable)) (LIKE \(SQL.table(table)) INCLUDING ALL)")
+        }
+        buildStatements()
+    }
+
+    /// `CREATE TABLE` for `schema`, with `key` as the primary key.
+    static func createTableSQL(_ quotedTable: String, schema: Schema, key: [String]) -> String {
+        var cols = schema.fields.map { f -> String in
+            "\(SQL.ident(f.name)) \(PostgresColumn.createType(f.type).0)\(f.nullable || key.contains(f.name) ? "" : " NOT NULL")"
+        }
+        if !key.isEmpty { cols.append("PRIMARY KEY (\(key.map(SQL.ident).joined(separator: ", ")))") }
+        return "CREATE TABLE IF NOT EXISTS \(quotedTable) (\(cols.joined(separator: ", ")))"
+    }
+
+    private func buildStatements() {
+        let t = SQL.table(writeTable)
+        let names = columns.map { SQL.ident($0.name) }.joined(separator: ", ")
+        let casted = columns.map { c in
+            c.needsCast ? "s.\(SQL.ident(c.name))::\(c.sqlType)" : "s.\(SQL.ident(c.name))"
+        }.joined(separator: ", ")
+        directCopy = !columns.contains(where: \.needsCast)
+        var st = Statements()
+        st.copy = "COPY \(t) (\(names)) FROM STDIN WITH (FORMAT binary)"
+        st.createStage =
+            "CREATE TEMP TABLE IF NOT EXISTS sluice_stage (sluice_ord int4, "
+            + columns.map { "\(SQL.ident($0.name)) \($0.stageType)" }.joined(separator: ", ")
+            + ") ON COMMIT DELETE ROWS"
+        st.copyStage = "COPY \"sluice_stage\" (sluice_ord, \(names)) FROM STDIN WITH (FORMAT binary)"
+        switch mode {
+        case .append, .replace:
+            st.merge = "INSERT INTO \(t) (\(names)) SELECT \(casted) FROM sluice_stage s"
+        case .upsert(let key):
+            let others = columns.filter { !key.contains($0.name) }
+            var conflict = " ON CONFLICT (\(key.map(SQL.ident).joined(separator: ", "))) DO "
+            if others.isEmpty {
+                conflict += "NOTHING"
+            } else {
+                func cmp(_ prefix: String, _ c: PostgresColumn) -> String {
+                    // json and xml have no equality operator; compare their text.
+                    let v = "\(prefix).\(SQL.ident(c.name))"
+                    return c.oid == PostgresOID.json || c.oid == 142 ? "\(v)::text" : v
+                }
+                conflict += "UPDATE SET "
+                conflict += others.map { "\(SQL.ident($0.name)) = EXCLUDED.\(SQL.ident($0.name))" }.joined(
+                    separator: ", ")
+                conflict += " WHERE (" + others.map { cmp(t, $0) }.joined(separator: ", ") + ") IS DISTINCT FROM ("
+                conflict += others.map { cmp("EXCLUDED", $0) }.joined(separator: ", ") + ")"
+                if others.count == 1 {
+                    // A one-column row constructor needs ROW(...).
+                    conflict = conflict.replacingOccurrences(of: " WHERE (", with: " WHERE ROW(")
+                    conflict = conflict.replacingOccurrences(of: "IS DISTINCT FROM (", with: "IS DISTINCT FROM ROW(")
+                }
+            }
+            st.merge = "INSERT INTO \(t) (\(names)) SELECT \(casted) FROM sluice_stage s" + conflict
+            let keyList = key.map { "s.\(SQL.ident($0))" }.joined(separator: ", ")
+            st.mergeDedup =
+                "INSERT INTO \(t) (\(names)) SELECT \(casted) FROM (SELECT DISTINCT ON (\(keyList)) * FROM sluice_stage s "
+                + "ORDER BY \(keyList), s.sluice_ord DESC) s" + conflict
+        case .update(let key, let set, let filter):
+            let params = columns.enumerated().map { i, c in
+                "$\(i + 1)::\(c.needsCast ? "text" : c.sqlType)[]"
+            }.joined(separator: ", ")
+            func uval(_ c: PostgresColumn) -> String {
+                c.needsCast ? "u.\(SQL.ident(c.name))::\(c.sqlType)" : "u.\(SQL.ident(c.name))"
+            }
+            let setCols = columns.filter { set.contains($0.name) }
+            var sql = "UPDATE \(t) AS t SET "
+            sql += setCols.map { "\(SQL.ident($0.name)) = \(uval($0))" }.joined(separator: ", ")
+            sql += " FROM unnest(\(params)) AS u(\(names)) WHERE "
+            sql += columns.filter { key.contains($0.name) }.map { "t.\(SQL.ident($0.name)) = \(uval($0))" }.joined(
+                separator: " AND ")
+            sql += " AND ROW(" + setCols.map { "t.\(SQL.ident($0.name))" }.joined(separator: ", ")
+            sql += ") IS DISTINCT FROM ROW(" + setCols.map(uval).joined(separator: ", ") + ")"
+            if let filter { sql += " AND (\(filter))" }
+            st.update = sql
+        }
+        statements = st
+    }
+
+    /// The writer's session, reconnecting if the last one was lost.
+    private func session(_ lane: Lane) throws -> PostgresSession {
+        if let s = lane.session, !s.isClosed { return s }
+        lane.session = nil
+        lane.stageReady = false
+        do {
+            let s = try PostgresSession(location)
+            lane.session = s
+            return s
+        } catch let f as PostgresFailure {
+            throw SinkError(.transient, f.message)
+        }
+    }
+
+    /// Writes and commits one batch on writer 0.
+    public func write(_ batch: RecordBatch) throws -> SinkWriteOutcome { try write(batch, writer: 0) }
+
+    /// Writes and commits one batch on writer `writer`.
+    public func write(_ batch: RecordBatch, writer: Int) throws -> SinkWriteOutcome {
+        guard writer < lanes.count else { throw SinkError(.fatal, "the PostgreSQL sink is not open") }
+        let lane = lanes[writer]
+        let s = try session(lane)
+        var t = SinkTimings()
+        let a = MonotonicClock.now()
+        do {
+            let outcome: SinkWriteOutcome
+            if case .update = mode {
+                outcome = try writeUpdate(batch, s, lane, &t)
+            } else if directCopy && !isUpsert {
+                let (data, rejected) = encodeCopy(batch, lane.encoder, ordinal: false)
+                t.encode.busy += MonotonicClock.now() - a
+                let b = MonotonicClock.now()
+                try s.copyIn(statement: statements.copy, data: data)
+                t.write.busy += MonotonicClock.now() - b
+                outcome = SinkWriteOutcome(written: batch.count - rejected.count, rejected: rejected)
+            } else {
+                outcome = try writeStaged(batch, s, lane, &t)
+            }
+            t.encode.records += Int64(batch.count)
+            t.write.records += Int64(batch.count)
+            t.commit.records += Int64(batch.count)
+            t.commit.batches += 1
+            timingLock.lock()
+            sinkTimings.encode.merge(t.encode)
+            sinkTimings.write.merge(t.write)
+            sinkTimings.commit.merge(t.commit)
+            timingLock.unlock()
+            return outcome
+        } catch let f as PostgresFailure {
+            if !f.connectionLost { _ = try? s.execute("ROLLBACK") } else { lane.session = nil }
+            throw f.sinkError
+        }
+    }
+
+    private var isUpsert: Bool {
+        if case .upsert = mode { return true }
+        return false
+    }
+
+    /// COPY into the session's staging table, then one merge statement, in one transaction.
+    private func writeStaged(
+        _ batch: RecordBatch, _ s: PostgresSession, _ lane: Lane, _ t: inout SinkTimings
+    ) throws -> SinkWriteOutcome {
+        let a = MonotonicClock.now()
+        let (data, rejected) = encodeCopy(batch, lane.encoder, ordinal: true)
+        let b = MonotonicClock.now()
+        t.encode.busy += b - a
+        if !lane.stageReady {
+            try s.execute("SET temp_buffers = \(SQL.literal(options.tempBuffers))")
+            try s.execute(statements.createStage)
+            lane.stageReady = true
+        }
+        try s.execute("BEGIN")
+        try s.copyIn(statement: statements.copyStage, data: data)
+        do {
+            try s.execute(statements.merge)
+        } catch let f as PostgresFailure where f.sqlState == "21000" && !statements.mergeDedup.isEmpty {
+            // A key repeats inside the batch: merge its last occurrence only.
+            try s.execute("ROLLBACK")
+            try s.execute("BEGIN")
+            try s.copyIn(statement: statements.copyStage, data: data)
+            try s.execute(statements.mergeDedup)
+        }
+        let c = MonotonicClock.now()
+        t.write.busy += c - b
+        try s.execute("COMMIT")
+        t.commit.busy += MonotonicClock.now() - c
+        return SinkWriteOutcome(written: batch.count - rejected.count, rejected: rejected)
+    }
+
+    /// Encodes the batch as binary COPY data (with a leading row-ordinal column for staging); rows with a
+    /// value the target type cannot hold are left out and returned.
+    private func encodeCopy(
+        _ batch: RecordBatch, _ e: PostgresBinaryEncoder, ordinal: Bool
+    ) -> (ByteBuffer, [(row: Int, reason: String)]) {
+        e.reset()
+        e.putCopyHeader()
+        var rejected: [(row: Int, reason: String)] = []
+        let views = inputIndex.map { batch.columns[$0].view }
+        let fieldCount = Int16(columns.count + (ordinal ? 1 : 0))
+        withExtendedLifetime(batch) {
+            columns.withUnsafeBufferPointer { cols in
+                views.withUnsafeBufferPointer { views in
+                    for row in 0..<batch.count {
+                        let start = e.count
+                        e.put16(fieldCount)
+                        if ordinal {
+                            e.put32(4)
+                            e.put32(Int32(truncatingIfNeeded: row))
+                        }
+                        for c in 0..<cols.count {
+                            if let reason = e.putValue(views[c], row, cols[c]) {
+                                rejected.append((row, reason))
+                                e.rewind(to: start)
+                                break
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        e.putCopyTrailer()
+        var buffer = ByteBufferAllocator().buffer(capacity: e.count)
+        buffer.writeBytes(e.bytes)
+        return (buffer, rejected)
+    }
+
+    /// One `UPDATE … FROM unnest(arrays)` statement for the batch.
+    private func writeUpdate(
+        _ batch: RecordBatch, _ s: PostgresSession, _ lane: Lane, _ t: inout SinkTimings
+    ) throws -> SinkWriteOutcome {
+        let a = MonotonicClock.now()
+        let e = lane.encoder
+        var rejected: [(row: Int, reason: String)] = []
+        var skip = Set<Int>()
+        var binds = PostgresBindings(capacity: columns.count)
+        // First pass: find rows with unrepresentable values so every array leaves them out.
+        for (c, col) in columns.enumerated()
+        where col.encoding == .int4 || col.encoding == .int2 || col.encoding == .uuid {
+            let v = batch.columns[inputIndex[c]].view
+            for row in 0..<batch.count where !skip.contains(row) {
+                e.reset()
+                if let reason = e.putValue(v, row, col) {
+                    skip.insert(row)
+                    rejected.append((row, reason))
+                }
+            }
+        }
+        let rows = batch.count - skip.count
+        for (c, col) in columns.enumerated() {
+            let v = batch.columns[inputIndex[c]].view
+            e.reset()
+            e.put32(1)  // dimensions
+            e.put32(v.hasNulls ? 1 : 0)
+            e.put32(Int32(bitPattern: col.wireOID))
+            e.put32(Int32(rows))
+            e.put32(1)  // lower bound
+            withExtendedLifetime(batch) {
+                for row in 0..<batch.count where skip.isEmpty || !skip.contains(row) {
+                    _ = e.putValue(v, row, col)
+                }
+            }
+            var buffer = ByteBufferAllocator().buffer(capacity: e.count)
+            buffer.writeBytes(e.bytes)
+            guard let arrayOID = PostgresOID.array(of: col.wireOID) else {
+                throw SinkError(.fatal, "no array type for column \(col.name) (\(col.sqlType))")
+            }
+            binds.append(PostgresData(type: PostgresDataType(arrayOID), formatCode: .binary, value: buffer))
+        }
+        let b = MonotonicClock.now()
+        t.encode.busy += b - a
+        try s.execute(statements.update, binds)
+        t.write.busy += MonotonicClock.now() - b
+        return SinkWriteOutcome(written: rows, rejected: rejected)
+    }
+
+    /// Ends the run: for `replace`, swaps the new table in if the run was complete, else drops it; closes
+    /// the connections.
+    public func finish(complete: Bool) throws {
+        defer {
+            for l in lanes { l.session?.close() }
+            lanes = []
+        }
+        guard case .replace = mode, let lane = lanes.first else { return }
+        do {
+            let s = try session(lane)
+            if complete {
+                let old = SQL.table(table)
+                let bare = SQL.ident(String(table.split(separator: ".").last!))
+                try s.execute("BEGIN")
+                try s.execute("DROP TABLE IF EXISTS \(old)")
+                try s.execute("ALTER TABLE \(SQL.table(writeTable)) RENAME TO \(bare)")
+                try s.execute("COMMIT")
+            } else {
+                try s.execute("DROP TABLE IF EXISTS \(SQL.table(writeTable))")
+            }
+        } catch let f as PostgresFailure {
+            throw SinkError(.fatal, "PostgreSQL: \(f.description)")
+        }
+    }
+}
+
+extension PostgresBinaryEncoder {
+    /// Drops what was written after `offset`.
+    func rewind(to offset: Int) {
+        precondition(offset <= count)
+        count = offset
+    }
+}
