@@ -71,7 +71,7 @@ let package = Package(
             name: "SluiceBench",
             dependencies: [
                 "SluiceCore", "SluiceRuntime", "SluiceReport", "SluiceCSV", "SluiceJSONLines", "SluiceSQLite",
-                "SluiceWorkloads", "SluiceTesting", "CAllocCounter",
+                "SluiceWorkloads", "SluiceTesting", "CAllocCounter", "SluicePostgres", "SluiceContent", "SluiceConfig",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),

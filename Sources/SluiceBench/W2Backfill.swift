@@ -1,0 +1,136 @@
+import ArgumentParser
+import Foundation
+import SluiceContent
+import SluicePostgres
+import SluiceReport
+import SluiceWorkloads
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// W2: the MIME backfill against the libmagic ceiling measured in the same run.
+struct W2: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "w2",
+        abstract: "W2 MIME backfill: sluice run examples/mime-backfill.yaml vs the libmagic ceiling, types checked.")
+
+    @Option(help: "Distinct blobs (1x = 200,000).") var blobs = 200_000
+    @Option(help: "File rows (1x = 1,000,000).") var rows = 1_000_000
+    @Option(help: "Where generated data is kept.") var dir = "bench-data"
+    @Option(help: "The sluice binary (default: beside this one).") var sluice: String?
+    @Option(help: "The pipeline file.") var pipeline = "examples/mime-backfill.yaml"
+    @Option(help: "Server URL (default: $SLUICE_PG_URL).") var url: String?
+    @Option(help: "Head bytes (as in the pipeline).") var headBytes = 2048
+    @Option(help: "Also write the results as JSON here.") var json: String?
+
+    func run() throws {
+        let fm = FileManager.default
+        guard let url = url ?? ProcessInfo.processInfo.environment["SLUICE_PG_URL"] else {
+            throw BenchError("no server: pass --url or set SLUICE_PG_URL (scripts/bench starts one)")
+        }
+        let bin =
+            sluice
+            ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
+                "sluice"
+            ).path
+        guard fm.isExecutableFile(atPath: bin) else { throw BenchError("no sluice binary at \(bin)") }
+        let gen = W2Generator(blobs: blobs, rows: rows)
+        let base = URL(fileURLWithPath: "\(dir)/w2-\(blobs)-\(rows)").standardizedFileURL.path
+        let root = base + "/blobs"
+        let csv = base + "/inode.csv"
+        if !fm.fileExists(atPath: csv) {
+            print("generating \(Format.count(Int64(blobs))) blobs and \(Format.count(Int64(rows))) rows in \(base) …")
+            try? fm.removeItem(atPath: base)
+            try gen.write(root: root, rowsCSV: csv + ".tmp")
+            try fm.moveItem(atPath: csv + ".tmp", toPath: csv)
+        }
+
+        // The table, fresh: every row without a type.
+        let admin = try PostgresSession(PostgresLocation(url: url))
+        defer { admin.close() }
+        try admin.execute("DROP TABLE IF EXISTS inode")
+        try admin.execute("CREATE TABLE inode (id bigint PRIMARY KEY, blobid text NOT NULL, mime_type text)")
+        let r = try spawn(
+            ["psql", url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", "\\copy inode (id, blobid) FROM '\(csv)' WITH (FORMAT csv, HEADER true)"],
+            stderrPath: "\(dir)/w2-prefill.err")
+        guard r.status == 0 else { throw BenchError("loading inode failed: \(r.stderr)") }
+        try admin.execute("CREATE INDEX inode_blobid ON inode (blobid)")
+        try admin.execute("VACUUM ANALYZE inode")
+        try admin.execute("CHECKPOINT")
+
+        // The ceiling: libmagic on the same heads, one core, times the cores.
+        let ids = (0..<blobs).map { gen.blobID($0) }
+        var heads: [[UInt8]] = []
+        heads.reserveCapacity(blobs)
+        for id in ids {
+            let fd = open(W2Generator.path(root: root, blobID: id), O_RDONLY)
+            guard fd >= 0 else { throw BenchError("cannot open blob \(id)") }
+            var b = [UInt8](repeating: 0, count: headBytes)
+            let n = b.withUnsafeMutableBytes { pread(fd, $0.baseAddress, headBytes, 0) }
+            close(fd)
+            heads.append(Array(b.prefix(max(0, n))))
+        }
+        let magic = try MagicHandle()
+        let t0 = MonotonicClock.now()
+        var sink = 0
+        for h in heads { h.withUnsafeBytes { sink &+= magic.mimeType($0).0.map { Int($0.pointee) } ?? 0 } }
+        let oneCore = Double(blobs) / (Double(MonotonicClock.now() - t0) / 1e9)
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let ceiling = oneCore * Double(cores)
+        heads = []
+
+        // The backfill.
+        setenv("DATABASE_URL", url, 1)
+        setenv("BLOB_ROOT", root, 1)
+        let run = try spawn(
+            [bin, "run", pipeline, "--no-progress", "--report-json", "\(dir)/w2-report.json"],
+            stderrPath: "\(dir)/w2-sluice.err")
+        guard run.status == 0 else { throw BenchError("sluice failed (\(run.status)): \(run.stderr)") }
+        let rate = Double(blobs) / run.seconds
+
+        // Every row typed, and every type what libmagic says for the whole blob.
+        let got = try admin.rows(
+            "SELECT blobid, min(mime_type), max(mime_type), count(*) FILTER (WHERE mime_type IS NULL) FROM inode GROUP BY blobid"
+        )
+        var types: [String: String] = [:]
+        for row in got {
+            let (id, lo, hi, nulls) = try row.decode((String, String?, String?, Int64).self)
+            guard nulls == 0, let lo, lo == hi else { throw BenchError("blob \(id): rows without a type or with two") }
+            types[id] = lo
+        }
+        guard types.count == blobs else { throw BenchError("\(types.count) blobs typed, expected \(blobs)") }
+        var mismatches = 0
+        var histogram: [String: Int] = [:]
+        for id in ids {
+            let expected = magic.mimeType(file: W2Generator.path(root: root, blobID: id)) ?? "?"
+            histogram[expected, default: 0] += 1
+            if types[id] != expected {
+                if mismatches < 5 { print("  mismatch \(id): sluice \(types[id] ?? "nil"), libmagic \(expected)") }
+                mismatches += 1
+            }
+        }
+        print(
+            "W2 MIME backfill, \(Format.count(Int64(rows))) rows / \(Format.count(Int64(blobs))) blobs, \(cores) cores"
+        )
+        print(String(format: "  libmagic ceiling   %9.0f blobs/s  (%.0f/s on one core × %d)", ceiling, oneCore, cores))
+        print(
+            String(
+                format: "  sluice backfill    %9.0f blobs/s  %.2f s  peak RSS %@", rate, run.seconds,
+                Format.bytes(run.peakRSSBytes)))
+        print(String(format: "  share of ceiling   %.0f%%", rate / ceiling * 100))
+        print("  types: \(histogram.count) distinct; \(mismatches) differ from libmagic on the whole blob")
+        for (t, n) in histogram.sorted(by: { $0.value > $1.value }) { print("    \(t): \(n)") }
+        if let json {
+            let out: [String: Any] = [
+                "blobs": blobs, "rows": rows, "cores": cores, "ceilingBlobsPerSecond": ceiling,
+                "oneCoreDetectionsPerSecond": oneCore, "sluiceBlobsPerSecond": rate, "sluiceSeconds": run.seconds,
+                "shareOfCeiling": rate / ceiling, "sluicePeakRSSBytes": run.peakRSSBytes, "mismatches": mismatches,
+            ]
+            try JSONSerialization.data(withJSONObject: out, options: [.prettyPrinted, .sortedKeys])
+                .write(to: URL(fileURLWithPath: json))
+        }
+        if mismatches > 0 { throw BenchError("\(mismatches) types differ from libmagic") }
+        _ = sink
+    }
+}
