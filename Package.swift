@@ -84,6 +84,15 @@ let package = Package(
             name: "SluiceSQLiteTests",
             dependencies: ["SluiceSQLite", "SluiceRuntime", "SluiceTesting", "SluiceCSV", "CSQLite"]),
         .testTarget(
+            name: "SluicePostgresTests",
+            dependencies: [
+                "SluicePostgres", "SluiceRuntime", "SluiceTesting",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ]),
+        .testTarget(
+            name: "SluiceContentTests",
+            dependencies: ["SluiceContent", "SluiceRuntime", "SluiceTesting", "SluiceWorkloads"]),
+        .testTarget(
             name: "SluiceCLITests",
             dependencies: [
                 "SluiceWorkloads", "SluiceRuntime", "SluiceCSV", "SluiceSQLite", "SluiceTesting", "SluiceConfig",

@@ -57,22 +57,27 @@ struct W0Postgres: ParsableCommand {
         var scenarios: [Scenario] = []
         if wanted.contains("append") {
             scenarios.append(
-                Scenario(name: "CSV → PostgreSQL append (logged table, no key)", key: false, prefill: nil,
+                Scenario(
+                    name: "CSV → PostgreSQL append (logged table, no key)", key: false, prefill: nil,
                     reference: "psql \\copy"))
         }
         for (tag, prefill, what) in [
-            ("upsert-empty", nil, "empty target"), ("upsert-changed", changed, "target holds every key, every row changed"),
+            ("upsert-empty", nil, "empty target"),
+            ("upsert-changed", changed, "target holds every key, every row changed"),
             ("upsert-same", csv, "target holds identical rows"),
         ] where wanted.contains(tag) {
             scenarios.append(
-                Scenario(name: "CSV → PostgreSQL upsert on id (\(what))", key: true, prefill: prefill,
+                Scenario(
+                    name: "CSV → PostgreSQL upsert on id (\(what))", key: true, prefill: prefill,
                     reference: "staging script (\\copy + INSERT … ON CONFLICT)"))
         }
         let admin = try PostgresSession(PostgresLocation(url: url))
         defer { admin.close() }
         let extra = sluiceArgs.split(separator: " ").map(String.init)
         var results: [[String: Any]] = []
-        print("W0 → PostgreSQL, \(Format.count(Int64(rows))) rows, \(ProcessInfo.processInfo.activeProcessorCount) cores, median of \(runs)")
+        print(
+            "W0 → PostgreSQL, \(Format.count(Int64(rows))) rows, \(ProcessInfo.processInfo.activeProcessorCount) cores, median of \(runs)"
+        )
         for s in scenarios {
             var refTimes: [Double] = []
             var sluiceTimes: [Double] = []
@@ -96,14 +101,18 @@ struct W0Postgres: ParsableCommand {
                     try "\\copy events FROM '\(absCSV)' WITH (FORMAT csv, HEADER true)\n".write(
                         toFile: script, atomically: true, encoding: .utf8)
                 }
-                let r = try spawn(["psql", url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", script], stderrPath: "\(dir)/ref.err")
+                let r = try spawn(
+                    ["psql", url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", script], stderrPath: "\(dir)/ref.err")
                 guard r.status == 0 else { throw BenchError("psql failed (\(r.status)): \(r.stderr)") }
                 refTimes.append(r.seconds)
                 refRSS = max(refRSS, r.peakRSSBytes)
                 refSum = try checksum(admin, "events")
 
                 try prepare(admin, s, "events")
-                var args = [bin, "load", csv, "--into", url, "--table", "events", "--no-progress", "--schema", W0Generator.schemaSpec]
+                var args = [
+                    bin, "load", csv, "--into", url, "--table", "events", "--no-progress", "--schema",
+                    W0Generator.schemaSpec,
+                ]
                 if s.key { args += ["--key", "id", "--mode", "upsert"] }
                 let l = try spawn(args + extra, stderrPath: "\(dir)/sluice.err")
                 guard l.status == 0 else { throw BenchError("sluice failed (\(l.status)): \(l.stderr)") }
@@ -154,7 +163,8 @@ struct W0Postgres: ParsableCommand {
     /// Row count and a hash over every row's text.
     func checksum(_ s: PostgresSession, _ table: String) throws -> String {
         let r = try s.rows(
-            "SELECT count(*)::text || '|' || coalesce(sum(hashtext(t::text)::int8), 0)::text || '|' || coalesce(sum(id), 0)::text FROM \(table) t")
+            "SELECT count(*)::text || '|' || coalesce(sum(hashtext(t::text)::int8), 0)::text || '|' || coalesce(sum(id), 0)::text FROM \(table) t"
+        )
         return try r[0].decode(String.self)
     }
 }

@@ -80,7 +80,9 @@ public struct PathTemplate: Sendable, Hashable, CustomStringConvertible {
 
     /// The field names the template reads.
     public var fieldNames: [String] {
-        pieces.compactMap { if case .field(let n, _, _) = $0 { return n } else { return nil } }
+        var names: [String] = []
+        for case .field(let n, _, _) in pieces where !names.contains(n) { names.append(n) }
+        return names
     }
 
     /// The template as written.

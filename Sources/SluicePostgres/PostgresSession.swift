@@ -106,12 +106,50 @@ public struct PostgresLocation: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-/// Runs `body` as a task and blocks the calling thread (a pipeline thread, never a concurrency-pool thread)
-/// until it finishes. Used once per statement or batch, never per record.
+/// Runs `body` as a task on ``BridgeExecutor`` and blocks the calling thread until it finishes. Used once per
+/// statement or batch, never per record.
+///
+/// The task runs on its own thread, not on Swift's cooperative pool: the caller may itself be on that pool
+/// (a synchronous function called from async code), and blocking every pool thread while the task waits for
+/// one would deadlock.
 func blockingAwait<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
     let box = ResultBox<T>()
-    Task { box.put(await Result { try await body() }) }
+    Task(executorPreference: BridgeExecutor.shared) { box.put(await Result { try await body() }) }
     return try box.take().get()
+}
+
+/// A task executor with one dedicated thread, for the tasks ``blockingAwait(_:)`` starts. The tasks only
+/// hand work to NIO's event loops and wait, so one thread serves every connection.
+final class BridgeExecutor: TaskExecutor, @unchecked Sendable {
+    static let shared = BridgeExecutor()
+
+    private let condition = NSCondition()
+    private var jobs: [UnownedJob] = []
+
+    private init() {
+        let thread = Thread { [unowned self] in self.loop() }
+        thread.name = "sluice-pg-bridge"
+        thread.start()
+    }
+
+    private func loop() {
+        while true {
+            condition.lock()
+            while jobs.isEmpty { condition.wait() }
+            let batch = jobs
+            jobs.removeAll(keepingCapacity: true)
+            condition.unlock()
+            for job in batch { job.runSynchronously(on: asUnownedTaskExecutor()) }
+        }
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let j = UnownedJob(job)
+        condition.lock()
+        jobs.append(j)
+        condition.signal()
+        condition.unlock()
+    }
 }
 
 private final class ResultBox<T: Sendable>: @unchecked Sendable {

@@ -48,6 +48,8 @@ public final class CollectingSink: BatchSink, @unchecked Sendable {
     private let calls = Mutex(0)
     /// Rows for which the whole batch is refused with `.rejectedData` (to exercise bisection).
     public let refuse: @Sendable ([Value]) -> Bool
+    /// Rows whose batch fails with `.fatal` (ends the run).
+    public let refuseFatally: @Sendable ([Value]) -> Bool
     /// How many `write` calls fail with `.transient` before writes succeed.
     public let transientFailures: Int
     /// Whether `finish` was called with `complete: true`.
@@ -56,9 +58,13 @@ public final class CollectingSink: BatchSink, @unchecked Sendable {
     public private(set) var schema: Schema?
 
     /// Creates a sink.
-    public init(transientFailures: Int = 0, refuse: @escaping @Sendable ([Value]) -> Bool = { _ in false }) {
+    public init(
+        transientFailures: Int = 0, refuse: @escaping @Sendable ([Value]) -> Bool = { _ in false },
+        refuseFatally: @escaping @Sendable ([Value]) -> Bool = { _ in false }
+    ) {
         self.transientFailures = transientFailures
         self.refuse = refuse
+        self.refuseFatally = refuseFatally
     }
 
     /// `collect`.
@@ -80,6 +86,7 @@ public final class CollectingSink: BatchSink, @unchecked Sendable {
         if n <= transientFailures { throw SinkError(.transient, "simulated transient failure \(n)") }
         let rows = (0..<batch.count).map { batch.row($0) }
         if rows.contains(where: refuse) { throw SinkError(.rejectedData, "simulated constraint violation") }
+        if rows.contains(where: refuseFatally) { throw SinkError(.fatal, "simulated fatal failure") }
         state.withLock { $0.append(contentsOf: rows) }
         return SinkWriteOutcome(written: batch.count)
     }

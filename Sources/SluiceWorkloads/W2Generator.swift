@@ -122,7 +122,8 @@ public struct W2Generator: Sendable {
         var textBody = false
         switch kind {
         case "png":
-            head = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] + be32(13) + Array("IHDR".utf8) + be32(640)
+            head =
+                [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] + be32(13) + Array("IHDR".utf8) + be32(640)
                 + be32(480) + [8, 6, 0, 0, 0] + random(4)
         case "jpeg":
             head = [0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10] + Array("JFIF".utf8) + [0, 1, 1, 0, 0, 1, 0, 1, 0, 0]
@@ -130,17 +131,20 @@ public struct W2Generator: Sendable {
         case "pdf":
             head = Array("%PDF-1.4\n%\u{e2}\u{e3}\u{cf}\u{d3}\n1 0 obj\n<< /Type /Catalog >>\nendobj\n".utf8)
         case "zip":
-            head = [0x50, 0x4B, 0x03, 0x04, 20, 0, 0, 0, 8, 0] + random(4) + random(4) + le32(size) + le32(size * 2)
+            head =
+                [0x50, 0x4B, 0x03, 0x04, 20, 0, 0, 0, 8, 0] + random(4) + random(4) + le32(size) + le32(size * 2)
                 + le16(8) + le16(0) + Array("data.bin".utf8)
         case "gzip": head = [0x1F, 0x8B, 0x08, 0x00] + random(4) + [0x00, 0x03]
         case "elf":
             // ELF64 executable header (64 bytes) and one PT_LOAD program header (56 bytes), no sections.
             size = max(size, 4096)
             func le64(_ v: Int) -> [UInt8] { le32(v) + le32(0) }
-            head = [0x7F, 0x45, 0x4C, 0x46, 2, 1, 1, 0] + [UInt8](repeating: 0, count: 8) + le16(2) + le16(0x3E)
+            head =
+                [0x7F, 0x45, 0x4C, 0x46, 2, 1, 1, 0] + [UInt8](repeating: 0, count: 8) + le16(2) + le16(0x3E)
                 + le32(1) + le64(0x401000) + le64(64) + le64(0) + le32(0) + le16(64) + le16(56) + le16(1)
                 + le16(64) + le16(0) + le16(0)
-            head += le32(1) + le32(5) + le64(0) + le64(0x400000) + le64(0x400000) + le64(size) + le64(size)
+            head +=
+                le32(1) + le32(5) + le64(0) + le64(0x400000) + le64(0x400000) + le64(size) + le64(size)
                 + le64(0x1000)
         case "xml":
             head = Array("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<catalog>\n  <item>".utf8)
@@ -151,25 +155,34 @@ public struct W2Generator: Sendable {
         case "json":
             size = min(size, 1500)
             var s = "{\"id\": \(i), \"items\": ["
-            while s.utf8.count < size - 40 { s += "{\"k\": \(r.below(1000)), \"v\": \"\(String(decoding: words(8), as: UTF8.self).replacingOccurrences(of: "\n", with: " "))\"}, " }
+            while s.utf8.count < size - 40 {
+                s +=
+                    "{\"k\": \(r.below(1000)), \"v\": \"\(String(decoding: words(8), as: UTF8.self).replacingOccurrences(of: "\n", with: " "))\"}, "
+            }
             s += "{\"k\": 0}]}\n"
             return Array(s.utf8)
         case "text":
             head = []
             textBody = true
         case "bmp":
-            head = Array("BM".utf8) + le32(size) + le32(0) + le32(54) + le32(40) + le32(64) + le32(64) + le16(1)
+            head =
+                Array("BM".utf8) + le32(size) + le32(0) + le32(54) + le32(40) + le32(64) + le32(64) + le16(1)
                 + le16(24) + le32(0) + le32(0) + le32(2835) + le32(2835) + le32(0) + le32(0)
         case "tiff": head = [0x49, 0x49, 0x2A, 0x00] + le32(8) + le16(1) + le16(256) + le16(3) + le32(1) + le32(64)
         case "webp": head = Array("RIFF".utf8) + le32(size) + Array("WEBPVP8 ".utf8) + le32(size - 20)
         case "mp3":
             // ID3v2.3 tag of 16 bytes of padding, then an MPEG-1 layer III frame header.
-            head = Array("ID3".utf8) + [3, 0, 0, 0, 0, 0, 16] + [UInt8](repeating: 0, count: 16) + [0xFF, 0xFB, 0x90, 0x64]
+            head =
+                Array("ID3".utf8) + [3, 0, 0, 0, 0, 0, 16] + [UInt8](repeating: 0, count: 16) + [
+                    0xFF, 0xFB, 0x90, 0x64,
+                ]
         case "wav":
-            head = Array("RIFF".utf8) + le32(size) + Array("WAVEfmt ".utf8) + le32(16) + le16(1) + le16(2)
+            head =
+                Array("RIFF".utf8) + le32(size) + Array("WAVEfmt ".utf8) + le32(16) + le16(1) + le16(2)
                 + le32(44100) + le32(176_400) + le16(4) + le16(16) + Array("data".utf8) + le32(size - 44)
         case "ogg":
-            head = Array("OggS".utf8) + [0, 2] + [UInt8](repeating: 0, count: 8) + random(4) + le32(0) + random(4)
+            head =
+                Array("OggS".utf8) + [0, 2] + [UInt8](repeating: 0, count: 8) + random(4) + le32(0) + random(4)
                 + [1, 0x1E, 1] + Array("vorbis".utf8) + le32(0) + [2] + le32(44100)
         case "bzip2": head = Array("BZh91AY&SY".utf8)
         case "7z": head = [0x37, 0x7A, 0xBC, 0xAF, 0x27, 0x1C, 0x00, 0x04]

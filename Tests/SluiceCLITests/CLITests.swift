@@ -21,10 +21,11 @@ struct Outcome {
 }
 
 /// Runs `sluice` with `args` in `cwd`, optionally feeding `stdin`.
-func sluice(_ args: [String], cwd: String, stdin: String? = nil) throws -> Outcome {
+func sluice(_ args: [String], cwd: String, stdin: String? = nil, env: [String: String] = [:]) throws -> Outcome {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: sluiceBinary)
     p.arguments = args
+    if !env.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 } }
     p.currentDirectoryURL = URL(fileURLWithPath: cwd)
     let out = Pipe()
     let err = Pipe()
@@ -128,7 +129,7 @@ func sluice(_ args: [String], cwd: String, stdin: String? = nil) throws -> Outco
 
     @Test(arguments: [
         (["load", "x.csv", "--into", "sqlite:t.db"], "no such file"),
-        (["load", "in.csv", "--into", "postgres://localhost/db"], "not available"),
+        (["load", "in.csv", "--into", "parquet:out"], "not available"),
         (["load", "in.csv", "--into", "sqlite:t.db", "--mode", "merge"], "unknown mode"),
         (["load", "in.csv", "--into", "sqlite:t.db", "--mode", "upsert"], "needs --key"),
         (["load", "in.csv", "--into", "sqlite:t.db", "--schema", "id:uuid"], "unknown type"),
