@@ -91,8 +91,9 @@ public struct LoadSpec: Sendable {
     public enum TransformSpec: Sendable {
         /// ``ReadHeadTransform``: `path` template, bytes to read, output column, template variables.
         case readHead(path: String, bytes: Int, column: String, variables: [String: String])
-        /// ``MimeTransform``: input bytes column, output column.
-        case mime(input: String, output: String)
+        /// ``MimeTransform``: input bytes column, output column, whether to answer known signatures without
+        /// libmagic (``FastSignatures``).
+        case mime(input: String, output: String, fastSignatures: Bool)
     }
 
     /// A store URL, parsed.
@@ -261,8 +262,8 @@ public struct LoadSpec: Sendable {
                 guard bytes > 0 else { throw SluiceError(.config, "read_head: bytes must be positive") }
                 return ReadHeadTransform(
                     path: try PathTemplate(path, variables: variables), bytes: bytes, column: column)
-            case .mime(let input, let output):
-                return try MimeTransform(input: input, output: output)
+            case .mime(let input, let output, let fast):
+                return try MimeTransform(input: input, output: output, fastSignatures: fast)
             }
         }
         var options = PipelineOptions()

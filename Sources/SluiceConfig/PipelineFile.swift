@@ -48,7 +48,7 @@ import Yams
 ///   checkpoint: backfill.checkpoint      # resume after the last committed key
 /// transforms:
 ///   - read_head: {path: "{root}/{blobid:0:2}/{blobid:2:2}/{blobid}", bytes: 2048}
-///   - mime: {from: head, as: mime_type}
+///   - mime: {from: head, as: mime_type, fast_signatures: true}
 /// sink:
 ///   url: ${DATABASE_URL}
 ///   table: inode
@@ -147,10 +147,11 @@ public enum PipelineFile {
                 path: path, bytes: try b["bytes"].map { try r.int($0, "read_head.bytes", min: 1) } ?? 2048,
                 column: try b["as"].map { try r.string($0, "read_head.as") } ?? "head", variables: vars)
         default:
-            let b = try r.mapping(body, "mime", allowed: ["from", "as"])
+            let b = try r.mapping(body, "mime", allowed: ["from", "as", "fast_signatures"])
             return .mime(
                 input: try b["from"].map { try r.string($0, "mime.from") } ?? "head",
-                output: try b["as"].map { try r.string($0, "mime.as") } ?? "mime_type")
+                output: try b["as"].map { try r.string($0, "mime.as") } ?? "mime_type",
+                fastSignatures: try b["fast_signatures"].map { try r.bool($0, "mime.fast_signatures") } ?? false)
         }
     }
 

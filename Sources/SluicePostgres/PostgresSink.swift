@@ -56,6 +56,8 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
     private var sinkTimings = SinkTimings()
     private var directCopy = false
     private var statements = Statements()
+    /// Settings every writer session runs once after connecting.
+    private var sessionSettings: [String] = []
 
     /// Creates a sink for `table` at `url` (`postgres://user@host/db`).
     /// - Throws: ``SluiceError`` (`.config`) for a bad URL.
@@ -115,6 +117,11 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
             throw error
         }
         let n = max(1, options.writers ?? PostgresSinkOptions.defaultWriters)
+        for setting in sessionSettings {
+            do { try first.execute(setting) } catch let f as PostgresFailure {
+                throw SinkError(.fatal, "PostgreSQL: \(f.description)")
+            }
+        }
         lanes = [Lane()]
         lanes[0].session = first
         for _ in 1..<n { lanes.append(Lane()) }
@@ -172,6 +179,21 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
                 encoding: PostgresColumn.encoding(input: input, oid: oid))
         }
         inputIndex = needed.map { schema.index(of: $0)! }
+        if case .update(let k, _, _) = mode {
+            // `UPDATE … FROM unnest(…)` joins a few thousand keys to the table. Knowing the array's size, the
+            // planner often prefers hashing the whole table (a sequential scan per batch) to one index probe
+            // per key; with an index on the key, the probes are what a batch should cost.
+            var binds = PostgresBindings()
+            binds.append(SQL.table(table))
+            binds.append(k[0])
+            let indexed = try s.rows(
+                """
+                SELECT count(*)::int8 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid                 AND a.attnum = i.indkey[0] WHERE i.indrelid = to_regclass($1) AND a.attname = $2
+                """, binds)
+            if try indexed.first?.decode(Int64.self) ?? 0 > 0 {
+                sessionSettings = ["SET enable_hashjoin = off", "SET enable_mergejoin = off"]
+            }
+        }
         if case .replace = mode {
             writeTable = table + "__sluice_replace"
             try s.execute("DROP TABLE IF EXISTS \(SQL.table(writeTable))")
@@ -262,6 +284,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         lane.stageReady = false
         do {
             let s = try PostgresSession(location)
+            for setting in sessionSettings { try s.execute(setting) }
             lane.session = s
             return s
         } catch let f as PostgresFailure {

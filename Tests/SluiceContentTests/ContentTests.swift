@@ -48,7 +48,8 @@ import Testing
         }
     }
 
-    @Test func mimeAgreesWithLibmagicOnEveryKindOfTheW2Corpus() throws {
+    @Test(arguments: [false, true])
+    func mimeAgreesWithLibmagicOnEveryKindOfTheW2Corpus(fastSignatures: Bool) throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
         let gen = W2Generator(blobs: 300, rows: 300)
@@ -61,7 +62,8 @@ import Testing
         }
         let read = ReadHeadTransform(
             path: try PathTemplate("{root}/{blobid:0:2}/{blobid:2:2}/{blobid}", variables: ["root": dir.file("blobs")]))
-        let mime = try MimeTransform()
+        let mime = try MimeTransform(fastSignatures: fastSignatures)
+        if fastSignatures { #expect(mime.fast?.answers.count == 11, "\(mime.fast?.answers ?? [:])") }
         let out = try mime.apply(try read.apply(builder.build()))
         let magic = try MagicHandle()
         var seen = Set<String>()
