@@ -56,14 +56,7 @@ struct W0: ParsableCommand {
     func run() throws {
         let fm = FileManager.default
         try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let bin =
-            sluice
-            ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
-                "sluice"
-            ).path
-        guard fm.isExecutableFile(atPath: bin) else {
-            throw BenchError("no sluice binary at \(bin); build with swift build -c release")
-        }
+        let bin = try sluiceBinary(sluice)
         let csv = "\(dir)/w0-\(rows).csv"
         let jsonl = "\(dir)/w0-\(rows).jsonl"
         let gz = "\(dir)/w0-\(rows).csv.gz"

@@ -41,3 +41,23 @@ struct BenchError: Error, CustomStringConvertible {
     var description: String
     init(_ d: String) { description = d }
 }
+
+/// The `sluice` binary a benchmark runs: `override`, or the one beside `sluice-bench`.
+func sluiceBinary(_ override: String?) throws -> String {
+    let bin =
+        override
+        ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("sluice")
+        .path
+    guard FileManager.default.isExecutableFile(atPath: bin) else {
+        throw BenchError("no sluice binary at \(bin); build with swift build -c release")
+    }
+    return bin
+}
+
+/// The PostgreSQL server a benchmark uses: `override`, or `SLUICE_PG_URL`.
+func serverURL(_ override: String?) throws -> String {
+    guard let url = override ?? ProcessInfo.processInfo.environment["SLUICE_PG_URL"] else {
+        throw BenchError("no server: pass --url or set SLUICE_PG_URL (scripts/bench starts one)")
+    }
+    return url
+}

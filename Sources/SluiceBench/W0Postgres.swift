@@ -21,8 +21,6 @@ struct W0Postgres: ParsableCommand {
     @Option(help: "Extra arguments for sluice load (e.g. --writers 1).") var sluiceArgs: String = ""
     @Option(help: "Also write the results as JSON here.") var json: String?
 
-    var serverURL: String { url ?? ProcessInfo.processInfo.environment["SLUICE_PG_URL"] ?? "" }
-
     static let columns = "id bigint, name text, ts timestamptz, value double precision, tags text"
 
     struct Scenario {
@@ -35,15 +33,8 @@ struct W0Postgres: ParsableCommand {
 
     func run() throws {
         let fm = FileManager.default
-        guard let url = url ?? ProcessInfo.processInfo.environment["SLUICE_PG_URL"] else {
-            throw BenchError("no server: pass --url or set SLUICE_PG_URL (scripts/bench starts one)")
-        }
-        let bin =
-            sluice
-            ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
-                "sluice"
-            ).path
-        guard fm.isExecutableFile(atPath: bin) else { throw BenchError("no sluice binary at \(bin)") }
+        let url = try serverURL(url)
+        let bin = try sluiceBinary(sluice)
         try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let csv = "\(dir)/w0-\(rows).csv"
         let changed = "\(dir)/w0-\(rows)-seed43.csv"
@@ -151,7 +142,7 @@ struct W0Postgres: ParsableCommand {
             let path = URL(fileURLWithPath: prefill).standardizedFileURL.path
             let r = try spawn(
                 [
-                    "psql", serverURL, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
+                    "psql", try serverURL(url), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
                     "\\copy \(table) FROM '\(path)' WITH (FORMAT csv, HEADER true)",
                 ], stderrPath: "\(dir)/prefill.err")
             guard r.status == 0 else { throw BenchError("prefill failed: \(r.stderr)") }

@@ -27,15 +27,8 @@ struct W2: ParsableCommand {
 
     func run() throws {
         let fm = FileManager.default
-        guard let url = url ?? ProcessInfo.processInfo.environment["SLUICE_PG_URL"] else {
-            throw BenchError("no server: pass --url or set SLUICE_PG_URL (scripts/bench starts one)")
-        }
-        let bin =
-            sluice
-            ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
-                "sluice"
-            ).path
-        guard fm.isExecutableFile(atPath: bin) else { throw BenchError("no sluice binary at \(bin)") }
+        let url = try serverURL(url)
+        let bin = try sluiceBinary(sluice)
         let gen = W2Generator(blobs: blobs, rows: rows)
         let base = URL(fileURLWithPath: "\(dir)/w2-\(blobs)-\(rows)").standardizedFileURL.path
         let root = base + "/blobs"
