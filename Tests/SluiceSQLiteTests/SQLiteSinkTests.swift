@@ -89,6 +89,32 @@ func load(
         #expect(try c.query("SELECT a, b, v FROM t ORDER BY b") == [["1", "x", "9.0"], ["1", "y", "2.0"]])
     }
 
+    @Test func updateSetsColumnsOfMatchingRowsWhereTheFilterHolds() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let db = dir.file("u.db")
+        let c = try SQLiteConnection(path: db)
+        try c.exec(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, blob TEXT, mime TEXT); INSERT INTO t VALUES (1, 'a', NULL), (2, 'b', 'keep'), (3, 'a', NULL), (4, 'c', NULL)"
+        )
+        let schema = Schema([Field("blob", .string), Field("mime", .string), Field("head", .bytes)])
+        let r = try load(
+            [
+                [.string("a"), .string("x/a"), .bytes([1])], [.string("b"), .string("x/b"), .null],
+                [.string("z"), .string("x/z"), .null],
+            ],
+            schema: schema, into: db, mode: .update(key: ["blob"], set: ["mime"], filter: "mime IS NULL"))
+        #expect(r.outcome == .clean)
+        #expect(
+            try c.query("SELECT id, mime FROM t ORDER BY id") == [
+                ["1", "x/a"], ["2", "keep"], ["3", "x/a"], ["4", nil],
+            ])
+        #expect(throws: (any Error).self) {
+            try load(
+                [], schema: schema, into: db, table: "absent", mode: .update(key: ["blob"], set: ["mime"], filter: nil))
+        }
+    }
+
     @Test func replaceSwapsOnlyAfterACompleteRun() throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
