@@ -103,54 +103,33 @@ struct W0: ParsableCommand {
             "W0, \(Format.count(Int64(rows))) rows, \(ProcessInfo.processInfo.activeProcessorCount) cores, median of \(runs)"
         )
         for s in scenarios {
-            var refTimes: [Double] = []
-            var sluiceTimes: [Double] = []
-            var refRSS: Int64 = 0
-            var sluiceRSS: Int64 = 0
-            var refSum = ""
-            var sluiceSum = ""
-            for _ in 0..<max(1, runs) {
-                // Alternate the tools so that machine noise hits both alike.
-                let refDB = "\(dir)/ref.db"
-                try prepare(refDB, s.table)
-                let r = try spawn(
-                    ["sqlite3", refDB, ".import --csv --skip 1 \(s.referenceInput) events"],
-                    stderrPath: "\(dir)/ref.err")
-                guard r.status == 0, r.stderr.isEmpty else {
-                    throw BenchError("sqlite3 failed (\(r.status)): \(r.stderr)")
-                }
-                refTimes.append(r.seconds)
-                refRSS = max(refRSS, r.peakRSSBytes)
-                refSum = try checksum(refDB)
-
-                let sluiceDB = "\(dir)/sluice.db"
-                try prepare(sluiceDB, s.table)
-                let l = try spawn(
-                    [bin, "load", s.sluiceInput, "--into", "sqlite:\(sluiceDB)", "--table", "events", "--no-progress"]
-                        + s.sluiceArgs,
-                    stderrPath: "\(dir)/sluice.err")
-                guard l.status == 0 else { throw BenchError("sluice failed (\(l.status)): \(l.stderr)") }
-                sluiceTimes.append(l.seconds)
-                sluiceRSS = max(sluiceRSS, l.peakRSSBytes)
-                sluiceSum = try checksum(sluiceDB)
-            }
-            guard refSum == sluiceSum else {
-                throw BenchError("\(s.name): checksums differ\n  sqlite3: \(refSum)\n  sluice:  \(sluiceSum)")
-            }
-            let rt = median(refTimes)
-            let st = median(sluiceTimes)
-            let ratio = rt / st
-            print(
-                String(
-                    format:
-                        "%@\n  %-44@ %6.2f s  %9.0f rows/s  peak RSS %@\n  %-44@ %6.2f s  %9.0f rows/s  peak RSS %@\n  ratio %.2f×   checksum equal (%@)",
-                    s.name, s.reference, rt, Double(rows) / rt, Format.bytes(refRSS), "sluice load", st,
-                    Double(rows) / st, Format.bytes(sluiceRSS), ratio, String(refSum.prefix(40))))
-            results.append([
-                "scenario": s.name, "reference": s.reference, "referenceSeconds": rt, "sluiceSeconds": st,
-                "ratio": ratio,
-                "rows": rows, "sluicePeakRSSBytes": sluiceRSS, "referencePeakRSSBytes": refRSS,
-            ])
+            // Alternate the tools so that machine noise hits both alike.
+            results.append(
+                try sideBySide(
+                    name: s.name, reference: s.reference, rows: rows, runs: runs,
+                    runReference: {
+                        let refDB = "\(dir)/ref.db"
+                        try prepare(refDB, s.table)
+                        let r = try spawn(
+                            ["sqlite3", refDB, ".import --csv --skip 1 \(s.referenceInput) events"],
+                            stderrPath: "\(dir)/ref.err")
+                        guard r.status == 0, r.stderr.isEmpty else {
+                            throw BenchError("sqlite3 failed (\(r.status)): \(r.stderr)")
+                        }
+                        return (r, try checksum(refDB))
+                    },
+                    runSluice: {
+                        let sluiceDB = "\(dir)/sluice.db"
+                        try prepare(sluiceDB, s.table)
+                        let l = try spawn(
+                            [
+                                bin, "load", s.sluiceInput, "--into", "sqlite:\(sluiceDB)", "--table", "events",
+                                "--no-progress",
+                            ] + s.sluiceArgs,
+                            stderrPath: "\(dir)/sluice.err")
+                        guard l.status == 0 else { throw BenchError("sluice failed (\(l.status)): \(l.stderr)") }
+                        return (l, try checksum(sluiceDB))
+                    }))
         }
         if let json {
             try JSONSerialization.data(withJSONObject: results, options: [.prettyPrinted, .sortedKeys])

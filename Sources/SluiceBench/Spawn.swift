@@ -61,3 +61,44 @@ func serverURL(_ override: String?) throws -> String {
     }
     return url
 }
+
+/// One side-by-side scenario. Each of `runs` rounds runs the reference, then sluice (alternating, so machine
+/// noise hits both alike); each run returns its child process and a checksum of what it loaded. Once the
+/// checksums agree, prints the medians and the ratio and returns them for the JSON results.
+func sideBySide(
+    name: String, reference: String, rows: Int, runs: Int, runReference: () throws -> (ChildRun, String),
+    runSluice: () throws -> (ChildRun, String)
+) throws -> [String: Any] {
+    var refTimes: [Double] = []
+    var sluiceTimes: [Double] = []
+    var refRSS: Int64 = 0
+    var sluiceRSS: Int64 = 0
+    var refSum = ""
+    var sluiceSum = ""
+    for _ in 0..<max(1, runs) {
+        let (r, rs) = try runReference()
+        refTimes.append(r.seconds)
+        refRSS = max(refRSS, r.peakRSSBytes)
+        refSum = rs
+        let (l, ls) = try runSluice()
+        sluiceTimes.append(l.seconds)
+        sluiceRSS = max(sluiceRSS, l.peakRSSBytes)
+        sluiceSum = ls
+    }
+    guard refSum == sluiceSum else {
+        throw BenchError("\(name): loaded contents differ\n  reference: \(refSum)\n  sluice:    \(sluiceSum)")
+    }
+    let rt = median(refTimes)
+    let st = median(sluiceTimes)
+    print(
+        String(
+            format:
+                "%@\n  %-48@ %6.2f s  %9.0f rows/s  peak RSS %@\n  %-48@ %6.2f s  %9.0f rows/s  peak RSS %@\n  ratio %.2f×   contents equal (%@)",
+            name, reference, rt, Double(rows) / rt, Format.bytes(refRSS), "sluice load", st, Double(rows) / st,
+            Format.bytes(sluiceRSS), rt / st, String(refSum.prefix(40))))
+    return [
+        "scenario": name, "reference": reference, "referenceSeconds": rt, "sluiceSeconds": st, "ratio": rt / st,
+        "rows": rows, "sluicePeakRSSBytes": sluiceRSS, "referencePeakRSSBytes": refRSS, "referenceRuns": refTimes,
+        "sluiceRuns": sluiceTimes,
+    ]
+}

@@ -70,63 +70,42 @@ struct W0Postgres: ParsableCommand {
             "W0 → PostgreSQL, \(Format.count(Int64(rows))) rows, \(ProcessInfo.processInfo.activeProcessorCount) cores, median of \(runs)"
         )
         for s in scenarios {
-            var refTimes: [Double] = []
-            var sluiceTimes: [Double] = []
-            var refRSS: Int64 = 0
-            var sluiceRSS: Int64 = 0
-            var refSum = ""
-            var sluiceSum = ""
-            for _ in 0..<max(1, runs) {
-                try prepare(admin, s, "events")
-                let script = "\(dir)/ref.sql"
-                if s.key {
-                    try """
-                    BEGIN;
-                    CREATE TEMP TABLE stage (LIKE events) ON COMMIT DROP;
-                    \\copy stage FROM '\(absCSV)' WITH (FORMAT csv, HEADER true)
-                    INSERT INTO events SELECT * FROM stage ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, ts = EXCLUDED.ts, value = EXCLUDED.value, tags = EXCLUDED.tags;
-                    COMMIT;
+            results.append(
+                try sideBySide(
+                    name: s.name, reference: s.reference, rows: rows, runs: runs,
+                    runReference: {
+                        try prepare(admin, s, "events")
+                        let script = "\(dir)/ref.sql"
+                        if s.key {
+                            try """
+                            BEGIN;
+                            CREATE TEMP TABLE stage (LIKE events) ON COMMIT DROP;
+                            \\copy stage FROM '\(absCSV)' WITH (FORMAT csv, HEADER true)
+                            INSERT INTO events SELECT * FROM stage ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, ts = EXCLUDED.ts, value = EXCLUDED.value, tags = EXCLUDED.tags;
+                            COMMIT;
 
-                    """.write(toFile: script, atomically: true, encoding: .utf8)
-                } else {
-                    try "\\copy events FROM '\(absCSV)' WITH (FORMAT csv, HEADER true)\n".write(
-                        toFile: script, atomically: true, encoding: .utf8)
-                }
-                let r = try spawn(
-                    ["psql", url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", script], stderrPath: "\(dir)/ref.err")
-                guard r.status == 0 else { throw BenchError("psql failed (\(r.status)): \(r.stderr)") }
-                refTimes.append(r.seconds)
-                refRSS = max(refRSS, r.peakRSSBytes)
-                refSum = try checksum(admin, "events")
-
-                try prepare(admin, s, "events")
-                var args = [
-                    bin, "load", csv, "--into", url, "--table", "events", "--no-progress", "--schema",
-                    W0Generator.schemaSpec,
-                ]
-                if s.key { args += ["--key", "id", "--mode", "upsert"] }
-                let l = try spawn(args + extra, stderrPath: "\(dir)/sluice.err")
-                guard l.status == 0 else { throw BenchError("sluice failed (\(l.status)): \(l.stderr)") }
-                sluiceTimes.append(l.seconds)
-                sluiceRSS = max(sluiceRSS, l.peakRSSBytes)
-                sluiceSum = try checksum(admin, "events")
-            }
-            guard refSum == sluiceSum else {
-                throw BenchError("\(s.name): table contents differ\n  reference: \(refSum)\n  sluice:    \(sluiceSum)")
-            }
-            let rt = median(refTimes)
-            let st = median(sluiceTimes)
-            print(
-                String(
-                    format:
-                        "%@\n  %-48@ %6.2f s  %9.0f rows/s  peak RSS %@\n  %-48@ %6.2f s  %9.0f rows/s  peak RSS %@\n  ratio %.2f×   contents equal (%@)",
-                    s.name, s.reference, rt, Double(rows) / rt, Format.bytes(refRSS), "sluice load", st,
-                    Double(rows) / st, Format.bytes(sluiceRSS), rt / st, String(refSum.prefix(40))))
-            results.append([
-                "scenario": s.name, "reference": s.reference, "referenceSeconds": rt, "sluiceSeconds": st,
-                "ratio": rt / st, "rows": rows, "sluicePeakRSSBytes": sluiceRSS, "referencePeakRSSBytes": refRSS,
-                "referenceRuns": refTimes, "sluiceRuns": sluiceTimes,
-            ])
+                            """.write(toFile: script, atomically: true, encoding: .utf8)
+                        } else {
+                            try "\\copy events FROM '\(absCSV)' WITH (FORMAT csv, HEADER true)\n".write(
+                                toFile: script, atomically: true, encoding: .utf8)
+                        }
+                        let r = try spawn(
+                            ["psql", url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", script],
+                            stderrPath: "\(dir)/ref.err")
+                        guard r.status == 0 else { throw BenchError("psql failed (\(r.status)): \(r.stderr)") }
+                        return (r, try checksum(admin, "events"))
+                    },
+                    runSluice: {
+                        try prepare(admin, s, "events")
+                        var args = [
+                            bin, "load", csv, "--into", url, "--table", "events", "--no-progress", "--schema",
+                            W0Generator.schemaSpec,
+                        ]
+                        if s.key { args += ["--key", "id", "--mode", "upsert"] }
+                        let l = try spawn(args + extra, stderrPath: "\(dir)/sluice.err")
+                        guard l.status == 0 else { throw BenchError("sluice failed (\(l.status)): \(l.stderr)") }
+                        return (l, try checksum(admin, "events"))
+                    }))
         }
         if let json {
             try JSONSerialization.data(withJSONObject: results, options: [.prettyPrinted, .sortedKeys])
