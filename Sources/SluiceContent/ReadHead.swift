@@ -141,12 +141,20 @@ public struct ReadHeadTransform: Transform {
                 // Build the NUL-terminated path in place.
                 var n = 0
                 var isNull = false
+                var tooLong = false
+                func put(_ ptr: UnsafePointer<UInt8>, _ len: Int, _ start: Int, _ length: Int?) {
+                    let lo = min(start, len)
+                    let hi = length.map { min(lo + $0, len) } ?? len
+                    guard n + (hi - lo) < pathBuf.count else {
+                        tooLong = true
+                        return
+                    }
+                    for k in lo..<hi { pathBuf[n + k - lo] = ptr[k] }
+                    n += hi - lo
+                }
                 for p in pieces {
                     if p.column < 0 {
-                        for b in p.literal where n < 4095 {
-                            pathBuf[n] = b
-                            n += 1
-                        }
+                        p.literal.withUnsafeBufferPointer { put($0.baseAddress!, $0.count, 0, nil) }
                         continue
                     }
                     let v = views[p.column]
@@ -157,25 +165,16 @@ public struct ReadHeadTransform: Transform {
                     let type = batch.schema.fields[p.column].type
                     if type == .string || type == .bytes || type == .json {
                         let (ptr, len) = v.bytes(row)
-                        let lo = min(p.start, len)
-                        let hi = p.length.map { min(lo + $0, len) } ?? len
-                        for k in lo..<hi where n < 4095 {
-                            pathBuf[n] = ptr[k]
-                            n += 1
-                        }
+                        put(ptr, len, p.start, p.length)
                     } else {
                         let text = Array(batch.columns[p.column].value(at: row).description.utf8)
-                        let lo = min(p.start, text.count)
-                        let hi = p.length.map { min(lo + $0, text.count) } ?? text.count
-                        for k in lo..<hi where n < 4095 {
-                            pathBuf[n] = text[k]
-                            n += 1
-                        }
+                        text.withUnsafeBufferPointer { put($0.baseAddress!, $0.count, p.start, p.length) }
                     }
                 }
-                if isNull {
+                if isNull || tooLong {
                     head.appendNull()
-                    errors.append(string: "path field is null")
+                    errors.append(
+                        string: isNull ? "path field is null" : "path is longer than \(pathBuf.count - 1) bytes")
                     continue
                 }
                 pathBuf[n] = 0

@@ -25,7 +25,10 @@ import Testing
         _ = try dir.write("ab/cd/abcd11", bytes: [])
         let schema = try Schema.parse("id:string,n:int64")
         let builder = RecordBatchBuilder(schema: schema)
-        for (id, n) in [("abcdef", 1), ("abcd00", 2), ("abcd11", 3), ("zz", 4), (nil, 5)] as [(String?, Int64)] {
+        let long = String(repeating: "x", count: 5000)
+        for (id, n) in [("abcdef", 1), ("abcd00", 2), ("abcd11", 3), ("zz", 4), (nil, 5), (long, 6)]
+            as [(String?, Int64)]
+        {
             if let id { builder.columns[0].append(string: id) } else { builder.columns[0].appendNull() }
             builder.columns[1].append(int64: n)
             builder.finishRow()
@@ -38,11 +41,12 @@ import Testing
         #expect(heads[0] == .bytes(Array(repeating: 7, count: 2048)))
         #expect(heads[1] == .bytes([1, 2, 3]))
         #expect(heads[2] == .bytes([]))
-        #expect(heads[3] == .null && heads[4] == .null)
+        #expect(heads[3] == .null && heads[4] == .null && heads[5] == .null)
         let errors = (0..<out.count).map { out.columns[3].value(at: $0) }
         #expect(errors[0] == .null && errors[1] == .null && errors[2] == .null)
         #expect(errors[3] == .string("\(dir.path)/zz//zz: No such file or directory"))
         #expect(errors[4] == .string("path field is null"))
+        #expect(errors[5] == .string("path is longer than 4095 bytes"))
         #expect(throws: SluiceError.self) {
             try ReadHeadTransform(path: try PathTemplate("{missing}")).outputSchema(for: schema)
         }
