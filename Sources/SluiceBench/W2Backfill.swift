@@ -30,7 +30,7 @@ struct W2: ParsableCommand {
         let url = try serverURL(url)
         let bin = try sluiceBinary(sluice)
         let gen = W2Generator(blobs: blobs, rows: rows)
-        let base = URL(fileURLWithPath: "\(dir)/w2-\(blobs)-\(rows)").standardizedFileURL.path
+        let base = URL(fileURLWithPath: "\(dir)/w2v\(W2Generator.version)-\(blobs)-\(rows)").standardizedFileURL.path
         let root = base + "/blobs"
         let csv = base + "/inode.csv"
         if !fm.fileExists(atPath: csv) {

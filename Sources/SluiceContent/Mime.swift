@@ -135,22 +135,34 @@ public struct MimeTransform: Transform {
     }
 }
 
-/// Signatures whose libmagic MIME type does not depend on anything after them, answered without libmagic.
+/// Signatures whose libmagic MIME type does not depend on the bytes after them, answered without libmagic.
 ///
-/// Each rule's answer is what this machine's libmagic says for a sample that starts with the signature,
-/// asked once at startup, so the strings always match the installed libmagic; a rule whose sample libmagic
-/// does not type as the rule expects is left out. Rules: GIF (`GIF87a`/`GIF89a`), PDF (`%PDF-`), gzip
-/// (`1f 8b 08`), bzip2 (`BZh[1-9]1AY&SY`), 7-Zip, SQLite 3, PNG (signature and `IHDR`, not animated),
-/// JPEG (`ff d8 ff` then a JFIF, Exif, quantization-table or Adobe marker), WebP and WAVE (RIFF) and Ogg
-/// Vorbis. Formats whose type libmagic decides from later bytes (ZIP-based documents, TIFF-based raw
-/// images, ELF, ID3, text) always go to libmagic.
+/// Each rule's answer is what this machine's libmagic says for the rule's sample, asked at startup with
+/// four different payloads after the signature (zeros, one repeated byte, pseudo-random bytes, text); a rule
+/// is used only if libmagic gives the same answer, of the expected kind, for all four. The strings therefore
+/// always match the installed libmagic, and a libmagic that decides a signature differently disables the rule.
+///
+/// Only heads libmagic cannot read as text are answered (they hold a byte 0x00–0x03): libmagic's JSON, CSV
+/// and text tests can claim a head whose signature is ASCII, such as `%PDF-` or `BZh91AY&SY`, when the rest
+/// is text. A head whose first 512 bytes pass libmagic's tar checksum test is answered only by the tar rule,
+/// and one with the boot-sector mark `55 AA` at offset 510 only by libmagic, which calls many formats with
+/// that mark a DOS/MBR boot sector (a compressed or pixel payload has it once in 65,536 heads).
+///
+/// Rules: GIF (`GIF87a`/`GIF89a`), PDF (`%PDF-`), gzip (`1f 8b 08`), bzip2 (`BZh[1-9]1AY&SY`), 7-Zip,
+/// SQLite 3, PNG (signature and `IHDR`, not animated), JPEG (`ff d8 ff` then a JFIF, Exif,
+/// quantization-table or Adobe marker), WebP and WAVE (RIFF), Ogg Vorbis, BMP (a known DIB header size,
+/// reserved bytes zero, one plane) and POSIX/GNU tar (a `ustar` header whose checksum libmagic's tar test
+/// accepts, and not a Gentoo package). Formats whose type libmagic decides from later bytes always go to
+/// libmagic: ZIP-based documents, TIFF-based raw images, ELF, text, and ID3-tagged MP3 (libmagic types
+/// whatever follows the tag, and reads random-looking audio as a FAT boot sector about once in a thousand).
 public struct FastSignatures: Sendable {
-    /// Rule name → the MIME type libmagic gave for its sample.
+    /// Rule name → the MIME type libmagic gave for its samples.
     public let answers: [String: String]
     private let table: [(rule: Rule, answer: [UInt8])]
 
     struct Rule: Sendable {
         var name: String
+        /// The signature and whatever header the predicate needs; calibration appends payloads to it.
         var sample: [UInt8]
         var expectedPrefix: String
         var matches: @Sendable (UnsafePointer<UInt8>, Int) -> Bool
@@ -162,72 +174,161 @@ public struct FastSignatures: Sendable {
         return true
     }
 
+    static func le16(_ p: UnsafePointer<UInt8>, _ at: Int) -> Int { Int(p[at]) | Int(p[at + 1]) << 8 }
+    static func le32(_ p: UnsafePointer<UInt8>, _ at: Int) -> Int { le16(p, at) | le16(p, at + 2) << 16 }
+
     private static func a(_ s: String) -> [UInt8] { Array(s.utf8) }
+    private static func le32(_ v: Int) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
+    private static func le16(_ v: Int) -> [UInt8] { (0..<2).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
     private static let gif87 = a("GIF87a"), gif89 = a("GIF89a"), pdf = a("%PDF-"), gzip: [UInt8] = [0x1F, 0x8B, 8]
     private static let bzh = a("BZh"), bzMagic = a("1AY&SY"), sevenZip: [UInt8] = [0x37, 0x7A, 0xBC, 0xAF, 0x27, 0x1C]
     private static let sqlite = a("SQLite format 3\u{0}"), actl = a("acTL"), jpeg: [UInt8] = [0xFF, 0xD8, 0xFF]
     private static let png: [UInt8] = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 13] + a("IHDR")
     private static let riff = a("RIFF"), webp = a("WEBPVP8"), wave = a("WAVEfmt "), oggS = a("OggS")
-    private static let vorbis = [1] + a("vorbis")
+    private static let vorbis = [1] + a("vorbis"), bm = a("BM")
+    private static let ustar = a("ustar\u{0}"), gnuTar = a("ustar  \u{0}"), gpkg = a("/gpkg-1")
 
-    static let rules: [Rule] = {
-        let filler = [UInt8](repeating: 0x5A, count: 600)
-        return [
-            Rule(name: "gif", sample: gif89 + [1, 0, 1, 0, 0, 0, 0] + filler, expectedPrefix: "image/") { p, n in
-                has(p, n, 0, gif87) || has(p, n, 0, gif89)
-            },
-            Rule(name: "pdf", sample: a("%PDF-1.4\n") + filler, expectedPrefix: "application/pdf") { p, n in
-                has(p, n, 0, pdf)
-            },
-            Rule(name: "gzip", sample: gzip + [0, 0, 0, 0, 0, 0, 3] + filler, expectedPrefix: "application/") {
-                p, n in has(p, n, 0, gzip)
-            },
-            Rule(name: "bzip2", sample: a("BZh91AY&SY") + filler, expectedPrefix: "application/") { p, n in
-                n >= 10 && has(p, n, 0, bzh) && p[3] >= 0x31 && p[3] <= 0x39 && has(p, n, 4, bzMagic)
-            },
-            Rule(name: "7z", sample: sevenZip + [0, 4] + filler, expectedPrefix: "application/") { p, n in
-                has(p, n, 0, sevenZip)
-            },
-            Rule(name: "sqlite", sample: sqlite + [0x10, 0, 1, 1] + filler, expectedPrefix: "application/") { p, n in
-                has(p, n, 0, sqlite)
-            },
-            Rule(
-                name: "png", sample: png + [0, 0, 2, 0, 0, 0, 1, 0, 8, 6, 0, 0, 0] + filler, expectedPrefix: "image/png"
-            ) {
-                p, n in has(p, n, 0, png) && n >= 41 && !has(p, n, 37, actl)
-            },
-            Rule(
-                name: "jpeg", sample: jpeg + [0xE0, 0, 16] + a("JFIF") + [0, 1, 1, 0, 0, 1, 0, 1, 0, 0] + filler,
-                expectedPrefix: "image/jpeg"
-            ) { p, n in
-                n >= 4 && has(p, n, 0, jpeg) && (p[3] == 0xE0 || p[3] == 0xE1 || p[3] == 0xDB || p[3] == 0xEE)
-            },
-            Rule(name: "webp", sample: riff + [0, 4, 0, 0] + a("WEBPVP8 ") + filler, expectedPrefix: "image/") {
-                p, n in has(p, n, 0, riff) && has(p, n, 8, webp)
-            },
-            Rule(
-                name: "wav",
-                sample: riff + [0, 4, 0, 0] + wave + [16, 0, 0, 0, 1, 0, 2, 0, 0x44, 0xAC, 0, 0] + filler,
-                expectedPrefix: "audio/"
-            ) { p, n in has(p, n, 0, riff) && has(p, n, 8, wave) },
-            Rule(
-                name: "ogg-vorbis", sample: oggS + [0, 2] + [UInt8](repeating: 0, count: 22) + vorbis + filler,
-                expectedPrefix: "audio/"
-            ) { p, n in has(p, n, 0, oggS) && has(p, n, 28, vorbis) },
-        ]
+    /// DIB header sizes libmagic's BMP test knows (OS/2 1.x and 2.x, Windows 3.x, the V2–V5 headers).
+    static let dibHeaderSizes: Set<Int> = [12, 40, 52, 56, 64, 108, 124]
+
+    /// A BMP file header and DIB header: `BM`, zero reserved bytes, a known header size, one plane, and
+    /// the pixel data after the headers.
+    static func isBMP(_ p: UnsafePointer<UInt8>, _ n: Int) -> Bool {
+        guard n >= 54, has(p, n, 0, bm), le32(p, 6) == 0 else { return false }
+        let header = le32(p, 14)
+        guard dibHeaderSizes.contains(header), n >= 14 + header, le32(p, 10) >= 14 + header else { return false }
+        return le16(p, header == 12 ? 22 : 26) == 1
+    }
+
+    /// A tar header with the `ustar` magic (POSIX or GNU) whose checksum field (octal, optionally
+    /// space-padded, ended by NUL or space) equals the unsigned sum of the header's 512 bytes with the
+    /// field counted as spaces — libmagic's own tar test, which runs before its magic rules — and whose
+    /// name does not end in `/gpkg-1` (Gentoo packages, which libmagic sends to its rules).
+    static func isTar(_ p: UnsafePointer<UInt8>, _ n: Int) -> Bool {
+        guard n >= 512, has(p, n, 257, ustar) || has(p, n, 257, gnuTar), tarChecksumHolds(p, n) else { return false }
+        var end = 0
+        while end < 100 && p[end] != 0 { end += 1 }
+        return !(end < 100 && end >= gpkg.count && has(p, n, end - gpkg.count, gpkg))
+    }
+
+    /// Whether the head's first 512 bytes carry a tar checksum libmagic's tar test accepts: the field at
+    /// 148 (octal digits, optionally after spaces, ended by NUL, space or the field's end) equals the
+    /// unsigned sum of the 512 bytes with the field counted as spaces. Such a head is a tar to libmagic
+    /// whatever its first bytes say, so no other rule may answer it.
+    static func tarChecksumHolds(_ p: UnsafePointer<UInt8>, _ n: Int) -> Bool {
+        guard n >= 512 else { return false }
+        var i = 148
+        while i < 156 && p[i] == 0x20 { i += 1 }
+        var value = 0, digits = 0
+        while i < 156 && p[i] >= 0x30 && p[i] <= 0x37 {
+            value = value << 3 | Int(p[i] - 0x30)
+            digits += 1
+            i += 1
+        }
+        guard digits > 0, i == 156 || p[i] == 0 || p[i] == 0x20 else { return false }
+        var sum = 8 * 0x20
+        for k in 0..<512 where k < 148 || k >= 156 { sum += Int(p[k]) }
+        return sum == value
+    }
+
+    /// Whether the head holds a byte that no encoding libmagic tries (ASCII, UTF-8, Latin-1, extended
+    /// ASCII, EBCDIC; UTF-16 and UTF-32 need a byte-order mark none of the signatures starts with) reads as
+    /// text: 0x00–0x03. A head without one might be text to libmagic — `BZh91AY&SY` followed by lines with
+    /// commas is CSV — so it goes to libmagic.
+    static func hasBinaryByte(_ p: UnsafePointer<UInt8>, _ n: Int) -> Bool {
+        for i in 0..<n where p[i] <= 3 { return true }
+        return false
+    }
+
+    /// A 512-byte `ustar` header for a file named `name` with a valid checksum.
+    static func tarHeader(name: String, size: Int) -> [UInt8] {
+        var h = a(name) + [UInt8](repeating: 0, count: 100 - name.utf8.count)
+        h += a("0000644\u{0}0001750\u{0}0001750\u{0}") + a(String(size, radix: 8).leftPadded(to: 11)) + [0]
+        h += a("14600000000\u{0}") + a("        ") + a("0")
+        h += [UInt8](repeating: 0, count: 257 - h.count) + a("ustar\u{0}00")
+        h += [UInt8](repeating: 0, count: 512 - h.count)
+        let sum = h.reduce(0) { $0 + Int($1) }
+        h.replaceSubrange(148..<156, with: a(String(sum, radix: 8).leftPadded(to: 6)) + [0, 0x20])
+        return h
+    }
+
+    /// The rules, in order. Tar comes first because libmagic's tar test runs before its magic rules: a tar
+    /// whose first member is named `%PDF-1.4` is a tar.
+    static let rules: [Rule] = [
+        Rule(
+            name: "tar", sample: tarHeader(name: "data/report.bin", size: 1500), expectedPrefix: "application/",
+            matches: isTar),
+        Rule(name: "gif", sample: gif89 + [1, 0, 1, 0, 0, 0, 0], expectedPrefix: "image/") { p, n in
+            has(p, n, 0, gif87) || has(p, n, 0, gif89)
+        },
+        Rule(name: "pdf", sample: a("%PDF-1.4\n"), expectedPrefix: "application/pdf") { p, n in has(p, n, 0, pdf) },
+        Rule(name: "gzip", sample: gzip + [0, 0, 0, 0, 0, 0, 3], expectedPrefix: "application/") { p, n in
+            has(p, n, 0, gzip)
+        },
+        Rule(name: "bzip2", sample: a("BZh91AY&SY"), expectedPrefix: "application/") { p, n in
+            n >= 10 && has(p, n, 0, bzh) && p[3] >= 0x31 && p[3] <= 0x39 && has(p, n, 4, bzMagic)
+        },
+        Rule(name: "7z", sample: sevenZip + [0, 4], expectedPrefix: "application/") { p, n in has(p, n, 0, sevenZip) },
+        Rule(name: "sqlite", sample: sqlite + [0x10, 0, 1, 1], expectedPrefix: "application/") { p, n in
+            has(p, n, 0, sqlite)
+        },
+        Rule(name: "png", sample: png + [0, 0, 2, 0, 0, 0, 1, 0, 8, 6, 0, 0, 0], expectedPrefix: "image/png") { p, n in
+            has(p, n, 0, png) && n >= 41 && !has(p, n, 37, actl)
+        },
+        Rule(
+            name: "jpeg", sample: jpeg + [0xE0, 0, 16] + a("JFIF") + [0, 1, 1, 0, 0, 1, 0, 1, 0, 0],
+            expectedPrefix: "image/jpeg"
+        ) { p, n in
+            n >= 4 && has(p, n, 0, jpeg) && (p[3] == 0xE0 || p[3] == 0xE1 || p[3] == 0xDB || p[3] == 0xEE)
+        },
+        Rule(name: "webp", sample: riff + [0, 4, 0, 0] + a("WEBPVP8 "), expectedPrefix: "image/") { p, n in
+            has(p, n, 0, riff) && has(p, n, 8, webp)
+        },
+        Rule(
+            name: "wav", sample: riff + [0, 4, 0, 0] + wave + [16, 0, 0, 0, 1, 0, 2, 0, 0x44, 0xAC, 0, 0],
+            expectedPrefix: "audio/"
+        ) { p, n in has(p, n, 0, riff) && has(p, n, 8, wave) },
+        Rule(name: "ogg-vorbis", sample: oggS + [0, 2] + [UInt8](repeating: 0, count: 22) + vorbis, expectedPrefix: "audio/") {
+            p, n in has(p, n, 0, oggS) && has(p, n, 28, vorbis)
+        },
+        Rule(
+            name: "bmp",
+            sample: bm + le32(70_000) + le32(0) + le32(54) + le32(40) + le32(160) + le32(120) + le16(1) + le16(24)
+                + le32(0) + le32(57_600) + le32(2835) + le32(2835) + le32(0) + le32(0),
+            expectedPrefix: "image/bmp", matches: isBMP),
+    ]
+
+    /// The payloads calibration appends to each rule's sample: libmagic must type all four the same. Each
+    /// holds a NUL, as every head a rule answers does (``hasBinaryByte(_:_:)``).
+    static let payloads: [[UInt8]] = {
+        var x: UInt64 = 0x9E37_79B9_7F4A_7C15
+        let random = (0..<1536).map { _ -> UInt8 in
+            x ^= x << 13
+            x ^= x >> 7
+            x ^= x << 17
+            return UInt8(truncatingIfNeeded: x)
+        }
+        let text = Array(String(repeating: "the river and the stone, in light of paper\n", count: 35).utf8) + [0]
+        return [[UInt8](repeating: 0, count: 1536), [UInt8](repeating: 0x5A, count: 1535) + [0], random + [0], text]
     }()
 
-    /// Asks `magic` for each rule's sample and keeps the rules whose answer is of the expected kind.
+    /// Asks `magic` for each rule's sample with every payload and keeps the rules whose answers agree and
+    /// are of the expected kind.
     public init(calibratingWith magic: MagicHandle) {
         var answers: [String: String] = [:]
         var table: [(rule: Rule, answer: [UInt8])] = []
-        for rule in Self.rules {
-            let (r, _) = rule.sample.withUnsafeBytes { magic.mimeType($0) }
-            guard let r else { continue }
-            let text = String(cString: r)
-            guard text.hasPrefix(rule.expectedPrefix) else { continue }
-            answers[rule.name] = text
-            table.append((rule, Array(text.utf8)))
+        rules: for rule in Self.rules {
+            var answer: String?
+            for payload in Self.payloads {
+                let (r, _) = (rule.sample + payload).withUnsafeBytes { magic.mimeType($0) }
+                guard let r else { continue rules }
+                let text = String(cString: r)
+                guard text.hasPrefix(rule.expectedPrefix), answer == nil || answer == text else { continue rules }
+                answer = text
+            }
+            guard let answer else { continue }
+            answers[rule.name] = answer
+            table.append((rule, Array(answer.utf8)))
         }
         self.answers = answers
         self.table = table
@@ -236,8 +337,20 @@ public struct FastSignatures: Sendable {
     /// The libmagic answer for a head that matches a rule, or nil (ask libmagic).
     @inline(__always)
     public func match(_ p: UnsafePointer<UInt8>, _ n: Int) -> [UInt8]? {
-        guard n >= 4 else { return nil }
-        for entry in table where entry.rule.matches(p, n) { return entry.answer }
+        guard n >= 4, Self.hasBinaryByte(p, n) else { return nil }
+        // libmagic's tar test runs before its rules; its boot-sector rule outranks most signatures.
+        let tarChecksum = Self.tarChecksumHolds(p, n)
+        let bootMark = n >= 512 && p[510] == 0x55 && p[511] == 0xAA
+        for entry in table where entry.rule.matches(p, n) {
+            if entry.rule.name == "tar" { return entry.answer }
+            return tarChecksum || bootMark ? nil : entry.answer
+        }
         return nil
+    }
+}
+
+extension String {
+    fileprivate func leftPadded(to width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
     }
 }

@@ -1,5 +1,5 @@
 import Foundation
-import SluiceContent
+@testable import SluiceContent
 import SluiceCore
 import SluiceRuntime
 import SluiceTesting
@@ -67,7 +67,7 @@ import Testing
         let read = ReadHeadTransform(
             path: try PathTemplate("{root}/{blobid:0:2}/{blobid:2:2}/{blobid}", variables: ["root": dir.file("blobs")]))
         let mime = try MimeTransform(fastSignatures: fastSignatures)
-        if fastSignatures { #expect(mime.fast?.answers.count == 11, "\(mime.fast?.answers ?? [:])") }
+        if fastSignatures { #expect(mime.fast?.answers.count == 13, "\(mime.fast?.answers ?? [:])") }
         let out = try mime.apply(try read.apply(builder.build()))
         let magic = try MagicHandle()
         var seen = Set<String>()
@@ -79,5 +79,94 @@ import Testing
         }
         #expect(seen.count >= 20, "\(seen.sorted())")
         #expect(seen.isSuperset(of: ["image/png", "image/jpeg", "application/pdf", "application/json", "text/plain"]))
+    }
+
+    /// Heads of the formats whose rules look past the signature (BMP, tar) or that no rule may answer
+    /// (ID3-tagged MP3, ASCII signatures before text, boot-sector marks), varied the way real files vary,
+    /// each labelled with whether a rule should answer it.
+    static func variedHeads() -> [(label: String, head: [UInt8], ruleApplies: Bool)] {
+        var x: UInt64 = 42
+        func next() -> UInt64 {
+            x ^= x << 13
+            x ^= x >> 7
+            x ^= x << 17
+            return x
+        }
+        func bytes(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8(truncatingIfNeeded: next()) } }
+        func le(_ v: Int, _ width: Int) -> [UInt8] { (0..<width).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
+        func payload(_ k: Int) -> [UInt8] {
+            switch k % 3 {
+            case 0: return bytes(1800)
+            case 1: return Array(String(repeating: "alpha bravo\n", count: 150).utf8)
+            default: return [UInt8](repeating: 0, count: 1800)
+            }
+        }
+        var out: [(String, [UInt8], Bool)] = []
+        for (k, header) in [12, 40, 52, 56, 64, 108, 124, 99].enumerated() {
+            var h = Array("BM".utf8) + le(100_000 + k, 4) + le(0, 4) + le(14 + header, 4) + le(header, 4)
+            if header == 12 {
+                h += le(64, 2) + le(48, 2) + le(1, 2) + le(24, 2)
+            } else {
+                h += le(640, 4) + le(-480, 4) + le(1, 2) + le([1, 4, 8, 16, 24, 32][k % 6], 2) + le(k % 4, 4)
+                h += bytes(header - 20)
+            }
+            out.append(("bmp header \(header)", h + payload(k), header != 99))
+        }
+        for (k, tag) in [0, 16, 300, 1200].enumerated() {
+            let size = [UInt8((tag >> 21) & 127), UInt8((tag >> 14) & 127), UInt8((tag >> 7) & 127), UInt8(tag & 127)]
+            let flags: UInt8 = [0, 0x40, 0x80, 0x10][k]
+            let head = Array("ID3".utf8) + [UInt8(2 + k % 3), 0, flags] + size + bytes(tag)
+            out.append(("id3 tag \(tag) then an MPEG frame", head + [0xFF, 0xFB, 0x90, 0x64] + payload(k), false))
+            out.append(("id3 tag \(tag) without a frame", head + payload(k), false))
+        }
+        for (k, name) in ["data.bin", "%PDF-1.4", "GIF89a", "#!/bin/sh", "dir/", "x/gpkg-1"].enumerated() {
+            var h = FastSignatures.tarHeader(name: name, size: 1000 + k)
+            out.append(("tar \(name)", h + payload(k), name != "x/gpkg-1"))
+            if k == 0 {
+                h.replaceSubrange(257..<265, with: Array("ustar  \u{0}".utf8))
+                var sum = 8 * 0x20
+                for i in 0..<512 where i < 148 || i >= 156 { sum += Int(h[i]) }
+                let digits = Array(String(sum, radix: 8).utf8) + [0]
+                h.replaceSubrange(148..<156, with: digits + [UInt8](repeating: 0x20, count: 8 - digits.count))
+                out.append(("tar GNU magic, unpadded checksum", h + payload(k), true))
+                h[148] &+= 1
+                out.append(("tar bad checksum", h + payload(k), false))
+            }
+        }
+        for (name, signature) in [("bmp", out[1].1.prefix(54)), ("gzip", [0x1F, 0x8B, 8, 0, 0, 0, 0, 0, 0, 3])] {
+            var h = Array(signature) + bytes(1200)
+            h[510] = 0x55
+            h[511] = 0xAA
+            out.append(("\(name) with the boot-sector mark at 510", h, false))
+        }
+        out.append(("bzip2 signature, then CSV text", Array("BZh91AY&SY".utf8) + Array(String(repeating: "a,b\n", count: 200).utf8), false))
+        var v7 = FastSignatures.tarHeader(name: "%PDF-1.4", size: 10)
+        v7.replaceSubrange(257..<265, with: [UInt8](repeating: 0, count: 8))
+        var sum = 8 * 0x20
+        for i in 0..<512 where i < 148 || i >= 156 { sum += Int(v7[i]) }
+        v7.replaceSubrange(148..<156, with: Array(String(format: "%06o", sum).utf8) + [0, 0x20])
+        out.append(("old-style tar (no ustar magic) named %PDF-1.4", v7 + payload(0), false))
+        return out
+    }
+
+    @Test func fastSignaturesAnswerExactlyWhatLibmagicSaysAndStepAsideOtherwise() throws {
+        let magic = try MagicHandle()
+        let fast = FastSignatures(calibratingWith: magic)
+        #expect(fast.answers["bmp"] == "image/bmp")
+        #expect(fast.answers["mp3"] == nil)
+        #expect(fast.answers["tar"] == "application/x-tar")
+        for rule in FastSignatures.rules {
+            for payload in FastSignatures.payloads {
+                let sample = rule.sample + payload
+                #expect(sample.withUnsafeBufferPointer { fast.match($0.baseAddress!, $0.count) } != nil, "\(rule.name)")
+            }
+        }
+        for (label, head, applies) in Self.variedHeads() {
+            let head = Array(head.prefix(2048))
+            let libmagic = head.withUnsafeBytes { b in magic.mimeType(b).0.map { String(cString: $0) } }
+            let answer = head.withUnsafeBufferPointer { fast.match($0.baseAddress!, $0.count) }
+            #expect((answer != nil) == applies, "\(label): rule \(answer == nil ? "did not answer" : "answered")")
+            if let answer { #expect(String(decoding: answer, as: UTF8.self) == libmagic, "\(label)") }
+        }
     }
 }
