@@ -288,7 +288,10 @@ public struct FastSignatures: Sendable {
             name: "wav", sample: riff + [0, 4, 0, 0] + wave + [16, 0, 0, 0, 1, 0, 2, 0, 0x44, 0xAC, 0, 0],
             expectedPrefix: "audio/"
         ) { p, n in has(p, n, 0, riff) && has(p, n, 8, wave) },
-        Rule(name: "ogg-vorbis", sample: oggS + [0, 2] + [UInt8](repeating: 0, count: 22) + vorbis, expectedPrefix: "audio/") {
+        Rule(
+            name: "ogg-vorbis", sample: oggS + [0, 2] + [UInt8](repeating: 0, count: 22) + vorbis,
+            expectedPrefix: "audio/"
+        ) {
             p, n in has(p, n, 0, oggS) && has(p, n, 28, vorbis)
         },
         Rule(

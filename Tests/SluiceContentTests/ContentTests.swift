@@ -1,10 +1,11 @@
 import Foundation
-@testable import SluiceContent
 import SluiceCore
 import SluiceRuntime
 import SluiceTesting
 import SluiceWorkloads
 import Testing
+
+@testable import SluiceContent
 
 @Suite struct ContentTests {
     @Test func pathTemplatesTakeFieldsSlicesVariablesAndEscapedBraces() throws {
@@ -139,7 +140,11 @@ import Testing
             h[511] = 0xAA
             out.append(("\(name) with the boot-sector mark at 510", h, false))
         }
-        out.append(("bzip2 signature, then CSV text", Array("BZh91AY&SY".utf8) + Array(String(repeating: "a,b\n", count: 200).utf8), false))
+        out.append(
+            (
+                "bzip2 signature, then CSV text",
+                Array("BZh91AY&SY".utf8) + Array(String(repeating: "a,b\n", count: 200).utf8), false
+            ))
         var v7 = FastSignatures.tarHeader(name: "%PDF-1.4", size: 10)
         v7.replaceSubrange(257..<265, with: [UInt8](repeating: 0, count: 8))
         var sum = 8 * 0x20
