@@ -53,6 +53,8 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
     private var writeTable: String
     private var lanes: [Lane] = []
     private let timingLock = NSLock()
+    /// Keeps batches that share keys in input order across writers (upsert and update with several writers).
+    private var keyOrder: KeyOrder?
     private var sinkTimings = SinkTimings()
     private var directCopy = false
     private var statements = Statements()
@@ -125,7 +127,17 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         lanes = [Lane()]
         lanes[0].session = first
         for _ in 1..<n { lanes.append(Lane()) }
+        if n > 1, !mode.keyColumns.isEmpty, mode != .replace {
+            keyOrder = KeyOrder(key: mode.keyColumns)
+        }
     }
+
+    /// Notes the keys of batch `sequence` (upsert and update with several writers), so a later batch that
+    /// shares one waits for it.
+    public func willWrite(_ batch: RecordBatch, sequence: Int) { keyOrder?.register(batch, sequence: sequence) }
+
+    /// Lets later batches that share keys with batch `sequence` go ahead.
+    public func didWrite(sequence: Int) { keyOrder?.release(sequence) }
 
     private func tableColumns(_ name: String, on s: PostgresSession) throws -> [(String, UInt32, String)] {
         var binds = PostgresBindings()
@@ -295,8 +307,19 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
     /// Writes and commits one batch on writer 0.
     public func write(_ batch: RecordBatch) throws -> SinkWriteOutcome { try write(batch, writer: 0) }
 
-    /// Writes and commits one batch on writer `writer`.
+    /// Writes and commits one batch on writer `writer`, in no particular order with other writers.
     public func write(_ batch: RecordBatch, writer: Int) throws -> SinkWriteOutcome {
+        try write(batch, writer: writer, sequence: nil)
+    }
+
+    /// Writes and commits batch `sequence` on writer `writer`. With several writers, an upsert or update
+    /// first waits for every earlier batch that shares a key with it to be done, so the last occurrence of a
+    /// key in the input is the one that stays, as with one writer; batches without shared keys do not wait.
+    public func write(_ batch: RecordBatch, writer: Int, sequence: Int) throws -> SinkWriteOutcome {
+        try write(batch, writer: writer, sequence: Optional(sequence))
+    }
+
+    private func write(_ batch: RecordBatch, writer: Int, sequence: Int?) throws -> SinkWriteOutcome {
         guard writer < lanes.count else { throw SinkError(.fatal, "the PostgreSQL sink is not open") }
         let lane = lanes[writer]
         let s = try session(lane)
@@ -305,6 +328,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         do {
             let outcome: SinkWriteOutcome
             if case .update = mode {
+                if let sequence { keyOrder?.waitForEarlierBatchesSharingKeys(sequence) }
                 outcome = try writeUpdate(batch, s, lane, &t)
             } else if directCopy && !isUpsert {
                 let (data, rejected) = encodeCopy(batch, lane.encoder, ordinal: false)
@@ -314,7 +338,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
                 t.write.busy += MonotonicClock.now() - b
                 outcome = SinkWriteOutcome(written: batch.count - rejected.count, rejected: rejected)
             } else {
-                outcome = try writeStaged(batch, s, lane, &t)
+                outcome = try writeStaged(batch, s, lane, sequence, &t)
             }
             t.encode.records += Int64(batch.count)
             t.write.records += Int64(batch.count)
@@ -339,7 +363,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
 
     /// COPY into the session's staging table, then one merge statement, in one transaction.
     private func writeStaged(
-        _ batch: RecordBatch, _ s: PostgresSession, _ lane: Lane, _ t: inout SinkTimings
+        _ batch: RecordBatch, _ s: PostgresSession, _ lane: Lane, _ sequence: Int?, _ t: inout SinkTimings
     ) throws -> SinkWriteOutcome {
         let a = MonotonicClock.now()
         let (data, rejected) = encodeCopy(batch, lane.encoder, ordinal: true)
@@ -352,6 +376,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         }
         try s.execute("BEGIN")
         try s.copyIn(statement: statements.copyStage, data: data)
+        if let sequence { keyOrder?.waitForEarlierBatchesSharingKeys(sequence) }
         do {
             try s.execute(statements.merge)
         } catch let f as PostgresFailure where f.sqlState == "21000" && !statements.mergeDedup.isEmpty {
@@ -485,5 +510,66 @@ extension PostgresBinaryEncoder {
     func rewind(to offset: Int) {
         precondition(offset <= count)
         count = offset
+    }
+}
+
+/// Keeps batches that share keys in input order when several writers upsert or update at once.
+///
+/// The dispatching thread registers each batch's key hashes in input order (``register(_:sequence:)``). A
+/// writer about to run a batch's merge or update waits while an earlier batch that is not done yet shares a
+/// key hash with it; ``release(_:)`` (the batch is committed, rejected or failed) wakes the waiters. Waits only
+/// ever point at earlier batches, which writers took from the queue first, so they cannot form a cycle. A hash
+/// collision only makes a batch wait when it need not.
+final class KeyOrder: @unchecked Sendable {
+    private let key: [String]
+    private let condition = NSCondition()
+    private var pending: [Int: Set<UInt64>] = [:]
+
+    init(key: [String]) { self.key = key }
+
+    /// Records the key hashes of batch `sequence`.
+    func register(_ batch: RecordBatch, sequence: Int) {
+        let columns = key.compactMap { batch.schema.index(of: $0) }.map { batch.columns[$0] }
+        let views = columns.map(\.view)
+        let isBytes = columns.map { $0.type == .bytes || $0.type == .string }
+        var hashes = Set<UInt64>(minimumCapacity: batch.count)
+        withExtendedLifetime(batch) {
+            for row in 0..<batch.count {
+                var h: UInt64 = 0xCBF2_9CE4_8422_2325
+                for (c, v) in views.enumerated() {
+                    if v.isNull(row) {
+                        h = (h ^ 0xFF) &* 0x100_0000_01B3
+                    } else if isBytes[c] {
+                        let (p, n) = v.bytes(row)
+                        for i in 0..<n { h = (h ^ UInt64(p[i])) &* 0x100_0000_01B3 }
+                        h = (h ^ UInt64(n)) &* 0x100_0000_01B3
+                    } else {
+                        h = (h ^ v.slot(row)) &* 0x100_0000_01B3
+                    }
+                }
+                hashes.insert(h)
+            }
+        }
+        condition.lock()
+        pending[sequence] = hashes
+        condition.unlock()
+    }
+
+    /// Blocks while an earlier, unfinished batch shares a key hash with batch `sequence`.
+    func waitForEarlierBatchesSharingKeys(_ sequence: Int) {
+        condition.lock()
+        defer { condition.unlock() }
+        while let mine = pending[sequence],
+            pending.contains(where: { $0.key < sequence && !$0.value.isDisjoint(with: mine) })
+        {
+            condition.wait()
+        }
+    }
+
+    /// Batch `sequence` is done: later batches sharing its keys may go.
+    func release(_ sequence: Int) {
+        condition.lock()
+        if pending.removeValue(forKey: sequence) != nil { condition.broadcast() }
+        condition.unlock()
     }
 }

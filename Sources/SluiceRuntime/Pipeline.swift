@@ -240,7 +240,8 @@ public final class Pipeline: @unchecked Sendable {
                         clock.starved += starved
                         let wa = MonotonicClock.now()
                         do {
-                            let (n, sinkRejects) = try writeWithRetryAndBisect(batch, writer: lane)
+                            defer { sink.didWrite(sequence: seq) }
+                            let (n, sinkRejects) = try writeWithRetryAndBisect(batch, writer: lane, sequence: seq)
                             clock.busy += MonotonicClock.now() - wa
                             let wb = MonotonicClock.now()
                             clock.records += Int64(n)
@@ -310,8 +311,10 @@ public final class Pipeline: @unchecked Sendable {
             for var batch in item.batches where batch.count > 0 {
                 batch.origin.firstLine = baseLine
                 var waited: UInt64 = 0
+                sink.willWrite(batch, sequence: batchSeq)
                 handedOff = laneQueue.push((batchSeq, batch), waited: &waited)
                 wclock.blocked += waited
+                if !handedOff { sink.didWrite(sequence: batchSeq) }
                 batchSeq += 1
                 if !handedOff { break }
             }
@@ -456,11 +459,13 @@ public final class Pipeline: @unchecked Sendable {
     }
 
     /// Writes a batch, retrying transient failures with backoff and bisecting batches the sink refuses.
-    private func writeWithRetryAndBisect(_ batch: RecordBatch, writer: Int) throws -> (Int, [(Int, String)]) {
+    private func writeWithRetryAndBisect(
+        _ batch: RecordBatch, writer: Int, sequence: Int
+    ) throws -> (Int, [(Int, String)]) {
         var attempt = 0
         while true {
             do {
-                let outcome = try sink.write(batch, writer: writer)
+                let outcome = try sink.write(batch, writer: writer, sequence: sequence)
                 return (outcome.written, outcome.rejected.map { ($0.row, $0.reason) })
             } catch let e as SinkError {
                 switch e.kind {
@@ -472,8 +477,9 @@ public final class Pipeline: @unchecked Sendable {
                 case .rejectedData:
                     if batch.count == 1 { return (0, [(0, e.message)]) }
                     let mid = batch.count / 2
-                    let (n1, r1) = try writeWithRetryAndBisect(batch.slice(0..<mid), writer: writer)
-                    let (n2, r2) = try writeWithRetryAndBisect(batch.slice(mid..<batch.count), writer: writer)
+                    let (n1, r1) = try writeWithRetryAndBisect(batch.slice(0..<mid), writer: writer, sequence: sequence)
+                    let (n2, r2) = try writeWithRetryAndBisect(
+                        batch.slice(mid..<batch.count), writer: writer, sequence: sequence)
                     return (n1 + n2, r1 + r2.map { ($0.0 + mid, $0.1) })
                 default:
                     throw SluiceError(.sink, e.message)

@@ -94,8 +94,11 @@ public struct SinkWriteOutcome: Sendable {
 /// can only fail the whole batch throws ``SinkError`` with kind `.rejectedData`, and the runtime bisects.
 ///
 /// A sink with ``writers`` = 1 (the default) gets every `write` from one thread, in input order. A sink with
-/// more writers gets `write(_:writer:)` calls from that many threads at once, each thread always passing
-/// its own `writer` index (so it can keep one connection per writer); batches then commit in no fixed order.
+/// more writers gets `write(_:writer:sequence:)` calls from that many threads at once, each thread always
+/// passing its own `writer` index (so it can keep one connection per writer); batches then commit in no fixed
+/// order unless the sink orders them itself: ``willWrite(_:sequence:)`` sees every batch on one thread in input
+/// order before any writer does, and ``didWrite(sequence:)`` says when a batch is done for good, so a sink can
+/// make a batch wait for an earlier one it conflicts with (the same keys, for upserts).
 public protocol BatchSink: AnyObject, Sendable {
     /// A description of the target for reports.
     var target: String { get }
@@ -107,6 +110,16 @@ public protocol BatchSink: AnyObject, Sendable {
     func write(_ batch: RecordBatch) throws -> SinkWriteOutcome
     /// Writes and commits one batch on writer `writer` (0 ..< ``writers``). Default: ``write(_:)``.
     func write(_ batch: RecordBatch, writer: Int) throws -> SinkWriteOutcome
+    /// Called on the dispatching thread, in input order, before batch number `sequence` goes to a writer.
+    /// Default: nothing.
+    func willWrite(_ batch: RecordBatch, sequence: Int)
+    /// Writes and commits batch number `sequence` (or, after a bisection, part of it) on writer `writer`.
+    /// Default: ``write(_:writer:)``.
+    func write(_ batch: RecordBatch, writer: Int, sequence: Int) throws -> SinkWriteOutcome
+    /// Called once batch `sequence` is done for good — committed, rejected, or failed — after every retry
+    /// and bisection, and for a batch announced to ``willWrite(_:sequence:)`` that was never written because
+    /// the run stopped. Default: nothing.
+    func didWrite(sequence: Int)
     /// Ends the run: `complete` is true when the whole input was read (e.g. `replace` swaps tables only then).
     func finish(complete: Bool) throws
     /// Per-phase timings so far.
@@ -118,6 +131,14 @@ extension BatchSink {
     public var writers: Int { 1 }
     /// Calls ``write(_:)``.
     public func write(_ batch: RecordBatch, writer: Int) throws -> SinkWriteOutcome { try write(batch) }
+    /// Does nothing.
+    public func willWrite(_ batch: RecordBatch, sequence: Int) {}
+    /// Calls ``write(_:writer:)``.
+    public func write(_ batch: RecordBatch, writer: Int, sequence: Int) throws -> SinkWriteOutcome {
+        try write(batch, writer: writer)
+    }
+    /// Does nothing.
+    public func didWrite(sequence: Int) {}
 }
 
 /// Drops every batch (for measuring the framework).

@@ -127,6 +127,28 @@ struct PostgresSinkTests {
         #expect(xmin["2"] != before["2"] && xmin["3"] != before["3"])
     }
 
+    @Test func withSeveralWritersTheLastOccurrenceOfAKeyAcrossBatchesWins() throws {
+        let t = PG.table("order")
+        let schema = try Schema.parse("id:int64!,name:string")
+        // 80 batches of the same 150 keys: every batch overwrites the one before it.
+        let rows: [[Value]] = (0..<80).flatMap { b in (0..<150).map { k in [.int64(Int64(k)), .string("b\(b)")] } }
+        let r = try PG.load(rows, schema: schema, table: t, mode: .upsert(key: ["id"]), batchSize: 150, writers: 3)
+        #expect(r.outcome == .clean)
+        let names = try PG.texts("SELECT name, count(*) FROM \(t) GROUP BY name")
+        #expect(names.map { [$0[0]!, $0[1]!] } == [["b79", "150"]])
+
+        // The same for update: the last batch's value stays.
+        let updates: [[Value]] = (0..<80).flatMap { b in
+            (0..<150).map { k in [.int64(Int64(k)), .string("u\(b)")] }
+        }
+        let u = try PG.load(
+            updates, schema: schema, table: t, mode: .update(key: ["id"], set: ["name"], filter: nil), batchSize: 150,
+            writers: 3)
+        #expect(u.outcome == .clean)
+        let updated = try PG.texts("SELECT name, count(*) FROM \(t) GROUP BY name")
+        #expect(updated.map { [$0[0]!, $0[1]!] } == [["u79", "150"]])
+    }
+
     @Test func updateSetsColumnsFromUnnestWhereTheFilterHolds() throws {
         let t = PG.table("upd")
         try PG.exec(
