@@ -211,11 +211,23 @@ public struct PostgresFailure: Error, Sendable, CustomStringConvertible {
             connectionLost = sqlState == "57P01" || sqlState?.hasPrefix("08") == true
         } else {
             sqlState = nil
-            var m = "PostgreSQL connection: \(e.code)"
-            if let u = e.underlying { m += " (\(u))" }
-            message = m
+            message = Self.connectionReason(e)
             connectionLost = true
         }
+    }
+
+    /// The reason a connection failed, as short as it can be said: the system's words for the socket error
+    /// PostgresNIO wraps (`Connection refused`), else its own description.
+    static func connectionReason(_ e: PSQLError) -> String {
+        guard let u = e.underlying else { return "PostgreSQL connection: \(e.code)" }
+        let text = "\(u)"
+        if let r = text.range(of: "(errno: ", options: .backwards),
+            let end = text[r.upperBound...].firstIndex(of: ")"),
+            let code = Int32(text[r.upperBound..<end])
+        {
+            return String(cString: strerror(code))
+        }
+        return "PostgreSQL connection: \(e.code) (\(text))"
     }
 
     init(message: String) {

@@ -107,7 +107,8 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
     public func open(schema: Schema) throws {
         let first: PostgresSession
         do { first = try PostgresSession(location) } catch let f as PostgresFailure {
-            throw SinkError(.fatal, f.message)
+            // Nothing has run yet: a server that cannot be reached is a setup problem, like a bad path.
+            throw SluiceError(.io, f.message)
         }
         do {
             try setUp(schema: schema, on: first)

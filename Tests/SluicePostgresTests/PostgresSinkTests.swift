@@ -246,6 +246,8 @@ struct PostgresSinkTests {
         }
         #expect(throws: SluiceError.self) { try PostgresSink(url: "postgres://h:notaport/db", table: "t") }
         let unreachable = try PostgresSink(url: "postgres://postgres@127.0.0.1:1/x", table: "t")
-        #expect(throws: (any Error).self) { try unreachable.open(schema: schema) }
+        let e = #expect(throws: SluiceError.self) { try unreachable.open(schema: schema) }
+        #expect(e?.code == .io)
+        #expect(e?.message == "cannot connect to postgres://postgres@127.0.0.1:1/x: Connection refused")
     }
 }
