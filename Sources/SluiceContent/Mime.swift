@@ -340,13 +340,15 @@ public struct FastSignatures: Sendable {
     /// The libmagic answer for a head that matches a rule, or nil (ask libmagic).
     @inline(__always)
     public func match(_ p: UnsafePointer<UInt8>, _ n: Int) -> [UInt8]? {
-        guard n >= 4, Self.hasBinaryByte(p, n) else { return nil }
-        // libmagic's tar test runs before its rules; its boot-sector rule outranks most signatures.
-        let tarChecksum = Self.tarChecksumHolds(p, n)
-        let bootMark = n >= 512 && p[510] == 0x55 && p[511] == 0xAA
+        guard n >= 4 else { return nil }
+        // Only a head some rule matches pays for the checks below; text heads go to libmagic after the
+        // signature comparisons alone.
         for entry in table where entry.rule.matches(p, n) {
+            guard Self.hasBinaryByte(p, n) else { return nil }
+            // libmagic's tar test runs before its rules; its boot-sector rule outranks most signatures.
             if entry.rule.name == "tar" { return entry.answer }
-            return tarChecksum || bootMark ? nil : entry.answer
+            let bootMark = n >= 512 && p[510] == 0x55 && p[511] == 0xAA
+            return bootMark || Self.tarChecksumHolds(p, n) ? nil : entry.answer
         }
         return nil
     }

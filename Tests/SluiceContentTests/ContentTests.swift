@@ -94,6 +94,8 @@ import Testing
             return x
         }
         func bytes(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8(truncatingIfNeeded: next()) } }
+        // The sum tar's checksum field holds: the header's 512 bytes with the field counted as spaces.
+        func tarSum(_ h: [UInt8]) -> Int { (0..<512).reduce(0) { $0 + ((148..<156).contains($1) ? 0x20 : Int(h[$1])) } }
         func le(_ v: Int, _ width: Int) -> [UInt8] { (0..<width).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
         func payload(_ k: Int) -> [UInt8] {
             switch k % 3 {
@@ -125,9 +127,7 @@ import Testing
             out.append(("tar \(name)", h + payload(k), name != "x/gpkg-1"))
             if k == 0 {
                 h.replaceSubrange(257..<265, with: Array("ustar  \u{0}".utf8))
-                var sum = 8 * 0x20
-                for i in 0..<512 where i < 148 || i >= 156 { sum += Int(h[i]) }
-                let digits = Array(String(sum, radix: 8).utf8) + [0]
+                let digits = Array(String(tarSum(h), radix: 8).utf8) + [0]
                 h.replaceSubrange(148..<156, with: digits + [UInt8](repeating: 0x20, count: 8 - digits.count))
                 out.append(("tar GNU magic, unpadded checksum", h + payload(k), true))
                 h[148] &+= 1
@@ -147,9 +147,7 @@ import Testing
             ))
         var v7 = FastSignatures.tarHeader(name: "%PDF-1.4", size: 10)
         v7.replaceSubrange(257..<265, with: [UInt8](repeating: 0, count: 8))
-        var sum = 8 * 0x20
-        for i in 0..<512 where i < 148 || i >= 156 { sum += Int(v7[i]) }
-        v7.replaceSubrange(148..<156, with: Array(String(format: "%06o", sum).utf8) + [0, 0x20])
+        v7.replaceSubrange(148..<156, with: Array(String(format: "%06o", tarSum(v7)).utf8) + [0, 0x20])
         out.append(("old-style tar (no ustar magic) named %PDF-1.4", v7 + payload(0), false))
         return out
     }
