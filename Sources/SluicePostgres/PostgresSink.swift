@@ -128,7 +128,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         lanes = [Lane()]
         lanes[0].session = first
         for _ in 1..<n { lanes.append(Lane()) }
-        if n > 1, !mode.keyColumns.isEmpty, mode != .replace {
+        if n > 1, !mode.keyColumns.isEmpty {
             keyOrder = KeyOrder(key: mode.keyColumns)
         }
     }
