@@ -226,9 +226,15 @@ public struct FastSignatures: Sendable {
             i += 1
         }
         guard digits > 0, i == 156 || p[i] == 0 || p[i] == 0x20 else { return false }
+        return tarChecksum(p) == value
+    }
+
+    /// The sum a tar checksum field holds: the unsigned sum of the header's 512 bytes, counting the field's
+    /// own 8 bytes (148–155) as spaces.
+    static func tarChecksum(_ p: UnsafePointer<UInt8>) -> Int {
         var sum = 8 * 0x20
         for k in 0..<512 where k < 148 || k >= 156 { sum += Int(p[k]) }
-        return sum == value
+        return sum
     }
 
     /// Whether the head holds a byte that no encoding libmagic tries (ASCII, UTF-8, Latin-1, extended
@@ -247,7 +253,7 @@ public struct FastSignatures: Sendable {
         h += a("14600000000\u{0}") + a("        ") + a("0")
         h += [UInt8](repeating: 0, count: 257 - h.count) + a("ustar\u{0}00")
         h += [UInt8](repeating: 0, count: 512 - h.count)
-        let sum = h.reduce(0) { $0 + Int($1) }
+        let sum = h.withUnsafeBufferPointer { tarChecksum($0.baseAddress!) }
         h.replaceSubrange(148..<156, with: a(String(sum, radix: 8).leftPadded(to: 6)) + [0, 0x20])
         return h
     }
