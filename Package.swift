@@ -20,12 +20,14 @@ let package = Package(
         .library(name: "SluiceConfig", targets: ["SluiceConfig"]),
         .library(name: "SluicePostgres", targets: ["SluicePostgres"]),
         .library(name: "SluiceContent", targets: ["SluiceContent"]),
+        .library(name: "SluiceXML", targets: ["SluiceXML"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
     ],
     targets: [
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
@@ -40,6 +42,9 @@ let package = Package(
             swiftSettings: strict),
         .target(name: "SluiceCSV", dependencies: ["SluiceCore"], swiftSettings: strict),
         .target(name: "SluiceJSONLines", dependencies: ["SluiceCore"], swiftSettings: strict),
+        .target(
+            name: "SluiceXML", dependencies: ["SluiceCore", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict),
         .target(name: "SluiceSQLite", dependencies: ["SluiceCore", "SluiceRuntime", "CSQLite"], swiftSettings: strict),
         .target(
             name: "SluicePostgres",
@@ -80,6 +85,7 @@ let package = Package(
         .testTarget(name: "SluiceReportTests", dependencies: ["SluiceReport"]),
         .testTarget(name: "SluiceCSVTests", dependencies: ["SluiceCSV", "SluiceRuntime", "SluiceTesting"]),
         .testTarget(name: "SluiceJSONLinesTests", dependencies: ["SluiceJSONLines", "SluiceRuntime", "SluiceTesting"]),
+        .testTarget(name: "SluiceXMLTests", dependencies: ["SluiceXML", "SluiceRuntime", "SluiceTesting"]),
         .testTarget(
             name: "SluiceSQLiteTests",
             dependencies: ["SluiceSQLite", "SluiceRuntime", "SluiceTesting", "SluiceCSV", "CSQLite"]),

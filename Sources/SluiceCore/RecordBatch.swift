@@ -35,23 +35,51 @@ public struct RecordBatch: Sendable {
     public let rowOrigins: RowOrigins?
     /// Bytes of input these rows were decoded from (for MB/s).
     public var inputBytes: Int
+    /// The rows of each child table of ``schema`` (in `schema.children` order) that belong to these rows.
+    public let children: [RecordBatch]
+    /// For a child batch: the index of each row's parent row in the parent batch, ascending. Nil otherwise.
+    public let parentRows: [Int32]?
 
-    /// Creates a batch from columns that all hold `count` values.
+    /// Creates a batch from columns that all hold `count` values, with the child rows of nested records.
     public init(
         schema: Schema, columns: [Column], count: Int, origin: BatchOrigin = BatchOrigin(file: "-"),
-        rowOrigins: RowOrigins? = nil, inputBytes: Int = 0
+        rowOrigins: RowOrigins? = nil, inputBytes: Int = 0, children: [RecordBatch] = [], parentRows: [Int32]? = nil
     ) {
         precondition(columns.count == schema.count && columns.allSatisfy { $0.count == count })
+        precondition(children.count == 0 || children.count == schema.children.count)
         self.schema = schema
         self.columns = columns
         self.count = count
         self.origin = origin
         self.rowOrigins = rowOrigins
         self.inputBytes = inputBytes
+        self.children = children
+        self.parentRows = parentRows
     }
 
-    /// Approximate memory held by the batch.
-    public var allocatedBytes: Int { columns.reduce(0) { $0 + $1.allocatedBytes } + (rowOrigins?.allocatedBytes ?? 0) }
+    /// Approximate memory held by the batch and its child rows.
+    public var allocatedBytes: Int {
+        columns.reduce(0) { $0 + $1.allocatedBytes } + (rowOrigins?.allocatedBytes ?? 0)
+            + children.reduce(0) { $0 + $1.allocatedBytes } + (parentRows?.count ?? 0) * 4
+    }
+
+    /// Rows in this batch and all its child batches.
+    public var totalRows: Int { count + children.reduce(0) { $0 + $1.totalRows } }
+
+    /// For a child batch: the range of its rows whose parent row is in `parents` (rows are sorted by parent).
+    public func rows(ofParents parents: Range<Int>) -> Range<Int> {
+        guard let p = parentRows else { return 0..<0 }
+        func lowerBound(_ v: Int) -> Int {
+            var lo = 0
+            var hi = p.count
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if Int(p[mid]) < v { lo = mid + 1 } else { hi = mid }
+            }
+            return lo
+        }
+        return lowerBound(parents.lowerBound)..<lowerBound(parents.upperBound)
+    }
 
     /// The position in the input of row `index`.
     public func position(ofRow index: Int) -> SourcePosition {
@@ -66,7 +94,7 @@ public struct RecordBatch: Sendable {
     /// The row at `index` as values (for transforms, tests and error reports; not for hot paths).
     public func row(_ index: Int) -> [Value] { columns.map { $0.value(at: index) } }
 
-    /// A new batch holding the rows in `range`, copied.
+    /// A new batch holding the rows in `range` and their child rows, copied.
     public func slice(_ range: Range<Int>) -> RecordBatch {
         let cols = schema.fields.map { Column(type: $0.type, capacity: range.count) }
         let ro = rowOrigins.map { _ in RowOrigins(capacity: range.count) }
@@ -76,7 +104,43 @@ public struct RecordBatch: Sendable {
         }
         var o = origin
         o.firstRecord += Int64(range.lowerBound)
-        return RecordBatch(schema: schema, columns: cols, count: range.count, origin: o, rowOrigins: ro, inputBytes: 0)
+        let kids = children.map { child -> RecordBatch in
+            let r = child.rows(ofParents: range)
+            let part = child.slice(r)
+            let parents = child.parentRows.map { p in r.map { p[$0] - Int32(range.lowerBound) } }
+            return RecordBatch(
+                schema: part.schema, columns: part.columns, count: part.count, origin: part.origin,
+                children: part.children, parentRows: parents)
+        }
+        return RecordBatch(
+            schema: schema, columns: cols, count: range.count, origin: o, rowOrigins: ro, inputBytes: 0,
+            children: kids)
+    }
+
+    /// A new batch holding the rows at `rows` (ascending) and their child rows, copied; rows keep no origins
+    /// beyond their record numbers.
+    public func select(rows: [Int]) -> RecordBatch {
+        let cols = schema.fields.map { Column(type: $0.type, capacity: rows.count) }
+        let ro = rowOrigins.map { _ in RowOrigins(capacity: rows.count) }
+        for i in rows {
+            for (c, col) in cols.enumerated() { col.append(from: columns[c], at: i) }
+            if let ro, let src = rowOrigins { ro.append(line: src.line(i), offset: src.offset(i)) }
+        }
+        let kids = children.map { child -> RecordBatch in
+            let kc = child.schema.fields.map { Column(type: $0.type, capacity: rows.count * 4) }
+            var parents: [Int32] = []
+            for (n, i) in rows.enumerated() {
+                for r in child.rows(ofParents: i..<(i + 1)) {
+                    for (c, col) in kc.enumerated() { col.append(from: child.columns[c], at: r) }
+                    parents.append(Int32(n))
+                }
+            }
+            return RecordBatch(
+                schema: child.schema, columns: kc, count: parents.count, origin: child.origin, parentRows: parents)
+        }
+        return RecordBatch(
+            schema: schema, columns: cols, count: rows.count, origin: origin, rowOrigins: ro, inputBytes: 0,
+            children: kids)
     }
 }
 
@@ -141,11 +205,29 @@ public final class RecordBatchBuilder: @unchecked Sendable {
     @exclusivity(unchecked) public private(set) var count = 0
     @exclusivity(unchecked) private var origins: RowOrigins?
     private let rowCapacity: Int
+    /// One builder per child table of the schema (nested records); their rows name a parent row of this one.
+    public let children: [RecordBatchBuilder]
+    private let isChild: Bool
+    /// For a child builder: the parent row of each completed row.
+    @exclusivity(unchecked) public private(set) var parentRows: [Int32] = []
 
     /// Creates a builder sized for `rowCapacity` rows, optionally tracking per-row origins.
-    public init(schema: Schema, rowCapacity: Int = 4096, byteCapacity: Int = 0, trackOrigins: Bool = false) {
+    public convenience init(
+        schema: Schema, rowCapacity: Int = 4096, byteCapacity: Int = 0, trackOrigins: Bool = false
+    ) {
+        self.init(
+            schema: schema, rowCapacity: rowCapacity, byteCapacity: byteCapacity, trackOrigins: trackOrigins,
+            isChild: false)
+    }
+
+    private init(schema: Schema, rowCapacity: Int, byteCapacity: Int, trackOrigins: Bool, isChild: Bool) {
         self.schema = schema
         self.rowCapacity = rowCapacity
+        self.isChild = isChild
+        children = schema.children.map {
+            RecordBatchBuilder(
+                schema: $0.schema, rowCapacity: rowCapacity * 4, byteCapacity: 0, trackOrigins: false, isChild: true)
+        }
         let varCols = max(1, schema.fields.filter { !$0.type.isFixedWidth }.count)
         columns = schema.fields.map {
             Column(type: $0.type, capacity: rowCapacity, byteCapacity: byteCapacity / varCols)
@@ -160,21 +242,57 @@ public final class RecordBatchBuilder: @unchecked Sendable {
         origins?.append(line: line, offset: offset)
     }
 
-    /// Undoes the values appended for the current, unfinished row.
-    public func rollbackRow() {
-        for c in columns where c.count > count { c.truncate(to: count) }
+    /// Completes the current row of a child builder, naming its parent row.
+    @inline(__always)
+    public func finishRow(parent: Int) {
+        count += 1
+        parentRows.append(Int32(truncatingIfNeeded: parent))
     }
 
-    /// Bytes of variable-width data appended so far.
-    public var dataBytes: Int { columns.reduce(0) { $0 + $1.dataCount } }
+    /// Undoes the values appended for the current, unfinished row, and the child rows appended for it.
+    public func rollbackRow() {
+        for c in columns where c.count > count { c.truncate(to: count) }
+        for child in children { child.truncateToParents(count) }
+    }
+
+    /// The rows of a child builder that belong to parent row `parent` (the last parent rows appended).
+    public func rows(ofParent parent: Int) -> Range<Int> {
+        var n = parentRows.count
+        while n > 0 && Int(parentRows[n - 1]) > parent { n -= 1 }
+        var s = n
+        while s > 0 && Int(parentRows[s - 1]) == parent { s -= 1 }
+        return s..<n
+    }
+
+    /// Drops the rows of a child builder whose parent row is `parents` or later, and any unfinished row.
+    public func truncateToParents(_ parents: Int) {
+        var n = parentRows.count
+        while n > 0 && Int(parentRows[n - 1]) >= parents { n -= 1 }
+        truncate(rows: n)
+    }
+
+    /// Drops completed rows past `rows` and any unfinished row.
+    public func truncate(rows: Int) {
+        let n = min(rows, count)
+        for c in columns where c.count > n { c.truncate(to: n) }
+        if parentRows.count > n { parentRows.removeSubrange(n...) }
+        origins?.truncate(to: n)
+        count = n
+    }
+
+    /// Bytes of variable-width data appended so far, child rows included.
+    public var dataBytes: Int { columns.reduce(0) { $0 + $1.dataCount } + children.reduce(0) { $0 + $1.dataBytes } }
 
     /// Finishes the batch and starts a new, empty one in this builder.
     public func build(origin: BatchOrigin = BatchOrigin(file: "-"), inputBytes: Int = 0) -> RecordBatch {
+        let kids = children.map { $0.build(origin: origin) }
         let batch = RecordBatch(
             schema: schema, columns: columns, count: count, origin: origin, rowOrigins: origins,
-            inputBytes: inputBytes)
+            inputBytes: inputBytes, children: kids, parentRows: isChild ? parentRows : nil)
+        if isChild { parentRows = [] }
         let varCols = max(1, schema.fields.filter { !$0.type.isFixedWidth }.count)
-        let avgBytes = count > 0 ? max(dataBytes / varCols, 1024) : 1024
+        let ownBytes = columns.reduce(0) { $0 + $1.dataCount }
+        let avgBytes = count > 0 ? max(ownBytes / varCols, 1024) : 1024
         columns = schema.fields.map {
             Column(type: $0.type, capacity: max(rowCapacity, count), byteCapacity: $0.type.isFixedWidth ? 0 : avgBytes)
         }

@@ -1,3 +1,20 @@
+/// A table of rows nested in a parent record, linked to it by the parent's key.
+public struct ChildTable: Sendable, Hashable, Codable {
+    /// The table name (`release_artist`).
+    public var name: String
+    /// The child rows' schema; its first field holds the parent's key.
+    public var schema: Schema
+
+    /// Creates a child table.
+    public init(name: String, schema: Schema) {
+        self.name = name
+        self.schema = schema
+    }
+
+    /// The field linking a child row to its parent (the schema's first field).
+    public var linkField: Field { schema.fields[0] }
+}
+
 /// The type of a field. Values are stored in columns of the matching physical layout.
 public enum FieldType: String, Sendable, Hashable, CaseIterable, Codable {
     /// 64-bit signed integer.
@@ -41,13 +58,19 @@ public struct Field: Sendable, Hashable, Codable {
     }
 }
 
-/// An ordered list of fields.
+/// An ordered list of fields, and the child tables nested records decompose into.
 public struct Schema: Sendable, Hashable, Codable, CustomStringConvertible {
     /// The fields in column order.
     public var fields: [Field]
+    /// Child tables whose rows belong to a row of this schema (a release's artists, a comic's tags). Each
+    /// child schema's first field links a child row to its parent's key. Empty for flat records.
+    public var children: [ChildTable]
 
-    /// Creates a schema from fields.
-    public init(_ fields: [Field]) { self.fields = fields }
+    /// Creates a schema from fields and, for nested records, child tables.
+    public init(_ fields: [Field], children: [ChildTable] = []) {
+        self.fields = fields
+        self.children = children
+    }
 
     /// The number of fields.
     public var count: Int { fields.count }
