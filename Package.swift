@@ -62,7 +62,7 @@ let package = Package(
             name: "SluiceConfig",
             dependencies: [
                 "SluiceCore", "SluiceRuntime", "SluiceCSV", "SluiceJSONLines", "SluiceSQLite", "SluicePostgres",
-                "SluiceContent", .product(name: "Yams", package: "Yams"),
+                "SluiceContent", "SluiceXML", .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: strict),
         .executableTarget(

@@ -12,7 +12,9 @@ struct SluiceBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice-bench",
         abstract: "Side-by-side benchmarks for Sluice (release builds only).",
-        subcommands: [W0.self, W0Postgres.self, W2.self, Overhead.self, Allocations.self, GenerateW0.self])
+        subcommands: [
+            W0.self, W0Postgres.self, W2.self, Overhead.self, Allocations.self, GenerateW0.self, GenerateW5.self,
+        ])
 }
 
 /// Median of a list.

@@ -219,10 +219,22 @@ struct Run: ParsableCommand {
     @Argument(help: "The pipeline file.")
     var pipeline: String
 
+    @Flag(
+        name: .customLong("skip-unchanged"),
+        help: "Upserts: write only records that are new or whose content hash differs from the stored one.")
+    var skipUnchanged = false
+
+    @Flag(
+        name: .customLong("purge-missing"),
+        help: "Upserts: after a complete run with no rejected record, delete stored records the input did not contain.")
+    var purgeMissing = false
+
     @OptionGroup var report: ReportOptions
 
     func run() throws {
         var spec = try PipelineFile.load(path: pipeline)
+        if skipUnchanged { spec.skipUnchanged = true }
+        if purgeMissing { spec.purgeMissing = true }
         spec.progress = !report.noProgress
         try execute(spec, reportJSON: report.reportJSON)
     }

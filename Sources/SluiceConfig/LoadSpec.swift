@@ -6,6 +6,7 @@ import SluiceJSONLines
 import SluicePostgres
 import SluiceRuntime
 import SluiceSQLite
+import SluiceXML
 
 /// Everything a load needs, from `sluice load` flags or a pipeline file, before it is turned into a
 /// ``Pipeline``. Unset values take the documented defaults.
@@ -54,6 +55,31 @@ public struct LoadSpec: Sendable {
     public var memoryFraction = 0.25
     /// Show the live progress line on a terminal. Default: true.
     public var progress = true
+    /// XML input: the record path and, optionally, an explicit mapping.
+    public var xml: XMLSourceSpec?
+    /// Upserts: write only records whose content hash changed.
+    public var skipUnchanged = false
+    /// Upserts: delete stored records a complete, clean run did not contain.
+    public var purgeMissing = false
+
+    /// How XML records map to rows.
+    public struct XMLSourceSpec: Sendable {
+        /// The record path (`/releases/release`).
+        public var record: String
+        /// The key column (links child tables); nil: the sink's key, else `id` when there is one.
+        public var key: String?
+        /// The content-hash column; nil: none. Default: `content_hash`.
+        public var hashColumn: String? = "content_hash"
+        /// Explicit parent fields; nil: inferred from the document.
+        public var fields: [XMLFieldMapping]?
+        /// Explicit child tables and JSON list columns (used only with explicit fields).
+        public var children: [XMLChildMapping] = []
+        /// Keep a bare `&` as text. Default: true.
+        public var tolerant = true
+
+        /// Creates a spec for records at `record`.
+        public init(record: String) { self.record = record }
+    }
 
     /// An empty spec.
     public init() {}
@@ -127,13 +153,15 @@ public struct LoadSpec: Sendable {
         if name.hasSuffix(".csv") { return "csv" }
         if name.hasSuffix(".tsv") { return "tsv" }
         if name.hasSuffix(".jsonl") || name.hasSuffix(".ndjson") || name.hasSuffix(".json") { return "jsonl" }
+        if name.hasSuffix(".xml") { return "xml" }
         return nil
     }
 
     /// The table name derived from a file name (`data/events.csv.gz` → `events`).
     public static func tableFromName(_ path: String) -> String {
         var name = (path as NSString).lastPathComponent
-        for ext in [".gz", ".csv", ".tsv", ".jsonl", ".ndjson", ".json"] where name.lowercased().hasSuffix(ext) {
+        for ext in [".gz", ".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".xml"] where name.lowercased().hasSuffix(ext)
+        {
             name = String(name.dropLast(ext.count))
         }
         let cleaned = String(name.map { $0.isLetter || $0.isNumber || $0 == "_" ? $0 : "_" })
@@ -165,10 +193,22 @@ public struct LoadSpec: Sendable {
             return CSVFormat(options: o)
         case "jsonl", "ndjson", "json":
             return JSONLinesFormat()
+        case "xml":
+            guard let x = xml else {
+                throw SluiceError(.config, "XML input needs the record path (record: /releases/release)")
+            }
+            let key = x.key ?? (self.key.count == 1 ? self.key[0] : nil)
+            if let fields = x.fields {
+                return try XMLFormat(
+                    mapping: XMLMapping(
+                        record: x.record, key: key, fields: fields, children: x.children, hashColumn: x.hashColumn,
+                        tolerant: x.tolerant))
+            }
+            return XMLFormat(record: x.record, key: key, hashColumn: x.hashColumn)
         case nil:
             throw SluiceError(.config, "cannot tell the format of '\(first)' from its name; pass --format csv|jsonl")
         default:
-            throw SluiceError(.config, "unknown format '\(name!)'; expected csv or jsonl")
+            throw SluiceError(.config, "unknown format '\(name!)'; expected csv, jsonl or xml")
         }
     }
 
@@ -236,7 +276,13 @@ public struct LoadSpec: Sendable {
         } else {
             guard !inputs.isEmpty else { throw SluiceError(.config, "no input files") }
             let format = try recordFormat()
-            let declared = try schema.map { try Schema.parse($0) }
+            var declared = try schema.map { try Schema.parse($0) }
+            if let x = format as? XMLFormat {
+                guard schema == nil else {
+                    throw SluiceError(.config, "XML input takes a mapping (fields:), not a schema")
+                }
+                declared = x.declaredSchema
+            }
             if let declared {
                 for k in key where declared.index(of: k) == nil {
                     throw SluiceError(.config, "--key column '\(k)' is not in --schema (\(declared))")
@@ -245,11 +291,16 @@ public struct LoadSpec: Sendable {
             source = FileSource(paths: inputs, format: format, schema: declared, requiredFields: key)
         }
         let sink: any BatchSink
+        var tracking = ChangeTracking(skipUnchanged: skipUnchanged, purgeMissing: purgeMissing)
+        tracking.hashColumn = xml != nil ? xml!.hashColumn : "content_hash"
         switch try store() {
         case .sqlite:
-            sink = SQLiteSink(path: try databasePath(), table: tableName, mode: mode)
+            var o = SQLiteSinkOptions()
+            o.changes = tracking
+            sink = SQLiteSink(path: try databasePath(), table: tableName, mode: mode, options: o)
         case .postgres(let url):
             var o = PostgresSinkOptions()
+            o.changes = tracking
             if let writers {
                 guard writers >= 1 else { throw SluiceError(.config, "writers must be at least 1") }
                 o.writers = writers

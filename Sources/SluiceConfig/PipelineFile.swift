@@ -3,6 +3,7 @@ import SluiceContent
 import SluiceCore
 import SluicePostgres
 import SluiceRuntime
+import SluiceXML
 import Yams
 
 /// Reads a pipeline file (YAML) into a ``LoadSpec``. Unknown keys and wrong types are errors naming the
@@ -95,6 +96,7 @@ public enum PipelineFile {
             for (k, val) in m { vars[try r.string(k, "a var name")] = try r.expanded(val, "vars entry") }
         }
 
+        try parseSink(sink, r, &spec)
         if case .mapping(let sm) = source, sm["type"] != nil {
             let src = try r.mapping(
                 source, "source",
@@ -121,7 +123,6 @@ public enum PipelineFile {
             guard case .sequence(let seq) = t else { throw r.error(t, "'transforms' must be a list") }
             for item in seq { spec.transforms.append(try parseTransform(item, r, vars: vars)) }
         }
-        try parseSink(sink, r, &spec)
         try parseRest(top, r, &spec)
         return spec
     }
@@ -157,8 +158,12 @@ public enum PipelineFile {
 
     private static func parseFileSource(_ source: Node, _ r: Reader, _ spec: inout LoadSpec) throws {
         let src = try r.mapping(
-            source, "source", allowed: ["path", "paths", "format", "schema", "delimiter", "null", "header"])
-        if let p = src["path"] { spec.inputs = [r.path(try r.string(p, "source.path"))] }
+            source, "source",
+            allowed: [
+                "path", "paths", "format", "schema", "delimiter", "null", "header", "record", "key", "hash", "fields",
+                "children", "tolerant",
+            ])
+        if let p = src["path"] { spec.inputs = [r.path(try r.expanded(p, "source.path"))] }
         if let ps = src["paths"] {
             if src["path"] != nil { throw r.error(ps, "give either source.path or source.paths, not both") }
             spec.inputs = try r.strings(ps, "source.paths").map(r.path)
@@ -186,10 +191,96 @@ public enum PipelineFile {
             }
         }
         if let h = src["header"] { spec.header = try r.bool(h, "source.header") }
+        try parseXML(src, source, r, &spec)
+    }
+
+    /// XML record path and mapping.
+    private static func parseXML(_ src: [String: Node], _ source: Node, _ r: Reader, _ spec: inout LoadSpec) throws {
+        let isXML =
+            spec.format?.lowercased() == "xml"
+            || (spec.format == nil && spec.inputs.first.flatMap(LoadSpec.formatFromName) == "xml")
+        let xmlKeys = ["record", "key", "hash", "fields", "children", "tolerant"]
+        guard isXML else {
+            if let k = xmlKeys.first(where: { src[$0] != nil }) {
+                throw r.error(src[k]!, "source.\(k) applies to XML input only (format: xml)")
+            }
+            return
+        }
+        guard let rec = src["record"] else {
+            throw r.error(source, "XML input needs source.record, the record elements' path (e.g. /releases/release)")
+        }
+        var x = LoadSpec.XMLSourceSpec(record: try r.string(rec, "source.record"))
+        if let k = src["key"] { x.key = try r.string(k, "source.key") }
+        if let h = src["hash"] {
+            if case .scalar = h, let b = h.bool {
+                x.hashColumn = b ? "content_hash" : nil
+            } else {
+                x.hashColumn = try r.string(h, "source.hash")
+            }
+        }
+        if let t = src["tolerant"] { x.tolerant = try r.bool(t, "source.tolerant") }
+        if let f = src["fields"] { x.fields = try xmlFields(f, "source.fields", r) }
+        if let c = src["children"] {
+            guard x.fields != nil else { throw r.error(c, "source.children needs source.fields (an explicit mapping)") }
+            guard case .mapping(let m) = c else { throw r.error(c, "source.children must be a mapping of table: {…}") }
+            for (k, v) in m {
+                let table = try r.string(k, "a child table name")
+                let body = try r.mapping(v, "source.children.\(table)", allowed: ["path", "fields", "as"])
+                guard let p = body["path"], let f = body["fields"] else {
+                    throw r.error(v, "source.children.\(table) needs 'path' and 'fields'")
+                }
+                var asJSON = false
+                if let a = body["as"] {
+                    let s = try r.string(a, "source.children.\(table).as")
+                    guard s == "json" || s == "table" else { throw r.error(a, "'as' must be table or json") }
+                    asJSON = s == "json"
+                }
+                x.children.append(
+                    XMLChildMapping(
+                        table: table, path: try r.string(p, "source.children.\(table).path"),
+                        fields: try xmlFields(f, "source.children.\(table).fields", r), asJSON: asJSON))
+            }
+        }
+        let mapping = XMLMapping(
+            record: x.record, key: x.key ?? (spec.key.count == 1 ? spec.key[0] : nil), fields: x.fields ?? [],
+            children: x.children, hashColumn: x.hashColumn, tolerant: x.tolerant)
+        if x.fields != nil {
+            do { _ = try mapping.schema() } catch let e as SluiceError { throw r.error(src["fields"]!, e.message) }
+        }
+        spec.format = "xml"
+        spec.xml = x
+    }
+
+    /// `name: path` or `name: {path: …, type: …}` entries, in file order.
+    private static func xmlFields(_ node: Node, _ what: String, _ r: Reader) throws -> [XMLFieldMapping] {
+        guard case .mapping(let m) = node else { throw r.error(node, "\(what) must be a mapping of column: path") }
+        var out: [XMLFieldMapping] = []
+        for (k, v) in m {
+            let name = try r.string(k, "a column name")
+            if case .mapping = v {
+                let b = try r.mapping(v, "\(what).\(name)", allowed: ["path", "type"])
+                guard let p = b["path"] else { throw r.error(v, "\(what).\(name) needs 'path'") }
+                var type = FieldType.string
+                if let t = b["type"] {
+                    let tn = try r.string(t, "\(what).\(name).type")
+                    guard let ft = FieldType(rawValue: tn) else {
+                        throw r.error(
+                            t, "unknown type '\(tn)' (\(FieldType.allCases.map(\.rawValue).joined(separator: ", ")))")
+                    }
+                    type = ft
+                }
+                out.append(XMLFieldMapping(name, path: try r.string(p, "\(what).\(name).path"), type: type))
+            } else {
+                out.append(XMLFieldMapping(name, path: try r.string(v, "\(what).\(name)")))
+            }
+        }
+        return out
     }
 
     private static func parseSink(_ sink: Node, _ r: Reader, _ spec: inout LoadSpec) throws {
-        let snk = try r.mapping(sink, "sink", allowed: ["url", "table", "mode", "key", "set", "where", "writers"])
+        let snk = try r.mapping(
+            sink, "sink",
+            allowed: ["url", "table", "mode", "key", "set", "where", "writers", "skip_unchanged", "purge_missing"])
         guard let url = snk["url"] else { throw r.error(sink, "sink needs 'url' (sqlite:PATH or postgres://…)") }
         var u = try r.expanded(url, "sink.url")
         if u.hasPrefix("sqlite:") && !u.hasPrefix("sqlite://") {
@@ -209,6 +300,8 @@ public enum PipelineFile {
         if let k = snk["set"] { spec.set = try r.names(k, "sink.set") }
         if let w = snk["where"] { spec.filter = try r.string(w, "sink.where") }
         if let w = snk["writers"] { spec.writers = try r.int(w, "sink.writers", min: 1) }
+        if let v = snk["skip_unchanged"] { spec.skipUnchanged = try r.bool(v, "sink.skip_unchanged") }
+        if let v = snk["purge_missing"] { spec.purgeMissing = try r.bool(v, "sink.purge_missing") }
         if (spec.mode == "upsert" || spec.mode == "update") && spec.key.isEmpty {
             throw r.error(sink, "sink.mode \(spec.mode) needs sink.key")
         }

@@ -12,6 +12,8 @@ public struct PostgresSinkOptions: Sendable, Hashable {
     public var writers: Int?
     /// `temp_buffers` for the staging table of each writer session. Default: `64MB`.
     public var tempBuffers = "64MB"
+    /// Content-hash use: skip unchanged records, purge missing ones.
+    public var changes = ChangeTracking()
 
     /// The default number of writers: 2 (measured on 2 cores against a local server: two connections keep
     /// the server busy while the other prepares its next batch; see `docs/BENCHMARKS.md`).

@@ -39,6 +39,31 @@ public struct StageReport: Sendable, Codable {
     }
 }
 
+/// What a sink did with records that carry a key (and a content hash): new, changed, unchanged, purged.
+public struct ChangeCounts: Sendable, Codable, Equatable {
+    /// Records whose key was not stored yet.
+    public var inserted: Int64 = 0
+    /// Stored records written again (their content hash differed, or no hash was compared).
+    public var updated: Int64 = 0
+    /// Stored records skipped because their content hash was unchanged.
+    public var unchanged: Int64 = 0
+    /// Stored records (with their child rows) removed because the run did not contain them.
+    public var purged: Int64 = 0
+    /// Why purging was asked for but not done (the run was incomplete or rejected records), if it was not.
+    public var purgeSkipped: String?
+
+    /// Zero counts.
+    public init() {}
+
+    /// Adds another writer's counts.
+    public mutating func add(_ o: ChangeCounts) {
+        inserted += o.inserted
+        updated += o.updated
+        unchanged += o.unchanged
+        purged += o.purged
+    }
+}
+
 /// How a run ended.
 public enum RunOutcome: String, Sendable, Codable {
     /// Every record was read; none rejected.
@@ -91,13 +116,20 @@ public struct RunReport: Sendable, Codable {
     public var chunkBytes: Int
     /// Memory budget in bytes.
     public var memoryBudgetBytes: Int64
+    /// Inserted / updated / unchanged / purged records, for sinks that tell them apart.
+    public var changes: ChangeCounts?
+    /// Rows written to child tables (nested records), if any.
+    public var childRowsOut: Int64 = 0
 
     /// Creates a report; the bottleneck is the non-detail stage with the highest utilization.
     public init(
         outcome: RunOutcome, abortReason: String?, target: String, wallSeconds: Double, recordsIn: Int64,
         recordsOut: Int64, recordsRejected: Int64, bytesIn: Int64, bytesDecoded: Int64, peakRSSBytes: Int64,
-        rejectsFile: String?, stages: [StageReport], batchRows: Int, chunkBytes: Int, memoryBudgetBytes: Int64
+        rejectsFile: String?, stages: [StageReport], batchRows: Int, chunkBytes: Int, memoryBudgetBytes: Int64,
+        changes: ChangeCounts? = nil, childRowsOut: Int64 = 0
     ) {
+        self.changes = changes
+        self.childRowsOut = childRowsOut
         self.outcome = outcome
         self.abortReason = abortReason
         self.target = target
@@ -147,6 +179,13 @@ public struct RunReport: Sendable, Codable {
         out += " (\(Format.bytes(bytesDecoded)) decoded from \(Format.bytes(bytesIn)) read)\n"
         out += "  memory     peak RSS \(Format.bytes(peakRSSBytes)), budget \(Format.bytes(memoryBudgetBytes)), "
         out += "batches of ≤\(Format.count(Int64(batchRows))) rows from \(Format.bytes(Int64(chunkBytes))) chunks\n"
+        if childRowsOut > 0 { out += "  children   \(Format.count(childRowsOut)) child-table rows written\n" }
+        if let c = changes {
+            out +=
+                "  changes    \(Format.count(c.inserted)) inserted, \(Format.count(c.updated)) updated, "
+                + "\(Format.count(c.unchanged)) unchanged, \(Format.count(c.purged)) purged\n"
+            if let why = c.purgeSkipped { out += "  purge      skipped: \(why)\n" }
+        }
         if let rejectsFile { out += "  rejects    \(rejectsFile)\n" }
         out += "\n"
         let header = ["stage", "busy", "overhead", "starved", "blocked", "ns/rec", "util"]

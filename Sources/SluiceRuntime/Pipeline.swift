@@ -221,6 +221,7 @@ public final class Pipeline: @unchecked Sendable {
         let laneClock = Mutex(StageClock())
         let laneError = Mutex<String?>(nil)
         let written = Atomic<Int64>(0)
+        let childRows = Atomic<Int64>(0)
         let tracker = CommitTracker(source: source)
         let stopAll = { @Sendable (reason: String) in
             laneError.withLock { if $0 == nil { $0 = reason } }
@@ -241,11 +242,12 @@ public final class Pipeline: @unchecked Sendable {
                         let wa = MonotonicClock.now()
                         do {
                             defer { sink.didWrite(sequence: seq) }
-                            let (n, sinkRejects) = try writeWithRetryAndBisect(batch, writer: lane, sequence: seq)
+                            let (n, sinkRejects, kids) = try writeWithRetryAndBisect(batch, writer: lane, sequence: seq)
                             clock.busy += MonotonicClock.now() - wa
                             let wb = MonotonicClock.now()
                             clock.records += Int64(n)
                             clock.batches += 1
+                            if kids > 0 { childRows.add(Int64(kids), ordering: .relaxed) }
                             recordsOut.store(written.add(Int64(n), ordering: .relaxed).newValue, ordering: .relaxed)
                             for (row, reason) in sinkRejects {
                                 try rejects.write(Self.sinkReject(batch, row: row, reason: reason))
@@ -351,7 +353,7 @@ public final class Pipeline: @unchecked Sendable {
         let complete = abortReason == nil && !interrupted
         let fa = MonotonicClock.now()
         do {
-            try sink.finish(complete: complete)
+            try sink.finish(complete: complete, clean: complete && rejectedCount.load(ordering: .relaxed) == 0)
         } catch {
             if abortReason == nil { abortReason = "\(error)" }
         }
@@ -394,7 +396,8 @@ public final class Pipeline: @unchecked Sendable {
             bytesIn: source.progress.bytesRead,
             bytesDecoded: source.progress.bytesDecoded, peakRSSBytes: ProcessStats.peakRSS(),
             rejectsFile: totalRejected > 0 ? options.rejectsPath : nil, stages: stages, batchRows: sizing.maxRows,
-            chunkBytes: sizing.chunkBytes, memoryBudgetBytes: options.memory.bytes)
+            chunkBytes: sizing.chunkBytes, memoryBudgetBytes: options.memory.bytes, changes: sink.changes,
+            childRowsOut: childRows.load(ordering: .relaxed))
     }
 
     /// Decodes one item into batches of at most `maxRows` rows.
@@ -461,12 +464,12 @@ public final class Pipeline: @unchecked Sendable {
     /// Writes a batch, retrying transient failures with backoff and bisecting batches the sink refuses.
     private func writeWithRetryAndBisect(
         _ batch: RecordBatch, writer: Int, sequence: Int
-    ) throws -> (Int, [(Int, String)]) {
+    ) throws -> (Int, [(Int, String)], Int) {
         var attempt = 0
         while true {
             do {
                 let outcome = try sink.write(batch, writer: writer, sequence: sequence)
-                return (outcome.written, outcome.rejected.map { ($0.row, $0.reason) })
+                return (outcome.written, outcome.rejected.map { ($0.row, $0.reason) }, outcome.childRows)
             } catch let e as SinkError {
                 switch e.kind {
                 case .transient where attempt + 1 < options.retry.maxAttempts:
@@ -475,12 +478,13 @@ public final class Pipeline: @unchecked Sendable {
                     usleep(UInt32(min(Int64(c.seconds) * 1_000_000 + c.attoseconds / 1_000_000_000_000, 60_000_000)))
                     attempt += 1
                 case .rejectedData:
-                    if batch.count == 1 { return (0, [(0, e.message)]) }
+                    if batch.count == 1 { return (0, [(0, e.message)], 0) }
                     let mid = batch.count / 2
-                    let (n1, r1) = try writeWithRetryAndBisect(batch.slice(0..<mid), writer: writer, sequence: sequence)
-                    let (n2, r2) = try writeWithRetryAndBisect(
+                    let (n1, r1, k1) = try writeWithRetryAndBisect(
+                        batch.slice(0..<mid), writer: writer, sequence: sequence)
+                    let (n2, r2, k2) = try writeWithRetryAndBisect(
                         batch.slice(mid..<batch.count), writer: writer, sequence: sequence)
-                    return (n1 + n2, r1 + r2.map { ($0.0 + mid, $0.1) })
+                    return (n1 + n2, r1 + r2.map { ($0.0 + mid, $0.1) }, k1 + k2)
                 default:
                     throw SluiceError(.sink, e.message)
                 }

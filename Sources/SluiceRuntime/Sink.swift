@@ -33,6 +33,52 @@ public enum WriteMode: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
+/// How a keyed sink uses a content-hash column: skip records whose stored hash is the same, and remove stored
+/// records a complete run did not contain.
+public struct ChangeTracking: Sendable, Hashable {
+    /// The column holding each record's content hash (nil: none; every stored record counts as updated).
+    public var hashColumn: String?
+    /// Write only records that are new or whose hash differs from the stored one.
+    public var skipUnchanged: Bool
+    /// After a complete run with no rejected record, delete stored records (and their child rows) whose key
+    /// the run did not contain.
+    public var purgeMissing: Bool
+
+    /// Creates the settings.
+    public init(hashColumn: String? = nil, skipUnchanged: Bool = false, purgeMissing: Bool = false) {
+        self.hashColumn = hashColumn
+        self.skipUnchanged = skipUnchanged
+        self.purgeMissing = purgeMissing
+    }
+
+    /// Checks the settings against the mode and schema.
+    /// - Throws: ``SinkError`` (`.fatal`) naming what is missing.
+    public func validate(mode: WriteMode, schema: Schema) throws {
+        if skipUnchanged || purgeMissing {
+            guard case .upsert(let key) = mode, key.count == 1 else {
+                throw SinkError(
+                    .fatal, "--skip-unchanged and --purge-missing need --mode upsert with a single key column")
+            }
+        }
+        if skipUnchanged {
+            guard let h = hashColumn, schema.index(of: h) != nil else {
+                throw SinkError(
+                    .fatal,
+                    "--skip-unchanged needs a content-hash column in the input (\(hashColumn ?? "none configured"))")
+            }
+        }
+        if !schema.children.isEmpty {
+            switch mode {
+            case .append: break
+            case .upsert(let key) where key.count == 1: break
+            default:
+                throw SinkError(
+                    .fatal, "nested records (child tables) are written with --mode append or upsert on one key column")
+            }
+        }
+    }
+}
+
 /// Time a sink spent per phase: encoding values, the write itself, committing.
 public struct SinkTimings: Sendable {
     /// Preparing values (binding, encoding).
@@ -79,11 +125,14 @@ public struct SinkWriteOutcome: Sendable {
     public var written: Int
     /// Rows refused, with the reason.
     public var rejected: [(row: Int, reason: String)]
+    /// Child-table rows written with them (nested records).
+    public var childRows: Int
 
     /// Creates an outcome.
-    public init(written: Int, rejected: [(row: Int, reason: String)] = []) {
+    public init(written: Int, rejected: [(row: Int, reason: String)] = [], childRows: Int = 0) {
         self.written = written
         self.rejected = rejected
+        self.childRows = childRows
     }
 }
 
@@ -122,6 +171,11 @@ public protocol BatchSink: AnyObject, Sendable {
     func didWrite(sequence: Int)
     /// Ends the run: `complete` is true when the whole input was read (e.g. `replace` swaps tables only then).
     func finish(complete: Bool) throws
+    /// Ends the run, also saying whether it was `clean` (complete, with no record rejected anywhere), which
+    /// destructive steps such as purging records absent from the input require. Default: ``finish(complete:)``.
+    func finish(complete: Bool, clean: Bool) throws
+    /// Inserted / updated / unchanged / purged counts, for sinks that tell them apart. Default: nil.
+    var changes: ChangeCounts? { get }
     /// Per-phase timings so far.
     var timings: SinkTimings { get }
 }
@@ -139,6 +193,10 @@ extension BatchSink {
     }
     /// Does nothing.
     public func didWrite(sequence: Int) {}
+    /// Calls ``finish(complete:)``.
+    public func finish(complete: Bool, clean: Bool) throws { try finish(complete: complete) }
+    /// None.
+    public var changes: ChangeCounts? { nil }
 }
 
 /// Drops every batch (for measuring the framework).

@@ -3,6 +3,10 @@ import SluiceCore
 import SluiceReport
 import SluiceRuntime
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// Options of the SQLite sink.
 public struct SQLiteSinkOptions: Sendable, Hashable {
     /// `PRAGMA synchronous` during the load. Default: `NORMAL` (a killed process loses nothing committed;
@@ -12,6 +16,8 @@ public struct SQLiteSinkOptions: Sendable, Hashable {
     public var cacheKiB: Int = 8_192
     /// Rows bound per `INSERT` statement (fewer statement executions). Default: 32.
     public var rowsPerStatement: Int = 32
+    /// Content-hash use: skip unchanged records, purge missing ones.
+    public var changes = ChangeTracking()
 
     /// Default options.
     public init() {}
@@ -51,6 +57,8 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
     private var writeTable: String
     private var columnIndex: [Int] = []
     private var scratch: UnsafeMutablePointer<UInt8>
+    private var nested: Nested?
+    private var counts = ChangeCounts()
     /// Per-phase timings.
     public private(set) var timings = SinkTimings()
 
@@ -117,9 +125,36 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
         return sql
     }
 
+    /// Statements of the record-by-record path (child tables, content hashes).
+    private final class Nested {
+        /// `SELECT hash FROM t WHERE key = ?` (or `SELECT 1 …` without a hash column).
+        let lookup: SQLiteStatement?
+        let deleteChildren: [SQLiteStatement]
+        let insertChild: [SQLiteStatement]
+        let seen: SQLiteStatement?
+        let keyColumn: Int
+        let hashColumn: Int?
+
+        init(
+            lookup: SQLiteStatement?, deleteChildren: [SQLiteStatement], insertChild: [SQLiteStatement],
+            seen: SQLiteStatement?, keyColumn: Int, hashColumn: Int?
+        ) {
+            self.lookup = lookup
+            self.deleteChildren = deleteChildren
+            self.insertChild = insertChild
+            self.seen = seen
+            self.keyColumn = keyColumn
+            self.hashColumn = hashColumn
+        }
+    }
+
+    /// Inserted / updated / unchanged / purged counts (upserts of nested or hashed records).
+    public var changes: ChangeCounts? { nested?.lookup != nil || options.changes.purgeMissing ? counts : nil }
+
     /// Opens the database, sets bulk pragmas, creates the table if needed and prepares the insert.
     public func open(schema: Schema) throws {
         self.schema = schema
+        do { try options.changes.validate(mode: mode, schema: schema) } catch let e as SinkError { throw e }
         guard schema.count <= 64 else { throw SinkError(.fatal, "the SQLite sink takes at most 64 columns") }
         let db: SQLiteConnection
         do {
@@ -196,9 +231,178 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
             }
             begin = try db.prepare("BEGIN")
             commit = try db.prepare("COMMIT")
+            try openNested(db)
         } catch let e as SQLiteError {
             throw SinkError(.fatal, e.description)
         }
+    }
+
+    /// Creates missing child tables and prepares the per-record statements, when records are nested or
+    /// carry a hash to compare.
+    private func openNested(_ db: SQLiteConnection) throws {
+        let tracking = options.changes
+        guard !schema.children.isEmpty || tracking.skipUnchanged || tracking.purgeMissing else { return }
+        let q = SQLiteConnection.quote
+        let keyName = mode.keyColumns.first
+        var deletes: [SQLiteStatement] = []
+        var inserts: [SQLiteStatement] = []
+        for child in schema.children {
+            let link = child.linkField.name
+            let existing = try db.query("SELECT name FROM pragma_table_info(\(sqlString(child.name)))").compactMap {
+                $0[0]
+            }
+            if existing.isEmpty {
+                try db.exec(
+                    Self.createTableSQL(child.name, schema: child.schema, key: [link, "position"]) + " WITHOUT ROWID")
+            } else {
+                let missing = child.schema.fields.map(\.name).filter { !existing.contains($0) }
+                if !missing.isEmpty {
+                    throw SinkError(
+                        .fatal,
+                        "child table \(child.name) in \(path) has no column(s) \(missing.joined(separator: ", "))")
+                }
+            }
+            let cols = child.schema.fields.map { q($0.name) }.joined(separator: ", ")
+            let marks = Array(repeating: "?", count: child.schema.count).joined(separator: ", ")
+            inserts.append(try db.prepare("INSERT INTO \(q(child.name)) (\(cols)) VALUES (\(marks))"))
+            if keyName != nil { deletes.append(try db.prepare("DELETE FROM \(q(child.name)) WHERE \(q(link)) = ?")) }
+        }
+        var lookup: SQLiteStatement?
+        var seen: SQLiteStatement?
+        if let keyName {
+            let what = tracking.hashColumn.flatMap { schema.index(of: $0) != nil ? q($0) : nil } ?? "1"
+            lookup = try db.prepare("SELECT \(what) FROM \(q(table)) WHERE \(q(keyName)) = ?")
+            if tracking.purgeMissing {
+                try db.exec("CREATE TEMP TABLE IF NOT EXISTS sluice_seen (k PRIMARY KEY) WITHOUT ROWID")
+                try db.exec("DELETE FROM temp.sluice_seen")
+                seen = try db.prepare("INSERT OR IGNORE INTO temp.sluice_seen (k) VALUES (?)")
+            }
+        }
+        nested = Nested(
+            lookup: lookup, deleteChildren: deletes, insertChild: inserts, seen: seen,
+            keyColumn: keyName.flatMap { schema.index(of: $0) } ?? -1,
+            hashColumn: tracking.hashColumn.flatMap { schema.index(of: $0) })
+    }
+
+    /// Writes a batch record by record: looks the key up, skips an unchanged record (same hash), upserts the
+    /// parent row, replaces its child rows. Any constraint failure rolls the batch back as data to bisect,
+    /// so a bad record is rejected whole, with its children.
+    private func writeNested(_ batch: RecordBatch, _ nested: Nested, _ db: SQLiteConnection) throws -> SinkWriteOutcome
+    {
+        guard let single = insert, let begin, let commit else { throw SinkError(.fatal, "the SQLite sink is not open") }
+        let t0 = MonotonicClock.now()
+        try run(begin)
+        let views = batch.columns.map(\.view)
+        let types = schema.fields.map(\.type)
+        let childViews = batch.children.map { $0.columns.map(\.view) }
+        let childTypes = schema.children.map { $0.schema.fields.map(\.type) }
+        var local = ChangeCounts()
+        var childRows = 0
+        let keyView = nested.keyColumn >= 0 ? [views[nested.keyColumn]] : []
+        let keyType = nested.keyColumn >= 0 ? [types[nested.keyColumn]] : []
+        let skip = options.changes.skipUnchanged
+        func fail(_ rc: Int32, _ stmt: SQLiteStatement) -> SinkError {
+            let e = db.lastError(rc, sql: stmt.sql)
+            if e.isConstraint { return SinkError(.rejectedData, e.message) }
+            return SinkError(e.isTransient ? .transient : .fatal, e.description)
+        }
+        func step(_ stmt: SQLiteStatement) -> Int32 {
+            let rc = sqlite3_step(stmt.handle)
+            sqlite3_reset(stmt.handle)
+            return rc
+        }
+        let failure: SinkError? = withExtendedLifetime(batch) {
+            keyView.withUnsafeBufferPointer { kv in
+                keyType.withUnsafeBufferPointer { kt in
+                    views.withUnsafeBufferPointer { views in
+                        types.withUnsafeBufferPointer { types in
+                            for row in 0..<batch.count {
+                                var exists = false
+                                if let lookup = nested.lookup {
+                                    bind(lookup.handle, 1, row, kv, kt)
+                                    let rc = sqlite3_step(lookup.handle)
+                                    if rc == SQLITE_ROW {
+                                        exists = true
+                                        if skip, let h = nested.hashColumn, !views[h].isNull(row) {
+                                            let (p, n) = views[h].bytes(row)
+                                            let m = Int(sqlite3_column_bytes(lookup.handle, 0))
+                                            if m == n, let stored = sqlite3_column_blob(lookup.handle, 0),
+                                                memcmp(stored, p, n) == 0
+                                            {
+                                                sqlite3_reset(lookup.handle)
+                                                local.unchanged += 1
+                                                if let seen = nested.seen {
+                                                    bind(seen.handle, 1, row, kv, kt)
+                                                    let rc = step(seen)
+                                                    if rc != SQLITE_DONE { return fail(rc, seen) }
+                                                }
+                                                continue
+                                            }
+                                        }
+                                    } else if rc != SQLITE_DONE {
+                                        sqlite3_reset(lookup.handle)
+                                        return fail(rc, lookup)
+                                    }
+                                    sqlite3_reset(lookup.handle)
+                                }
+                                bind(single.handle, 1, row, views, types)
+                                var rc = step(single)
+                                if rc != SQLITE_DONE { return fail(rc, single) }
+                                if exists {
+                                    for d in nested.deleteChildren {
+                                        bind(d.handle, 1, row, kv, kt)
+                                        rc = step(d)
+                                        if rc != SQLITE_DONE { return fail(rc, d) }
+                                    }
+                                }
+                                for (c, child) in batch.children.enumerated() {
+                                    let ins = nested.insertChild[c]
+                                    let range = child.rows(ofParents: row..<(row + 1))
+                                    childRows += range.count
+                                    let failed: SinkError? = childViews[c].withUnsafeBufferPointer { cv in
+                                        childTypes[c].withUnsafeBufferPointer { ct in
+                                            for r in range {
+                                                bind(ins.handle, 1, r, cv, ct)
+                                                let rc = step(ins)
+                                                if rc != SQLITE_DONE { return fail(rc, ins) }
+                                            }
+                                            return nil
+                                        }
+                                    }
+                                    if let failed { return failed }
+                                }
+                                if let seen = nested.seen {
+                                    bind(seen.handle, 1, row, kv, kt)
+                                    rc = step(seen)
+                                    if rc != SQLITE_DONE { return fail(rc, seen) }
+                                }
+                                if exists { local.updated += 1 } else { local.inserted += 1 }
+                            }
+                            return nil
+                        }
+                    }
+                }
+            }
+        }
+        if let failure {
+            _ = try? db.exec("ROLLBACK")
+            throw failure
+        }
+        let t1 = MonotonicClock.now()
+        do {
+            try run(commit)
+        } catch let e as SinkError {
+            _ = try? db.exec("ROLLBACK")
+            throw e
+        }
+        let t2 = MonotonicClock.now()
+        counts.add(local)
+        timings.write.busy += t1 - t0
+        timings.write.records += Int64(batch.count)
+        timings.commit.busy += t2 - t1
+        timings.commit.records += Int64(batch.count)
+        timings.commit.batches += 1
+        return SinkWriteOutcome(written: batch.count, childRows: childRows)
     }
 
     private func sqlString(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "''") + "'" }
@@ -254,6 +458,7 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
         guard let single = insert, let multi = insertMany, let begin, let commit, let db = connection else {
             throw SinkError(.fatal, "the SQLite sink is not open")
         }
+        if let nested { return try writeNested(batch, nested, db) }
         try run(begin)
         let views = batch.columns.map(\.view)
         let types = schema.fields.map(\.type)
@@ -337,14 +542,43 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
     }
 
     /// Ends the run; for `replace`, swaps the staging table in if the run was complete, else drops it.
-    public func finish(complete: Bool) throws {
+    public func finish(complete: Bool) throws { try finish(complete: complete, clean: false) }
+
+    /// Ends the run: purges records the run did not contain if asked and the run was `clean`; for `replace`,
+    /// swaps the staging table in if the run was complete, else drops it.
+    public func finish(complete: Bool, clean: Bool) throws {
         guard let db = connection else { return }
         defer {
+            nested = nil
             insert = nil
             insertMany = nil
             begin = nil
             commit = nil
             connection = nil
+        }
+        if options.changes.purgeMissing, let keyName = mode.keyColumns.first {
+            if clean {
+                let q = SQLiteConnection.quote
+                do {
+                    try db.exec("BEGIN")
+                    for child in schema.children {
+                        try db.exec(
+                            "DELETE FROM \(q(child.name)) WHERE \(q(child.linkField.name)) NOT IN (SELECT k FROM temp.sluice_seen)"
+                        )
+                    }
+                    try db.exec("DELETE FROM \(q(table)) WHERE \(q(keyName)) NOT IN (SELECT k FROM temp.sluice_seen)")
+                    counts.purged = Int64(sqlite3_changes(db.handle))
+                    try db.exec("COMMIT; DROP TABLE temp.sluice_seen")
+                } catch let e as SQLiteError {
+                    _ = try? db.exec("ROLLBACK")
+                    throw SinkError(.fatal, "purging missing records: \(e.description)")
+                }
+            } else {
+                counts.purgeSkipped =
+                    complete
+                    ? "some records were rejected, so absent keys may only be unreadable" : "the run did not complete"
+                _ = try? db.exec("DROP TABLE IF EXISTS temp.sluice_seen")
+            }
         }
         if case .replace = mode {
             let q = SQLiteConnection.quote
