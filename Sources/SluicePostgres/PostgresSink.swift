@@ -62,6 +62,9 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
     private var statements = Statements()
     /// Settings every writer session runs once after connecting.
     private var sessionSettings: [String] = []
+    /// Child tables, lookups and purge bookkeeping, for nested records and content hashes.
+    private var nested: Nested?
+    private var counts = ChangeCounts()
 
     /// Creates a sink for `table` at `url` (`postgres://user@host/db`).
     /// - Throws: ``SluiceError`` (`.config`) for a bad URL.
@@ -96,6 +99,39 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         var merge = ""
         var mergeDedup = ""
         var update = ""
+    }
+
+    /// A child table as the sink writes it.
+    private struct ChildTarget {
+        var table: String
+        var columns: [PostgresColumn]
+        var inputIndex: [Int]
+        var copy: String
+        /// `DELETE FROM child WHERE link = ANY($1)`.
+        var delete: String
+    }
+
+    /// What the record-by-record path needs, settled at open.
+    private struct Nested {
+        var children: [ChildTarget]
+        /// `SELECT key, hash FROM t WHERE key = ANY($1)` (upsert), nil for append.
+        var lookup: String?
+        /// Parent column holding the key, as encoded.
+        var keyColumn: PostgresColumn?
+        /// Input index of the key and of the hash column.
+        var keyIndex: Int
+        var hashIndex: Int?
+        /// The keys a purging run saw (`<table>__sluice_seen`).
+        var seenTable: String?
+        var copySeen: String
+    }
+
+    /// Inserted / updated / unchanged / purged counts (upserts of nested or hashed records).
+    public var changes: ChangeCounts? {
+        guard let n = nested, n.lookup != nil else { return nil }
+        timingLock.lock()
+        defer { timingLock.unlock() }
+        return counts
     }
 
     /// One writer: its connection, encoder and staging state.
@@ -158,6 +194,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
     }
 
     private func setUp(schema: Schema, on s: PostgresSession) throws {
+        try options.changes.validate(mode: mode, schema: schema)
         let key = mode.keyColumns
         for k in key where schema.index(of: k) == nil {
             throw SinkError(.fatal, "key column '\(k)' is not in the input (\(schema))")
@@ -216,6 +253,74 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
                 "CREATE TABLE \(SQL.table(writeTable)) (LIKE \(SQL.table(table)) INCLUDING ALL)")
         }
         buildStatements()
+        try setUpNested(schema: schema, on: s)
+    }
+
+    /// Creates missing child tables, checks their columns, and prepares the lookup and purge bookkeeping.
+    private func setUpNested(schema: Schema, on s: PostgresSession) throws {
+        let tracking = options.changes
+        guard !schema.children.isEmpty || tracking.skipUnchanged || tracking.purgeMissing else { return }
+        var targets: [ChildTarget] = []
+        for child in schema.children {
+            let link = child.linkField.name
+            var existing = try tableColumns(child.name, on: s)
+            if existing.isEmpty {
+                try s.execute(
+                    Self.createTableSQL(SQL.table(child.name), schema: child.schema, key: [link, "position"]))
+                existing = try tableColumns(child.name, on: s)
+            }
+            let byName = Dictionary(existing.map { ($0.0, $0) }, uniquingKeysWith: { a, _ in a })
+            var cols: [PostgresColumn] = []
+            for f in child.schema.fields {
+                guard let (_, oid, sqlType) = byName[f.name] else {
+                    throw SinkError(
+                        .fatal,
+                        "child table \(child.name) has no column \(f.name) (it has \(existing.map(\.0).joined(separator: ", ")))"
+                    )
+                }
+                let c = PostgresColumn(
+                    name: f.name, oid: oid, sqlType: sqlType, input: f.type,
+                    encoding: PostgresColumn.encoding(input: f.type, oid: oid))
+                guard !c.needsCast else {
+                    throw SinkError(
+                        .fatal,
+                        "child table \(child.name): column \(f.name) is \(sqlType), which rows cannot be copied into in binary; use \(PostgresColumn.createType(f.type).0)"
+                    )
+                }
+                cols.append(c)
+            }
+            let names = cols.map { SQL.ident($0.name) }.joined(separator: ", ")
+            let t = SQL.table(child.name)
+            targets.append(
+                ChildTarget(
+                    table: child.name, columns: cols, inputIndex: Array(0..<cols.count),
+                    copy: "COPY \(t) (\(names)) FROM STDIN WITH (FORMAT binary)",
+                    delete: "DELETE FROM \(t) WHERE \(SQL.ident(link)) = ANY($1)"))
+        }
+        var n = Nested(
+            children: targets, lookup: nil, keyColumn: nil, keyIndex: -1, hashIndex: nil, seenTable: nil, copySeen: "")
+        if case .upsert(let key) = mode, let k = key.first, let ci = columns.firstIndex(where: { $0.name == k }) {
+            let kc = columns[ci]
+            guard kc.encoding == .int8 || (kc.input == .string && kc.encoding == .raw) else {
+                throw SinkError(
+                    .fatal, "the key \(k) must be bigint or text for nested or hashed upserts (it is \(kc.sqlType))")
+            }
+            n.keyColumn = kc
+            n.keyIndex = inputIndex[ci]
+            let hash = tracking.hashColumn.flatMap { h in schema.index(of: h) != nil ? SQL.ident(h) : nil }
+            n.hashIndex = tracking.hashColumn.flatMap { schema.index(of: $0) }
+            let cast = kc.input == .int64 ? "int8" : "text"
+            n.lookup =
+                "SELECT \(SQL.ident(k))::\(cast), \(hash ?? "NULL::bytea") FROM \(SQL.table(table)) WHERE \(SQL.ident(k)) = ANY($1)"
+            if tracking.purgeMissing {
+                let seen = table + "__sluice_seen"
+                try s.execute("DROP TABLE IF EXISTS \(SQL.table(seen))")
+                try s.execute("CREATE UNLOGGED TABLE \(SQL.table(seen)) (k \(kc.sqlType))")
+                n.seenTable = seen
+                n.copySeen = "COPY \(SQL.table(seen)) (k) FROM STDIN WITH (FORMAT binary)"
+            }
+        }
+        nested = n
     }
 
     /// `CREATE TABLE` for `schema`, with `key` as the primary key.
@@ -330,7 +435,9 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         let a = MonotonicClock.now()
         do {
             let outcome: SinkWriteOutcome
-            if case .update = mode {
+            if let nested {
+                outcome = try writeNested(batch, nested, s, lane, sequence, &t)
+            } else if case .update = mode {
                 if let sequence { keyOrder?.waitForEarlierBatchesSharingKeys(sequence) }
                 outcome = try writeUpdate(batch, s, lane, &t)
             } else if directCopy && !isUpsert {
@@ -400,6 +507,12 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
     /// value the target type cannot hold are left out and returned.
     private func encodeCopy(
         _ batch: RecordBatch, _ e: PostgresBinaryEncoder, ordinal: Bool
+    ) -> (ByteBuffer, [(row: Int, reason: String)]) {
+        encodeCopy(batch, e, ordinal: ordinal, columns: columns, inputIndex: inputIndex)
+    }
+
+    private func encodeCopy(
+        _ batch: RecordBatch, _ e: PostgresBinaryEncoder, ordinal: Bool, columns: [PostgresColumn], inputIndex: [Int]
     ) -> (ByteBuffer, [(row: Int, reason: String)]) {
         e.reset()
         e.putCopyHeader()
@@ -482,12 +595,212 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         return SinkWriteOutcome(written: rows, rejected: rejected)
     }
 
+    /// A one-dimensional binary array parameter of column `col` of `batch`, for `= ANY($1)`.
+    private func arrayParameter(
+        _ batch: RecordBatch, column index: Int, as col: PostgresColumn, rows: [Int]?, _ e: PostgresBinaryEncoder
+    )
+        throws -> PostgresData
+    {
+        let v = batch.columns[index].view
+        e.reset()
+        e.put32(1)
+        e.put32(0)
+        e.put32(Int32(bitPattern: col.wireOID))
+        e.put32(Int32(rows?.count ?? batch.count))
+        e.put32(1)
+        withExtendedLifetime(batch) {
+            if let rows {
+                for r in rows { _ = e.putValue(v, r, col) }
+            } else {
+                for r in 0..<batch.count { _ = e.putValue(v, r, col) }
+            }
+        }
+        var buffer = ByteBufferAllocator().buffer(capacity: e.count)
+        buffer.writeBytes(e.bytes)
+        guard let arrayOID = PostgresOID.array(of: col.wireOID) else {
+            throw SinkError(.fatal, "no array type for column \(col.name) (\(col.sqlType))")
+        }
+        return PostgresData(type: PostgresDataType(arrayOID), formatCode: .binary, value: buffer)
+    }
+
+    /// Nested records and content hashes, one transaction per batch: looks up the batch's keys and stored
+    /// hashes, copies new records straight in, merges changed ones, replaces their child rows, skips unchanged
+    /// ones (`--skip-unchanged`) and notes every key for `--purge-missing`. A value the target cannot hold makes
+    /// the batch a data error, which the runtime bisects, so a bad record is rejected whole with its children.
+    private func writeNested(
+        _ batch: RecordBatch, _ n: Nested, _ s: PostgresSession, _ lane: Lane, _ sequence: Int?, _ t: inout SinkTimings
+    ) throws -> SinkWriteOutcome {
+        let a = MonotonicClock.now()
+        var local = ChangeCounts()
+        var newRows: [Int] = []
+        var changedRows: [Int] = []
+        if let sequence { keyOrder?.waitForEarlierBatchesSharingKeys(sequence) }
+        try s.execute("BEGIN")
+        if let lookup = n.lookup, let kc = n.keyColumn {
+            var binds = PostgresBindings()
+            binds.append(try arrayParameter(batch, column: n.keyIndex, as: kc, rows: nil, lane.encoder))
+            let found = try s.rows(lookup, binds)
+            let keys = batch.columns[n.keyIndex]
+            let skip = options.changes.skipUnchanged
+            let hashes = n.hashIndex.map { batch.columns[$0] }
+            func same(_ stored: ByteBuffer?, _ row: Int) -> Bool {
+                guard skip, let stored, let hashes, !hashes.isNull(row) else { return false }
+                let mine = hashes.bytes(at: row)
+                return stored.readableBytes == mine.count
+                    && stored.withUnsafeReadableBytes { $0.elementsEqual(mine) }
+            }
+            var keep = [Bool](repeating: false, count: batch.count)
+            var existing = [Bool](repeating: false, count: batch.count)
+            var unchanged = [Bool](repeating: false, count: batch.count)
+            if kc.input == .int64 {
+                var stored = [Int64: ByteBuffer?](minimumCapacity: found.count)
+                for r in found {
+                    let (k, h) = try r.decode((Int64, ByteBuffer?).self)
+                    stored[k] = h
+                }
+                var seen = Set<Int64>(minimumCapacity: batch.count)
+                for row in stride(from: batch.count - 1, through: 0, by: -1) {
+                    let k = keys.int64(at: row)
+                    guard seen.insert(k).inserted else { continue }
+                    keep[row] = true
+                    if let h = stored[k] {
+                        existing[row] = true
+                        unchanged[row] = same(h, row)
+                    }
+                }
+            } else {
+                var stored = [String: ByteBuffer?](minimumCapacity: found.count)
+                for r in found {
+                    let (k, h) = try r.decode((String, ByteBuffer?).self)
+                    stored[k] = h
+                }
+                var seen = Set<String>(minimumCapacity: batch.count)
+                for row in stride(from: batch.count - 1, through: 0, by: -1) {
+                    let k = keys.string(at: row)
+                    guard seen.insert(k).inserted else { continue }
+                    keep[row] = true
+                    if let h = stored[k] {
+                        existing[row] = true
+                        unchanged[row] = same(h, row)
+                    }
+                }
+            }
+            for row in 0..<batch.count where keep[row] {
+                if unchanged[row] {
+                    local.unchanged += 1
+                } else if existing[row] {
+                    changedRows.append(row)
+                } else {
+                    newRows.append(row)
+                }
+            }
+            local.inserted = Int64(newRows.count)
+            local.updated = Int64(changedRows.count)
+        } else {
+            newRows = Array(0..<batch.count)
+        }
+        let b = MonotonicClock.now()
+        t.encode.busy += b - a
+        var childRows = 0
+        let all = newRows.count == batch.count
+        // Parents: new ones straight in, changed ones merged; then the changed ones' old children go.
+        if !newRows.isEmpty && directCopy {
+            let part = all ? batch : batch.select(rows: newRows)
+            let (data, rejected) = encodeCopy(part, lane.encoder, ordinal: false)
+            if let r = rejected.first { throw SinkError(.rejectedData, r.reason) }
+            try s.copyIn(statement: statements.copy, data: data)
+        }
+        let merged = directCopy ? changedRows : (newRows + changedRows).sorted()
+        if !merged.isEmpty {
+            if !lane.stageReady {
+                try s.execute("SET temp_buffers = \(SQL.literal(options.tempBuffers))")
+                try s.execute(statements.createStage)
+                lane.stageReady = true
+            }
+            let (data, rejected) = encodeCopy(batch.select(rows: merged), lane.encoder, ordinal: true)
+            if let r = rejected.first { throw SinkError(.rejectedData, r.reason) }
+            try s.copyIn(statement: statements.copyStage, data: data)
+            try s.execute(statements.merge)
+        }
+        if !changedRows.isEmpty, let kc = n.keyColumn {
+            var binds = PostgresBindings()
+            binds.append(try arrayParameter(batch, column: n.keyIndex, as: kc, rows: changedRows, lane.encoder))
+            for child in n.children { try s.execute(child.delete, binds) }
+        }
+        // Children of every written parent.
+        let written = all ? batch : batch.select(rows: (newRows + changedRows).sorted())
+        for (c, child) in n.children.enumerated() where written.children[c].count > 0 {
+            let (data, rejected) = encodeCopy(
+                written.children[c], lane.encoder, ordinal: false, columns: child.columns, inputIndex: child.inputIndex)
+            if let r = rejected.first { throw SinkError(.rejectedData, "\(child.table): \(r.reason)") }
+            try s.copyIn(statement: child.copy, data: data)
+            childRows += written.children[c].count
+        }
+        if n.seenTable != nil, let kc = n.keyColumn {
+            let keyOnly = RecordBatch(
+                schema: Schema([Field("k", kc.input)]), columns: [batch.columns[n.keyIndex]], count: batch.count)
+            let (data, _) = encodeCopy(keyOnly, lane.encoder, ordinal: false, columns: [kc], inputIndex: [0])
+            try s.copyIn(statement: n.copySeen, data: data)
+        }
+        let c = MonotonicClock.now()
+        t.write.busy += c - b
+        try s.execute("COMMIT")
+        t.commit.busy += MonotonicClock.now() - c
+        if n.lookup != nil {
+            timingLock.lock()
+            counts.add(local)
+            timingLock.unlock()
+        }
+        return SinkWriteOutcome(written: batch.count, childRows: childRows)
+    }
+
     /// Ends the run: for `replace`, swaps the new table in if the run was complete, else drops it; closes
     /// the connections.
-    public func finish(complete: Bool) throws {
+    public func finish(complete: Bool) throws { try finish(complete: complete, clean: false) }
+
+    /// Ends the run: with `--purge-missing` and a `clean` run, deletes stored records (and their child rows)
+    /// the run did not contain; for `replace`, swaps the new table in if the run was complete, else drops it;
+    /// closes the connections.
+    public func finish(complete: Bool, clean: Bool) throws {
         defer {
             for l in lanes { l.session?.close() }
             lanes = []
+        }
+        if let n = nested, let seen = n.seenTable, let kc = n.keyColumn, let lane = lanes.first {
+            do {
+                let s = try session(lane)
+                if clean {
+                    let k = SQL.ident(kc.name)
+                    try s.execute("BEGIN")
+                    try s.execute("ANALYZE \(SQL.table(seen))")
+                    try s.execute(
+                        "CREATE TEMP TABLE sluice_gone ON COMMIT DROP AS SELECT t.\(k) AS k FROM \(SQL.table(table)) t "
+                            + "WHERE NOT EXISTS (SELECT 1 FROM \(SQL.table(seen)) s WHERE s.k = t.\(k))")
+                    for child in n.children {
+                        let link = SQL.ident(child.columns[0].name)
+                        try s.execute(
+                            "DELETE FROM \(SQL.table(child.table)) c USING sluice_gone g WHERE c.\(link) = g.k")
+                    }
+                    let rows = try s.rows(
+                        "WITH d AS (DELETE FROM \(SQL.table(table)) t USING sluice_gone g WHERE t.\(k) = g.k RETURNING 1) "
+                            + "SELECT count(*)::int8 FROM d")
+                    let purged = try rows.first?.decode(Int64.self) ?? 0
+                    try s.execute("COMMIT")
+                    timingLock.lock()
+                    counts.purged = purged
+                    timingLock.unlock()
+                } else {
+                    timingLock.lock()
+                    counts.purgeSkipped =
+                        complete
+                        ? "some records were rejected, so absent keys may only be unreadable"
+                        : "the run did not complete"
+                    timingLock.unlock()
+                }
+                try s.execute("DROP TABLE IF EXISTS \(SQL.table(seen))")
+            } catch let f as PostgresFailure {
+                throw SinkError(.fatal, "PostgreSQL: purging missing records: \(f.description)")
+            }
         }
         guard case .replace = mode, let lane = lanes.first else { return }
         do {
