@@ -128,9 +128,12 @@ public struct LoadSpec: Sendable {
         case sqlite(path: String)
         /// `postgres://…`.
         case postgres(url: String)
+        /// `discard:` — read, decode and transform, write nothing (measures everything but the store).
+        case discard
 
         /// Parses `sqlite:PATH` (or `sqlite://PATH`) or `postgres://…` (`postgresql://…`).
         public static func parse(_ url: String) throws -> Store {
+            if url == "discard:" || url == "discard" { return .discard }
             if url.hasPrefix("sqlite://") { return .sqlite(path: String(url.dropFirst(9))) }
             if url.hasPrefix("sqlite:") { return .sqlite(path: String(url.dropFirst(7))) }
             if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
@@ -243,8 +246,8 @@ public struct LoadSpec: Sendable {
         case .sqlite(let path):
             guard !path.isEmpty else { throw SluiceError(.config, "sqlite: URL needs a path (sqlite:events.db)") }
             return path
-        case .postgres:
-            throw SluiceError(.config, "the target is PostgreSQL, not a SQLite file")
+        case .postgres, .discard:
+            throw SluiceError(.config, "the target is not a SQLite file")
         }
     }
 
@@ -294,6 +297,8 @@ public struct LoadSpec: Sendable {
         var tracking = ChangeTracking(skipUnchanged: skipUnchanged, purgeMissing: purgeMissing)
         tracking.hashColumn = xml != nil ? xml!.hashColumn : "content_hash"
         switch try store() {
+        case .discard:
+            sink = DiscardSink()
         case .sqlite:
             var o = SQLiteSinkOptions()
             o.changes = tracking

@@ -59,6 +59,7 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
     private var scratch: UnsafeMutablePointer<UInt8>
     private var nested: Nested?
     private var counts = ChangeCounts()
+    private var countsChanges = false
     /// Per-phase timings.
     public private(set) var timings = SinkTimings()
 
@@ -149,7 +150,7 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
     }
 
     /// Inserted / updated / unchanged / purged counts (upserts of nested or hashed records).
-    public var changes: ChangeCounts? { nested?.lookup != nil || options.changes.purgeMissing ? counts : nil }
+    public var changes: ChangeCounts? { countsChanges ? counts : nil }
 
     /// Opens the database, sets bulk pragmas, creates the table if needed and prepares the insert.
     public func open(schema: Schema) throws {
@@ -278,6 +279,7 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
                 seen = try db.prepare("INSERT OR IGNORE INTO temp.sluice_seen (k) VALUES (?)")
             }
         }
+        countsChanges = lookup != nil
         nested = Nested(
             lookup: lookup, deleteChildren: deletes, insertChild: inserts, seen: seen,
             keyColumn: keyName.flatMap { schema.index(of: $0) } ?? -1,

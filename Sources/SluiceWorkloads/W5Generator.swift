@@ -17,6 +17,9 @@ public struct W5Generator: Sendable {
     public var releases: Int
     /// Seed.
     public var seed: UInt64
+    /// Write a bare `&` in notes, as real dumps do (not well-formed XML: strict parsers such as `xmllint`
+    /// stop there). False writes `&amp;` instead, for side-by-side parsing with strict tools.
+    public var bareAmpersands = true
 
     /// The version of the content written; bump when any release's bytes change.
     public static let version = 1
@@ -75,6 +78,13 @@ public struct W5Generator: Sendable {
     /// Writes the initial dump (gzip when the path ends in `.gz`).
     public func writeInitial(to path: String) throws {
         try write(to: path, update: false)
+    }
+
+    /// The initial dump with `&amp;` for every `&` (well-formed, for strict parsers), at `path`.
+    public func writeWellFormed(to path: String) throws {
+        var g = self
+        g.bareAmpersands = false
+        try g.writeInitial(to: path)
     }
 
     /// Writes the update dump (gzip when the path ends in `.gz`).
@@ -266,7 +276,8 @@ public struct W5Generator: Sendable {
         element("released", "\(1960 + r.below(60))-\(String(format: "%02d", 1 + r.below(12)))-00", into: &b)
         // Notes carry what real dumps carry: a bare '&' and carriage returns as character references.
         b.append(contentsOf: "<notes>".utf8)
-        b.append(contentsOf: "Recorded at \(pick(Self.words, &r)) Studios. R&B mix&#13;\n".utf8)
+        let amp = bareAmpersands ? "&" : "&amp;"
+        b.append(contentsOf: "Recorded at \(pick(Self.words, &r)) Studios. R\(amp)B mix&#13;\n".utf8)
         Self.esc("Thanks to \(person(&r)) & \(person(&r)).", into: &b)
         b.append(contentsOf: "</notes>".utf8)
         element("data_quality", pick(Self.qualities, &r), into: &b)

@@ -1,5 +1,11 @@
 import SluiceCore
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// Where a captured value goes: the parent row (`table` = -1) or the current row of child mapping `table`,
 /// column `column` of that row's slots.
 struct SlotTarget: Sendable, Hashable {
@@ -32,6 +38,8 @@ struct CompiledMapping: Sendable {
 
     let mapping: XMLMapping
     let schema: Schema
+    /// The same tree as flat buffers, read on the hot path without reference counting.
+    private(set) var tables: MappingTables!
     let recordName: [UInt8]
     var nodes: [Node] = [Node()]
     /// Parent field types, in mapping order (the first `fields.count` schema columns).
@@ -72,6 +80,7 @@ struct CompiledMapping: Sendable {
                 try place(f.path, from: node, target: SlotTarget(table: t, column: k))
             }
         }
+        tables = MappingTables(self)
     }
 
     private mutating func walk(_ steps: [[UInt8]], from: Int) -> Int {
@@ -115,5 +124,144 @@ struct CompiledMapping: Sendable {
             }
         }
         return nil
+    }
+}
+
+/// A ``CompiledMapping``'s tree in flat, immutable buffers: the decoder's hot path reads them through raw
+/// pointers, so walking the tree costs no reference counting.
+final class MappingTables: @unchecked Sendable {
+    let nodeCount: Int
+    /// Per node: first edge, edge count, text target (table: -2 none, -1 parent), row table (-1 none), first
+    /// attribute, attribute count.
+    let edgeStart: UnsafeMutablePointer<Int32>
+    let edgeCount: UnsafeMutablePointer<Int32>
+    let textTable: UnsafeMutablePointer<Int32>
+    let textColumn: UnsafeMutablePointer<Int32>
+    let rowTable: UnsafeMutablePointer<Int32>
+    let attrStart: UnsafeMutablePointer<Int32>
+    let attrCount: UnsafeMutablePointer<Int32>
+    /// Per edge: name (offset, length into `names`) and the node it leads to.
+    let edgeName: UnsafeMutablePointer<Int32>
+    let edgeLength: UnsafeMutablePointer<Int32>
+    let edgeTarget: UnsafeMutablePointer<Int32>
+    /// Per attribute: name and target.
+    let attrName: UnsafeMutablePointer<Int32>
+    let attrLength: UnsafeMutablePointer<Int32>
+    let attrTable: UnsafeMutablePointer<Int32>
+    let attrColumn: UnsafeMutablePointer<Int32>
+    let names: UnsafeMutablePointer<UInt8>
+    /// The record element's name.
+    let recordName: UnsafeMutablePointer<UInt8>
+    /// Per child mapping: field count, index among the schema's child tables (-1: a JSON column).
+    let childFields: UnsafeMutablePointer<Int32>
+    let childTable: UnsafeMutablePointer<Int32>
+    /// Field types of every child mapping, one after the other (`childTypeStart[t]` is mapping t's first).
+    let childTypes: UnsafeMutablePointer<FieldType>
+    let childTypeStart: UnsafeMutablePointer<Int32>
+    /// Parent field types.
+    let parentTypes: UnsafeMutablePointer<FieldType>
+    let parentCount: Int
+
+    init(_ c: CompiledMapping) {
+        let nodes = c.nodes
+        nodeCount = nodes.count
+        func buffer(_ values: [Int32]) -> UnsafeMutablePointer<Int32> {
+            let p = UnsafeMutablePointer<Int32>.allocate(capacity: max(values.count, 1))
+            p.initialize(from: values, count: values.count)
+            return p
+        }
+        var bytes: [UInt8] = []
+        var es: [Int32] = []
+        var ec: [Int32] = []
+        var tt: [Int32] = []
+        var tc: [Int32] = []
+        var rt: [Int32] = []
+        var ast: [Int32] = []
+        var ac: [Int32] = []
+        var en: [Int32] = []
+        var el: [Int32] = []
+        var et: [Int32] = []
+        var an: [Int32] = []
+        var al: [Int32] = []
+        var at: [Int32] = []
+        var acol: [Int32] = []
+        for n in nodes {
+            es.append(Int32(en.count))
+            ec.append(Int32(n.names.count))
+            for (i, name) in n.names.enumerated() {
+                en.append(Int32(bytes.count))
+                el.append(Int32(name.count))
+                bytes.append(contentsOf: name)
+                et.append(Int32(n.next[i]))
+            }
+            tt.append(Int32(n.text?.table ?? -2))
+            tc.append(Int32(n.text?.column ?? 0))
+            rt.append(Int32(n.startsRow ?? -1))
+            ast.append(Int32(an.count))
+            ac.append(Int32(n.attributes.count))
+            for (name, target) in n.attributes {
+                an.append(Int32(bytes.count))
+                al.append(Int32(name.count))
+                bytes.append(contentsOf: name)
+                at.append(Int32(target.table))
+                acol.append(Int32(target.column))
+            }
+        }
+        edgeStart = buffer(es)
+        edgeCount = buffer(ec)
+        textTable = buffer(tt)
+        textColumn = buffer(tc)
+        rowTable = buffer(rt)
+        attrStart = buffer(ast)
+        attrCount = buffer(ac)
+        edgeName = buffer(en)
+        edgeLength = buffer(el)
+        edgeTarget = buffer(et)
+        attrName = buffer(an)
+        attrLength = buffer(al)
+        attrTable = buffer(at)
+        attrColumn = buffer(acol)
+        names = .allocate(capacity: max(bytes.count, 1))
+        names.initialize(from: bytes, count: bytes.count)
+        recordName = .allocate(capacity: max(c.recordName.count, 1))
+        recordName.initialize(from: c.recordName, count: c.recordName.count)
+        childFields = buffer(c.children.map { Int32($0.types.count) })
+        childTable = buffer(c.children.map { Int32($0.tableIndex ?? -1) })
+        let types = c.children.flatMap(\.types)
+        childTypes = .allocate(capacity: max(types.count, 1))
+        childTypes.initialize(from: types, count: types.count)
+        var starts: [Int32] = []
+        var next: Int32 = 0
+        for ch in c.children {
+            starts.append(next)
+            next += Int32(ch.types.count)
+        }
+        childTypeStart = buffer(starts)
+        parentCount = c.parentTypes.count
+        parentTypes = .allocate(capacity: max(parentCount, 1))
+        parentTypes.initialize(from: c.parentTypes, count: parentCount)
+    }
+
+    deinit {
+        for p in [
+            edgeStart, edgeCount, textTable, textColumn, rowTable, attrStart, attrCount, edgeName, edgeLength,
+            edgeTarget, attrName, attrLength, attrTable, attrColumn, childFields, childTable, childTypeStart,
+        ] {
+            p.deallocate()
+        }
+        names.deallocate()
+        recordName.deallocate()
+        childTypes.deallocate()
+        parentTypes.deallocate()
+    }
+
+    /// The child node of `node` named by `p[start..<end]`, or -1.
+    @inline(__always)
+    func child(of node: Int, _ p: UnsafePointer<UInt8>, _ start: Int, _ length: Int) -> Int {
+        let first = Int(edgeStart[node])
+        for e in first..<(first + Int(edgeCount[node])) where Int(edgeLength[e]) == length {
+            if memcmp(p + start, names + Int(edgeName[e]), length) == 0 { return Int(edgeTarget[e]) }
+        }
+        return -1
     }
 }

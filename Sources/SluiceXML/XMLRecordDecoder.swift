@@ -1,6 +1,12 @@
 import Crypto
 import SluiceCore
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// A value captured while a record is read, before it is converted into its column.
 struct Slot {
     enum Kind: UInt8 {
@@ -61,12 +67,9 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
             return offset - i + 1
         }
         func reject(recordStart: Int, errorAt: Int, reason: String) -> Int {
+            // Resume where the skimmer, which recovers as the framer does, sees the record end.
             let boundary = skimmer.scan(chunk, from: recordStart, firstOnly: true)
-            var end = boundary.cut > recordStart ? boundary.cut : chunk.count
-            if end <= errorAt && end < chunk.count {
-                // The skimmer recovered before the error (a stray tag): skip at least past the error.
-                end = min(chunk.count, errorAt + 1)
-            }
+            let end = boundary.cut > recordStart ? boundary.cut : chunk.count
             let shown = min(end - recordStart, 16 << 10)
             let l = lineOf(errorAt)
             rejects.append(
@@ -104,7 +107,7 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
                     continue
                 }
                 do {
-                    try state.read(&scanner)
+                    try state.read(&scanner, recordStart: here)
                 } catch {
                     let end = reject(recordStart: here, errorAt: error.offset, reason: error.reason)
                     scanner.reset(to: end)
@@ -135,6 +138,9 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
 /// The per-call state of a decode: the captured values of the current record and scratch buffers.
 struct RecordState {
     let compiled: CompiledMapping
+    let tables: MappingTables
+    let recordName: UnsafeMutablePointer<UInt8>
+    let recordNameLength: Int
     let base: UnsafePointer<UInt8>
     let count: Int
     var slots: [Slot]
@@ -146,15 +152,16 @@ struct RecordState {
     var scratch: [UInt8] = []
     var canonical: [UInt8] = []
     var json: [UInt8] = []
-    var positions: [Int64]
 
     init(compiled: CompiledMapping, base: UnsafePointer<UInt8>, count: Int) {
         self.compiled = compiled
+        tables = compiled.tables
+        recordName = tables.recordName
+        recordNameLength = compiled.recordName.count
         self.base = base
         self.count = count
         slots = [Slot](repeating: Slot(), count: compiled.parentTypes.count)
         currentRow = [Int](repeating: -1, count: compiled.children.count)
-        positions = [Int64](repeating: 0, count: compiled.children.count)
         nodes.reserveCapacity(32)
         rows.reserveCapacity(64)
         rowSlots.reserveCapacity(512)
@@ -163,7 +170,7 @@ struct RecordState {
     }
 
     /// Reads the record whose start tag the scanner just returned, up to and including its end tag.
-    mutating func read(_ scanner: inout XMLScanner) throws(XMLError) {
+    mutating func read(_ scanner: inout XMLScanner, recordStart: Int) throws(XMLError) {
         for i in slots.indices { slots[i] = Slot() }
         rows.removeAll(keepingCapacity: true)
         rowSlots.removeAll(keepingCapacity: true)
@@ -171,35 +178,52 @@ struct RecordState {
         for i in currentRow.indices { currentRow[i] = -1 }
         nodes.removeAll(keepingCapacity: true)
         nodes.append(0)
+        let t = tables
         attributes(of: 0, scanner)
         let depth = scanner.depth - 1
         while true {
             let event = try scanner.next()
             switch event {
             case .start(let name):
-                guard let node = compiled.child(of: nodes[nodes.count - 1], named: name, in: base) else {
+                if nodes.count == 1 && name.count == recordNameLength
+                    && memcmp(base + name.start, recordName, recordNameLength) == 0
+                {
+                    throw XMLError(
+                        offset: recordStart,
+                        reason: "<\(scanner.string(name))> is not closed before the next one starts")
+                }
+                let node = t.child(of: nodes[nodes.count - 1], base, name.start, name.count)
+                if node < 0 {
                     try scanner.skipElement()
                     continue
                 }
                 nodes.append(node)
-                if let t = compiled.nodes[node].startsRow {
-                    rows.append((t, rowSlots.count))
-                    rowSlots.append(contentsOf: repeatElement(Slot(), count: compiled.children[t].types.count))
-                    currentRow[t] = rows.count - 1
+                let table = Int(t.rowTable[node])
+                if table >= 0 {
+                    rows.append((table, rowSlots.count))
+                    rowSlots.append(contentsOf: repeatElement(Slot(), count: Int(t.childFields[table])))
+                    currentRow[table] = rows.count - 1
                 }
-                attributes(of: node, scanner)
+                if t.attrCount[node] > 0 { attributes(of: node, scanner) }
             case .end:
                 let node = nodes.removeLast()
-                if let target = compiled.nodes[node].text { update(target) { $0.final = true } }
+                let table = Int(t.textTable[node])
+                if table != -2 { update(SlotTarget(table: table, column: Int(t.textColumn[node]))) { $0.final = true } }
                 if scanner.depth == depth { return }
             case .text(let span):
-                if let target = compiled.nodes[nodes[nodes.count - 1]].text {
-                    addText(span, literal: false, to: target)
+                let node = nodes[nodes.count - 1]
+                let table = Int(t.textTable[node])
+                if table != -2 {
+                    addText(span, literal: false, to: SlotTarget(table: table, column: Int(t.textColumn[node])))
                 }
             case .cdata(let span):
-                if let target = compiled.nodes[nodes[nodes.count - 1]].text { addText(span, literal: true, to: target) }
+                let node = nodes[nodes.count - 1]
+                let table = Int(t.textTable[node])
+                if table != -2 {
+                    addText(span, literal: true, to: SlotTarget(table: table, column: Int(t.textColumn[node])))
+                }
             case .endOfInput:
-                throw XMLError(offset: count, reason: "the record is not closed before the input ends")
+                throw XMLError(offset: recordStart, reason: "the record is not closed before the input ends")
             case .comment, .processingInstruction, .doctype:
                 continue
             }
@@ -207,17 +231,20 @@ struct RecordState {
     }
 
     private mutating func attributes(of node: Int, _ scanner: XMLScanner) {
-        let wanted = compiled.nodes[node].attributes
-        if wanted.isEmpty { return }
-        for a in scanner.attributes {
-            for (name, target) in wanted where name.count == a.name.count {
-                if name.withUnsafeBufferPointer({ Bytes.equal(base + a.name.start, $0.baseAddress!, name.count) }) {
-                    update(target) { s in
-                        if s.kind == .none {
-                            s = Slot(
-                                kind: .span, final: true, refs: a.value.hasReferences, trim: false,
-                                start: a.value.start,
-                                end: a.value.end)
+        let t = tables
+        let first = Int(t.attrStart[node])
+        let n = Int(t.attrCount[node])
+        if n == 0 { return }
+        scanner.attributes.withUnsafeBufferPointer { attrs in
+            for a in attrs {
+                for k in first..<(first + n) where Int(t.attrLength[k]) == a.name.count {
+                    if memcmp(base + a.name.start, t.names + Int(t.attrName[k]), a.name.count) == 0 {
+                        update(SlotTarget(table: Int(t.attrTable[k]), column: Int(t.attrColumn[k]))) { s in
+                            if s.kind == .none {
+                                s = Slot(
+                                    kind: .span, final: true, refs: a.value.hasReferences, trim: false,
+                                    start: a.value.start, end: a.value.end)
+                            }
                         }
                     }
                 }
@@ -301,26 +328,30 @@ struct RecordState {
     mutating func flush(into builder: RecordBatchBuilder) -> String? {
         let parentRow = builder.count
         let mapping = compiled.mapping
-        for (k, type) in compiled.parentTypes.enumerated() {
-            if let problem = append(slots[k], type: type, to: builder.columns[k]) {
+        let parentColumns = builder.columns
+        for k in 0..<tables.parentCount {
+            if let problem = append(slots[k], type: tables.parentTypes[k], to: parentColumns[k]) {
                 return "field '\(mapping.fields[k].name)': \(problem)"
             }
         }
-        for i in positions.indices { positions[i] = 0 }
-        // Child rows, in document order per table.
-        for (table, first) in rows {
-            let child = compiled.children[table]
-            guard let ti = child.tableIndex else { continue }
-            let cb = builder.children[ti]
-            positions[table] += 1
-            cb.columns[1].append(int64: positions[table])
-            for (k, type) in child.types.enumerated() {
-                if let problem = append(rowSlots[first + k], type: type, to: cb.columns[k + 2]) {
-                    return "\(child.mapping.table).\(child.mapping.fields[k].name): \(problem)"
+        // Child rows, table by table, in document order.
+        let t = tables
+        for (ti, cb) in builder.children.enumerated() {
+            let cols = cb.columns
+            var position: Int64 = 0
+            for (table, first) in rows where Int(t.childTable[table]) == ti {
+                position += 1
+                cols[1].append(int64: position)
+                let types = t.childTypes + Int(t.childTypeStart[table])
+                for k in 0..<Int(t.childFields[table]) {
+                    if let problem = append(rowSlots[first + k], type: types[k], to: cols[k + 2]) {
+                        let m = compiled.children[table].mapping
+                        return "\(m.table).\(m.fields[k].name): \(problem)"
+                    }
                 }
+                // The link column is filled below, once the key is known.
+                cb.finishRow(parent: parentRow)
             }
-            // The link column is filled below, once the key is known.
-            cb.finishRow(parent: parentRow)
         }
         // Link child rows to the key.
         if compiled.schema.children.count > 0 {

@@ -1,0 +1,183 @@
+import Foundation
+import SluiceSQLite
+import SluiceTesting
+import SluiceWorkloads
+import Testing
+
+/// `examples/discogs-releases.yaml`, as the tests run it.
+let discogsExample = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().appendingPathComponent("examples/discogs-releases.yaml").path
+
+let discogsTables = [
+    "release", "release_artist", "release_label", "release_format", "release_genre", "release_style", "release_track",
+    "release_identifier", "release_company", "release_video",
+]
+
+/// A copy of the example in `dir`, so that its rejects file lands there.
+func exampleCopy(_ dir: TemporaryDirectory, maxErrors: String? = nil) throws -> String {
+    var text = try String(contentsOfFile: discogsExample, encoding: .utf8)
+    if let maxErrors {
+        text = text.replacingOccurrences(
+            of: "  rejects: discogs.rejects.jsonl", with: "  rejects: discogs.rejects.jsonl\n  max_errors: \(maxErrors)"
+        )
+    }
+    return try dir.write(maxErrors == nil ? "discogs.yaml" : "strict.yaml", text)
+}
+
+/// Occurrences of `needle` in the file at `path`.
+func occurrences(_ needle: String, in path: String) throws -> Int {
+    let text = try String(contentsOfFile: path, encoding: .utf8)
+    return text.components(separatedBy: needle).count - 1
+}
+
+/// The expected `changes` line of an update run of `gen`'s dumps.
+func changesLine(_ gen: W5Generator) -> String {
+    let c = gen.updateCounts()
+    return
+        "changes    \(c.added) inserted, \(c.changed) updated, \(c.same + c.reordered) unchanged, \(c.deleted) purged"
+}
+
+/// Writes the W5 dumps for `releases` into `dir`: the initial one, the update, and a broken update (release 5
+/// has a mismatched tag).
+func writeDumps(_ gen: W5Generator, _ dir: TemporaryDirectory) throws {
+    try gen.writeInitial(to: dir.file("releases.xml"))
+    try gen.writeUpdate(to: dir.file("update.xml.gz"))
+    try gen.writeUpdate(to: dir.file("update.xml"))
+    var text = try String(contentsOfFile: dir.file("update.xml"), encoding: .utf8)
+    let start = text.range(of: "<release id=\"5\" ")!
+    let title = text.range(of: "</title>", range: start.upperBound..<text.endIndex)!
+    text.replaceSubrange(title, with: "</titel>")
+    try text.write(toFile: dir.file("broken.xml"), atomically: true, encoding: .utf8)
+}
+
+@Suite struct XMLDumpTests {
+    /// Every row of every table, sorted, as text.
+    func contents(_ db: String) throws -> [[String?]] {
+        let c = try SQLiteConnection(path: db)
+        var all: [[String?]] = []
+        for t in discogsTables {
+            all += try c.query("SELECT * FROM \(t) ORDER BY 1, 2").map { [t] + $0.map { $0 } }
+        }
+        return all
+    }
+
+    @Test func theDiscogsExampleLoadsUpdatesAndPurgesExactlyAsGenerated() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let gen = W5Generator(releases: 700)
+        try writeDumps(gen, dir)
+        let db = dir.file("d.db")
+        let example = try exampleCopy(dir)
+        func run(_ dump: String, _ extra: [String] = [], database: String? = nil) throws -> Outcome {
+            try sluice(
+                ["run", example, "--no-progress"] + extra, cwd: dir.path,
+                env: ["DUMP": dir.file(dump), "DATABASE": "sqlite:" + (database ?? db)])
+        }
+        let first = try run("releases.xml")
+        #expect(first.status == 0, "\(first.stderr)")
+        #expect(first.stderr.contains("records    700 in, 700 out, 0 rejected"))
+        #expect(first.stderr.contains("changes    700 inserted, 0 updated, 0 unchanged, 0 purged"))
+        let c = try SQLiteConnection(path: db)
+        for (table, tag) in [
+            ("release_track", "<track>"), ("release_genre", "<genre>"), ("release_style", "<style>"),
+            ("release_identifier", "<identifier "), ("release_company", "<company>"), ("release_video", "<video "),
+            ("release_label", "<label "), ("release_format", "<format "),
+        ] {
+            let n = try c.query("SELECT count(*) FROM \(table)")[0][0]
+            #expect(n == String(try occurrences(tag, in: dir.file("releases.xml"))), "\(table)")
+        }
+        // The bare '&' and '&#13;' of the notes arrive as text.
+        #expect(try c.query("SELECT notes FROM release WHERE id = 1")[0][0]?.contains("R&B mix\r\n") == true)
+
+        let update = try run("update.xml.gz", ["--skip-unchanged", "--purge-missing"])
+        #expect(update.status == 0, "\(update.stderr)")
+        #expect(update.stderr.contains(changesLine(gen)), "\(update.stderr)")
+        // The updated store holds exactly what a fresh load of the update dump holds.
+        let fresh = try run("update.xml.gz", database: dir.file("fresh.db"))
+        #expect(fresh.status == 0, "\(fresh.stderr)")
+        #expect(try contents(db) == contents(dir.file("fresh.db")))
+        let again = try run("update.xml.gz", ["--skip-unchanged", "--purge-missing"])
+        #expect(
+            again.stderr.contains(
+                "changes    0 inserted, 0 updated, \(700 - gen.updateCounts().deleted + gen.added) unchanged, 0 purged")
+        )
+    }
+
+    @Test func purgingNeverFollowsARunWithRejectsOrAnAbortedRun() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let gen = W5Generator(releases: 400)
+        try writeDumps(gen, dir)
+        let db = dir.file("d.db")
+        let env = ["DATABASE": "sqlite:" + db]
+        let discogsExample = try exampleCopy(dir)
+        #expect(
+            try sluice(
+                ["run", discogsExample, "--no-progress"], cwd: dir.path,
+                env: env.merging(["DUMP": dir.file("releases.xml")]) { $1 }
+            ).status == 0)
+        let c = try SQLiteConnection(path: db)
+        let before = try c.query("SELECT count(*) FROM release")[0][0]
+        // Release 5 is unreadable in this dump: purging would delete it and every release the dump dropped.
+        let r = try sluice(
+            ["run", discogsExample, "--no-progress", "--skip-unchanged", "--purge-missing"], cwd: dir.path,
+            env: env.merging(["DUMP": dir.file("broken.xml")]) { $1 })
+        #expect(r.status == 3, "\(r.stderr)")
+        #expect(r.stderr.contains("purge      skipped: some records were rejected"))
+        #expect(r.stderr.contains("0 purged"))
+        #expect(try c.query("SELECT count(*) FROM release WHERE id = 5")[0][0] == "1")
+        #expect(
+            try c.query("SELECT count(*) FROM release")[0][0] == String(Int(before!)! + gen.added))
+        let rejects = try String(contentsOfFile: dir.file("discogs.rejects.jsonl"), encoding: .utf8)
+        #expect(rejects.contains("end tag </titel> does not match the open element <title>"))
+        // An aborted run (the first rejected record is one too many) purges nothing either.
+        let strict = try exampleCopy(dir, maxErrors: "0")
+        let a = try sluice(
+            ["run", strict, "--no-progress", "--purge-missing"], cwd: dir.path,
+            env: env.merging(["DUMP": dir.file("broken.xml")]) { $1 })
+        #expect(a.status == 1, "\(a.stderr)")
+        #expect(a.stderr.contains("purge      skipped: the run did not complete"))
+        #expect(try c.query("SELECT count(*) FROM release")[0][0] == String(Int(before!)! + gen.added))
+    }
+}
+
+@Suite(.enabled(if: !Psql.testURL.isEmpty, "SLUICE_PG_URL is not set: run scripts/test, which starts PostgreSQL"))
+struct PostgresXMLDumpTests {
+    @Test func theDiscogsExampleUpdatesPostgreSQLExactlyAsGenerated() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let gen = W5Generator(releases: 600)
+        try writeDumps(gen, dir)
+        let url = Psql.testURL
+        func database(_ name: String) throws -> String {
+            _ = try Psql.rows(url, "DROP DATABASE IF EXISTS \(name)")
+            _ = try Psql.rows(url, "CREATE DATABASE \(name)")
+            return String(url[..<url.lastIndex(of: "/")!]) + "/" + name
+        }
+        let db = try database("w5_\(getpid())")
+        let fresh = try database("w5_fresh_\(getpid())")
+        let example = try exampleCopy(dir)
+        func run(_ dump: String, _ extra: [String] = [], into: String) throws -> Outcome {
+            try sluice(
+                ["run", example, "--no-progress"] + extra, cwd: dir.path,
+                env: ["DUMP": dir.file(dump), "DATABASE": into])
+        }
+        let first = try run("releases.xml", into: db)
+        #expect(first.status == 0, "\(first.stderr)")
+        #expect(first.stderr.contains("changes    600 inserted, 0 updated, 0 unchanged, 0 purged"))
+        let update = try run("update.xml.gz", ["--skip-unchanged", "--purge-missing"], into: db)
+        #expect(update.status == 0, "\(update.stderr)")
+        #expect(update.stderr.contains(changesLine(gen)), "\(update.stderr)")
+        #expect(try run("update.xml.gz", into: fresh).status == 0)
+        for t in discogsTables {
+            let q = "SELECT count(*), coalesce(sum(hashtext(x::text)::int8), 0) FROM \(t) x"
+            #expect(try Psql.rows(db, q) == Psql.rows(fresh, q), "\(t)")
+        }
+        #expect(try Psql.rows(db, "SELECT count(*) FROM pg_tables WHERE tablename LIKE '%sluice_seen'")[0][0] == "0")
+        // A broken record: nothing purged, release 5 kept.
+        let broken = try run("broken.xml", ["--skip-unchanged", "--purge-missing"], into: db)
+        #expect(broken.status == 3, "\(broken.stderr)")
+        #expect(broken.stderr.contains("purge      skipped"))
+        #expect(try Psql.rows(db, "SELECT count(*) FROM release WHERE id = 5")[0][0] == "1")
+    }
+}

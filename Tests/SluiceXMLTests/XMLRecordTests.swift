@@ -1,0 +1,239 @@
+import Foundation
+import SluiceCore
+import Testing
+
+@testable import SluiceXML
+
+typealias Decoded = (rows: [[Value]], children: [[[Value]]], rejects: [(line: Int, offset: Int, reason: String)])
+
+/// Decodes a whole document the way the runtime does: preamble, framer cuts of at most `chunk` bytes, decoder.
+func decodeDocument(_ xml: String, _ format: XMLFormat, chunk: Int = 1 << 20) throws -> Decoded {
+    try decodeBytes(Array(xml.utf8), format, chunk: chunk)
+}
+
+/// ``decodeDocument(_:_:chunk:)`` over raw bytes (which may be invalid UTF-8).
+func decodeBytes(_ raw: [UInt8], _ format: XMLFormat, chunk: Int) throws -> Decoded {
+    var bytes = raw
+    return try bytes.withUnsafeMutableBytes { buf in try decodeBuffer(UnsafeRawBufferPointer(buf), format, chunk: chunk)
+    }
+}
+
+func decodeBuffer(_ all: UnsafeRawBufferPointer, _ format: XMLFormat, chunk: Int) throws -> Decoded {
+    guard let pre = try format.preamble(all, atEOF: true, file: "t.xml") else {
+        throw SluiceError(.format, "no preamble")
+    }
+    let body = UnsafeRawBufferPointer(rebasing: all[pre.length...])
+    let schema = try format.declaredSchema ?? format.inferSchema(sample: body, header: nil)
+    let decoder = try format.makeDecoder(schema: schema, header: nil, file: "t.xml")
+    var framer = format.makeFramer()
+    var rows: [[Value]] = []
+    var children = [[[Value]]](repeating: [], count: schema.children.count)
+    var rejects: [(line: Int, offset: Int, reason: String)] = []
+    var at = 0
+    var line = 1 + pre.lines
+    var window = chunk
+    while at < body.count {
+        let end = min(body.count, at + window)
+        let view = UnsafeRawBufferPointer(rebasing: body[at..<end])
+        let cut = framer.completeLength(of: view, atEOF: end == body.count)
+        if cut == 0 {
+            // No whole record yet: read more, as the runtime grows its buffer.
+            window *= 2
+            continue
+        }
+        window = chunk
+        let piece = UnsafeRawBufferPointer(rebasing: view[0..<cut])
+        let builder = RecordBatchBuilder(schema: schema, trackOrigins: true)
+        var found: [RecordReject] = []
+        var pos = 0
+        var l = 0
+        while pos < piece.count {
+            let p = decoder.decode(
+                piece, from: pos, line: l, into: builder, maxRows: 3, maxBytes: 1 << 30, rejects: &found)
+            let moved = p.end != pos
+            pos = p.end
+            l = p.line
+            let batch = builder.build()
+            for r in 0..<batch.count { rows.append(batch.row(r)) }
+            for (c, child) in batch.children.enumerated() {
+                for r in 0..<child.count { children[c].append(child.row(r)) }
+            }
+            if !moved { break }
+        }
+        for r in found { rejects.append((line + r.relativeLine, pre.length + at + r.relativeOffset, r.reason)) }
+        line += l
+        at += cut
+    }
+    return (rows, children, rejects)
+}
+
+let mapping = XMLMapping(
+    record: "/releases/release", key: "id",
+    fields: [
+        XMLFieldMapping("id", path: "@id", type: .int64), XMLFieldMapping("title", path: "title"),
+        XMLFieldMapping("master", path: "master_id", type: .int64),
+        XMLFieldMapping("main", path: "master_id/@is_main_release", type: .bool),
+        XMLFieldMapping("notes", path: "notes"),
+    ],
+    children: [
+        XMLChildMapping(
+            table: "release_artist", path: "artists/artist",
+            fields: [XMLFieldMapping("artist_id", path: "id", type: .int64), XMLFieldMapping("name", path: "name")]),
+        XMLChildMapping(table: "release_genre", path: "genres/genre", fields: [XMLFieldMapping("genre", path: ".")]),
+        XMLChildMapping(
+            table: "credits", path: "extraartists/artist",
+            fields: [XMLFieldMapping("name", path: "name"), XMLFieldMapping("role", path: "role")], asJSON: true),
+    ])
+
+@Suite struct XMLRecordTests {
+    @Test func recordsBecomeParentRowsChildRowsAndJSON() throws {
+        let xml = """
+            <?xml version="1.0"?>
+            <!-- a dump -->
+            <releases>
+              <release id="7"><title> A &amp; B </title><master_id is_main_release="true">70</master_id>
+                <artists><artist><id>1</id><name>Ann</name></artist><artist><id>2</id><name><![CDATA[Bo <b>]]></name></artist></artists>
+                <genres><genre>Rock</genre><genre>Pop</genre></genres>
+                <extraartists><artist><name>Cy</name><role>Mix</role></artist></extraartists>
+                <notes>R&B&#13;
+            done</notes><ignored><deep a="1">x</deep></ignored>
+              </release>
+              <release id="8"/>
+            </releases>
+            """
+        let r = try decodeDocument(xml, try XMLFormat(mapping: mapping))
+        #expect(r.rejects.isEmpty)
+        #expect(r.rows.count == 2)
+        #expect(r.rows[0][0..<5] == [.int64(7), .string("A & B"), .int64(70), .bool(true), .string("R&B\r\ndone")])
+        #expect(r.rows[0][5] == .json(#"[{"name":"Cy","role":"Mix"}]"#))
+        #expect(r.rows[1][0..<6] == [.int64(8), .null, .null, .null, .null, .json("[]")])
+        #expect(
+            r.children[0] == [
+                [.int64(7), .int64(1), .int64(1), .string("Ann")],
+                [.int64(7), .int64(2), .int64(2), .string("Bo <b>")],
+            ])
+        #expect(r.children[1] == [[.int64(7), .int64(1), .string("Rock")], [.int64(7), .int64(2), .string("Pop")]])
+    }
+
+    @Test func aBrokenRecordIsRejectedWithItsPlaceAndTheNextOneIsRead() throws {
+        let xml = """
+            <releases>
+            <release id="1"><title>one</title></release>
+            <release id="2"><title>two</titel></release>
+            <release id="3"><title>three</title></release>
+            <release id="4"><title>f\u{FFFD}ur</title></release>
+            <release id="5"><title>five</title>
+            <release id="6"><title>six</title><master_id>x9</master_id></release>
+            <release id="7"><title>seven</title></release>
+            </releases>
+            """
+        // Invalid UTF-8 in record 4: swap the replacement character's bytes for a lone 0xFF.
+        var text = Array(xml.utf8)
+        let marker = Array("\u{FFFD}".utf8)
+        let at = (0..<text.count).first { Array(text[$0..<$0 + 3]) == marker }!
+        text.replaceSubrange(at..<at + 3, with: [0xFF])
+        let broken = String(decoding: text, as: UTF8.self)
+        #expect(broken.utf8.count != text.count)
+        for chunk in [1 << 20, 64, 97] {
+            let r = try decodeBytes(text, try XMLFormat(mapping: mapping), chunk: chunk)
+            #expect(r.rows.map { $0[0] } == [.int64(1), .int64(3), .int64(7)], "chunk \(chunk)")
+            #expect(r.rejects.map(\.line) == [3, 5, 6, 7], "chunk \(chunk)")
+            #expect(r.rejects[0].reason.contains("end tag </titel> does not match the open element <title>"))
+            #expect(r.rejects[1].reason.contains("invalid UTF-8"))
+            #expect(r.rejects[2].reason.contains("not closed"))
+            #expect(r.rejects[3].reason.contains("field 'master': 'x9' is not an integer"))
+        }
+    }
+
+    @Test func theHashIgnoresAttributeOrderAndWhitespaceButNotValues() throws {
+        let format = try XMLFormat(mapping: mapping)
+        let base = """
+            <releases><release id="1"><title>T</title><master_id is_main_release="false">5</master_id>\
+            <artists><artist><id>1</id><name>A</name></artist><artist><id>2</id><name>B</name></artist></artists>\
+            <genres><genre>G</genre></genres><extraartists><artist><name>X</name><role>R</role></artist></extraartists>\
+            <notes>n</notes></release></releases>
+            """
+        func hash(_ xml: String) throws -> Value { try decodeDocument(xml, format).rows[0].last! }
+        let h = try hash(base)
+        let same = """
+            <releases>
+              <release id='1'>
+                <notes>n</notes>
+                <master_id   is_main_release = "false" >5</master_id>
+                <title>  T  </title>
+                <artists>
+                  <artist><name>A</name><id>1</id></artist>
+                  <artist><name>B</name>  <id>2</id></artist>
+                </artists>
+                <genres> <genre>G</genre> </genres><!-- c -->
+                <extraartists><artist><role>R</role><name>X</name></artist></extraartists>
+              </release>
+            </releases>
+            """
+        #expect(try hash(same) == h)
+        let changes = [
+            ("<title>T</title>", "<title>T2</title>"), ("\">5<", "\">6<"), ("\"false\"", "\"true\""),
+            ("<name>A</name>", "<name>a</name>"), ("<id>2</id>", "<id>3</id>"),
+            ("<genre>G</genre>", "<genre>G</genre><genre>H</genre>"),
+            ("<role>R</role>", "<role>S</role>"), ("<notes>n</notes>", ""),
+            (
+                "<artist><id>1</id><name>A</name></artist><artist><id>2</id><name>B</name></artist>",
+                "<artist><id>2</id><name>B</name></artist><artist><id>1</id><name>A</name></artist>"
+            ),
+        ]
+        for (from, to) in changes {
+            let changed = base.replacingOccurrences(of: from, with: to)
+            #expect(changed != base)
+            #expect(try hash(changed) != h, "\(from) → \(to)")
+        }
+    }
+
+    @Test func aMappingIsInferredFromTheDocument() throws {
+        let xml = """
+            <releases>
+            <release id="1" status="ok"><title>A</title><year>1999</year><master_id main="1">5</master_id>
+              <artists><artist><id>3</id><name>X</name></artist></artists>
+              <genres><genre>Rock</genre><genre>Pop</genre></genres>
+              <tracklist><track><position>A1</position><title>t</title></track></tracklist>
+              <format><name>LP</name><qty>1</qty></format>
+            </release>
+            <release id="2" status="ok"><title>B</title><year>2001</year>
+              <artists><artist><id>4</id><name>Y</name></artist><artist><id>5</id><name>Z</name></artist></artists>
+            </release>
+            </releases>
+            """
+        let format = XMLFormat(record: "/releases/release")
+        let r = try decodeDocument(xml, format)
+        let m = try #require(format.mapping)
+        #expect(m.key == "id")
+        #expect(
+            m.fields.map { "\($0.name)=\($0.path):\($0.type)" } == [
+                "id=@id:int64", "status=@status:string", "title=title:string", "year=year:int64",
+                "master_id=master_id:int64", "master_id_main=master_id/@main:int64", "format_name=format/name:string",
+                "format_qty=format/qty:int64",
+            ])
+        #expect(
+            m.children.map { "\($0.table)=\($0.path)" } == [
+                "release_artist=artists/artist", "release_genre=genres/genre", "release_track=tracklist/track",
+            ])
+        #expect(m.children[0].fields.map(\.name) == ["artist_id", "name"])
+        #expect(r.rows.count == 2)
+        #expect(r.children[0].count == 3)
+        #expect(r.children[1] == [[.int64(1), .int64(1), .string("Rock")], [.int64(1), .int64(2), .string("Pop")]])
+    }
+
+    @Test func aDocumentWithoutTheContainerIsAnErrorNamingIt() throws {
+        #expect(throws: SluiceError.self) {
+            try decodeDocument("<catalog><item/></catalog>", try XMLFormat(mapping: mapping))
+        }
+        #expect(throws: SluiceError.self) {
+            try XMLMapping(record: "release", fields: [XMLFieldMapping("id", path: "@id")]).schema()
+        }
+        #expect(throws: SluiceError.self) {
+            try XMLMapping(
+                record: "/r/release", fields: [XMLFieldMapping("id", path: "@id")],
+                children: [XMLChildMapping(table: "c", path: "a/b", fields: [XMLFieldMapping("x", path: ".")])]
+            ).schema()
+        }
+    }
+}
