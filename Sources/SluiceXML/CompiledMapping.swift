@@ -260,7 +260,7 @@ final class MappingTables: @unchecked Sendable {
     func child(of node: Int, _ p: UnsafePointer<UInt8>, _ start: Int, _ length: Int) -> Int {
         let first = Int(edgeStart[node])
         for e in first..<(first + Int(edgeCount[node])) where Int(edgeLength[e]) == length {
-            if memcmp(p + start, names + Int(edgeName[e]), length) == 0 { return Int(edgeTarget[e]) }
+            if XMLText.same(p + start, names + Int(edgeName[e]), length) { return Int(edgeTarget[e]) }
         }
         return -1
     }

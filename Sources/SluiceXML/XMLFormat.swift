@@ -147,6 +147,9 @@ struct XMLFramer: RecordFramer {
 
     mutating func completeLength(of buffer: UnsafeRawBufferPointer, atEOF: Bool) -> Int {
         if atEOF { return buffer.count }
+        let fast = skimmer.lastRecordEnd(buffer)
+        if fast > 0 { return fast }
+        // No record ends in the buffer by the record tags alone: a broken record, or a huge one.
         return skimmer.scan(buffer, from: 0).cut
     }
 }

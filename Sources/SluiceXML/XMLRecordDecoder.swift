@@ -48,6 +48,8 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
     ) -> DecodeProgress {
         guard start < chunk.count, let raw = chunk.baseAddress else { return DecodeProgress(end: start, line: line) }
         var state = RecordState(compiled: compiled, base: raw.assumingMemoryBound(to: UInt8.self), count: chunk.count)
+        defer { state.free() }
+        state.bind(builder)
         var scanner = XMLScanner(chunk, from: start, tolerant: compiled.mapping.tolerant)
         let p = state.base
         var lineAt = line
@@ -118,7 +120,7 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
                     continue
                 }
                 let l = lineOf(here)
-                if let problem = state.flush(into: builder) {
+                if let problem = state.flush(parentRow: builder.count) {
                     builder.rollbackRow()
                     _ = reject(recordStart: here, errorAt: here, reason: problem)
                     scanner.reset(to: scanner.position)
@@ -135,7 +137,83 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
     }
 }
 
+/// A growable byte buffer without reference counting (scratch text, the canonical encoding, JSON).
+struct RawBytes {
+    var base: UnsafeMutablePointer<UInt8>
+    var count = 0
+    var capacity: Int
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        base = .allocate(capacity: capacity)
+    }
+
+    func free() { base.deallocate() }
+
+    /// Makes room for `n` more bytes and returns where they go (valid until the next growth).
+    @inline(__always)
+    mutating func reserve(_ n: Int) -> UnsafeMutablePointer<UInt8> {
+        if count + n > capacity {
+            var c = capacity * 2
+            while c < count + n { c *= 2 }
+            let b = UnsafeMutablePointer<UInt8>.allocate(capacity: c)
+            b.update(from: base, count: count)
+            base.deallocate()
+            base = b
+            capacity = c
+        }
+        return base + count
+    }
+
+    @inline(__always)
+    mutating func append(_ byte: UInt8) {
+        _ = reserve(1)
+        base[count] = byte
+        count += 1
+    }
+
+    @inline(__always)
+    mutating func append(_ p: UnsafePointer<UInt8>, _ n: Int) {
+        let at = reserve(n)
+        at.update(from: p, count: n)
+        count += n
+    }
+
+    @inline(__always)
+    mutating func append<T: FixedWidthInteger>(integer v: T) {
+        withUnsafeBytes(of: v.littleEndian) { append($0.baseAddress!.assumingMemoryBound(to: UInt8.self), $0.count) }
+    }
+
+    mutating func append(_ s: StaticString) { append(s.utf8Start, s.utf8CodeUnitCount) }
+
+    /// Appends `p[0..<n]` as a quoted JSON string.
+    mutating func appendJSONString(_ p: UnsafePointer<UInt8>, _ n: Int) {
+        append(UInt8(ascii: "\""))
+        let hex: StaticString = "0123456789abcdef"
+        for i in 0..<n {
+            let c = p[i]
+            switch c {
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"):
+                append(UInt8(ascii: "\\"))
+                append(c)
+            case 0x0A: append("\\n")
+            case 0x0D: append("\\r")
+            case 0x09: append("\\t")
+            case 0..<0x20:
+                append("\\u00")
+                append(hex.utf8Start[Int(c >> 4)])
+                append(hex.utf8Start[Int(c & 15)])
+            default: append(c)
+            }
+        }
+        append(UInt8(ascii: "\""))
+    }
+}
+
 /// The per-call state of a decode: the captured values of the current record and scratch buffers.
+///
+/// Columns are reached through unmanaged references bound once per call (the builder replaces its columns
+/// only between calls), so filling a row costs no reference counting.
 struct RecordState {
     let compiled: CompiledMapping
     let tables: MappingTables
@@ -149,9 +227,15 @@ struct RecordState {
     var rowSlots: [Slot] = []
     var currentRow: [Int]
     var nodes: [Int] = []
-    var scratch: [UInt8] = []
-    var canonical: [UInt8] = []
-    var json: [UInt8] = []
+    var scratch = RawBytes(capacity: 4096)
+    var canonical = RawBytes(capacity: 8192)
+    var json = RawBytes(capacity: 1024)
+    /// Unmanaged parent columns, then each child table's columns (`childColumnStart[t]` is table t's first),
+    /// and the child builders.
+    var columns: UnsafeMutablePointer<Unmanaged<Column>>
+    var childColumnStart: [Int] = []
+    var childBuilders: [Unmanaged<RecordBatchBuilder>] = []
+    var columnCapacity: Int
 
     init(compiled: CompiledMapping, base: UnsafePointer<UInt8>, count: Int) {
         self.compiled = compiled
@@ -165,8 +249,35 @@ struct RecordState {
         nodes.reserveCapacity(32)
         rows.reserveCapacity(64)
         rowSlots.reserveCapacity(512)
-        scratch.reserveCapacity(4096)
-        canonical.reserveCapacity(8192)
+        columnCapacity = compiled.schema.count + compiled.schema.children.reduce(0) { $0 + $1.schema.count }
+        columns = .allocate(capacity: max(columnCapacity, 1))
+    }
+
+    /// Frees the scratch buffers.
+    func free() {
+        scratch.free()
+        canonical.free()
+        json.free()
+        columns.deallocate()
+    }
+
+    /// Binds the builder's current columns (call before filling rows, after any `build`).
+    mutating func bind(_ builder: RecordBatchBuilder) {
+        var i = 0
+        for c in builder.columns {
+            columns[i] = Unmanaged.passUnretained(c)
+            i += 1
+        }
+        childColumnStart.removeAll(keepingCapacity: true)
+        childBuilders.removeAll(keepingCapacity: true)
+        for cb in builder.children {
+            childColumnStart.append(i)
+            childBuilders.append(Unmanaged.passUnretained(cb))
+            for c in cb.columns {
+                columns[i] = Unmanaged.passUnretained(c)
+                i += 1
+            }
+        }
     }
 
     /// Reads the record whose start tag the scanner just returned, up to and including its end tag.
@@ -174,7 +285,7 @@ struct RecordState {
         for i in slots.indices { slots[i] = Slot() }
         rows.removeAll(keepingCapacity: true)
         rowSlots.removeAll(keepingCapacity: true)
-        scratch.removeAll(keepingCapacity: true)
+        scratch.count = 0
         for i in currentRow.indices { currentRow[i] = -1 }
         nodes.removeAll(keepingCapacity: true)
         nodes.append(0)
@@ -186,7 +297,7 @@ struct RecordState {
             switch event {
             case .start(let name):
                 if nodes.count == 1 && name.count == recordNameLength
-                    && memcmp(base + name.start, recordName, recordNameLength) == 0
+                    && XMLText.same(base + name.start, recordName, recordNameLength)
                 {
                     throw XMLError(
                         offset: recordStart,
@@ -208,7 +319,7 @@ struct RecordState {
             case .end:
                 let node = nodes.removeLast()
                 let table = Int(t.textTable[node])
-                if table != -2 { update(SlotTarget(table: table, column: Int(t.textColumn[node]))) { $0.final = true } }
+                if table != -2 { markFinal(SlotTarget(table: table, column: Int(t.textColumn[node]))) }
                 if scanner.depth == depth { return }
             case .text(let span):
                 let node = nodes[nodes.count - 1]
@@ -235,16 +346,17 @@ struct RecordState {
         let first = Int(t.attrStart[node])
         let n = Int(t.attrCount[node])
         if n == 0 { return }
-        scanner.attributes.withUnsafeBufferPointer { attrs in
+        scanner.withAttributes { attrs in
             for a in attrs {
                 for k in first..<(first + n) where Int(t.attrLength[k]) == a.name.count {
-                    if memcmp(base + a.name.start, t.names + Int(t.attrName[k]), a.name.count) == 0 {
-                        update(SlotTarget(table: Int(t.attrTable[k]), column: Int(t.attrColumn[k]))) { s in
-                            if s.kind == .none {
-                                s = Slot(
+                    if XMLText.same(base + a.name.start, t.names + Int(t.attrName[k]), a.name.count) {
+                        let target = SlotTarget(table: Int(t.attrTable[k]), column: Int(t.attrColumn[k]))
+                        if let i = slotIndex(target), slot(i, target.table).kind == .none {
+                            setSlot(
+                                i, target.table,
+                                Slot(
                                     kind: .span, final: true, refs: a.value.hasReferences, trim: false,
-                                    start: a.value.start, end: a.value.end)
-                            }
+                                    start: a.value.start, end: a.value.end))
                         }
                     }
                 }
@@ -252,96 +364,165 @@ struct RecordState {
         }
     }
 
+    /// The index of a target's slot (in `slots` for the parent, `rowSlots` for a child row), if it has one.
     @inline(__always)
-    private mutating func update(_ target: SlotTarget, _ body: (inout Slot) -> Void) {
-        if target.table < 0 {
-            body(&slots[target.column])
-        } else {
-            let r = currentRow[target.table]
-            guard r >= 0 else { return }
-            body(&rowSlots[rows[r].first + target.column])
-        }
+    private func slotIndex(_ target: SlotTarget) -> Int? {
+        if target.table < 0 { return target.column }
+        let r = currentRow[target.table]
+        return r >= 0 ? rows[r].first + target.column : nil
+    }
+
+    @inline(__always)
+    private func slot(_ i: Int, _ table: Int) -> Slot { table < 0 ? slots[i] : rowSlots[i] }
+
+    @inline(__always)
+    private mutating func setSlot(_ i: Int, _ table: Int, _ s: Slot) {
+        if table < 0 { slots[i] = s } else { rowSlots[i] = s }
+    }
+
+    private mutating func markFinal(_ target: SlotTarget) {
+        guard let i = slotIndex(target) else { return }
+        if target.table < 0 { slots[i].final = true } else { rowSlots[i].final = true }
     }
 
     private mutating func addText(_ span: XMLSpan, literal: Bool, to target: SlotTarget) {
-        var s: Slot
-        if target.table < 0 {
-            s = slots[target.column]
-        } else {
-            let r = currentRow[target.table]
-            guard r >= 0 else { return }
-            s = rowSlots[rows[r].first + target.column]
-        }
+        guard let i = slotIndex(target) else { return }
+        var s = slot(i, target.table)
         if s.final { return }
         switch s.kind {
         case .none:
             s = Slot(
-                kind: literal ? .literal : .span, final: false, refs: span.hasReferences, trim: true, start: span.start,
-                end: span.end)
+                kind: literal ? .literal : .span, final: false, refs: span.hasReferences, trim: true,
+                start: span.start, end: span.end)
         case .span, .literal:
             let first = scratch.count
-            appendDecoded(s)
-            appendPiece(span, literal: literal)
+            appendDecoded(s.kind == .literal, s.refs, s.start, s.end)
+            appendDecoded(literal, span.hasReferences, span.start, span.end)
             s = Slot(kind: .scratch, final: false, refs: false, trim: true, start: first, end: scratch.count)
         case .scratch:
             if s.end != scratch.count {
-                let copy = Array(scratch[s.start..<s.end])
+                // Another value was written after this one: move this one to the end first.
+                let n = s.end - s.start
+                let at = scratch.reserve(n)
+                at.update(from: scratch.base + s.start, count: n)
                 s.start = scratch.count
-                scratch.append(contentsOf: copy)
+                scratch.count += n
             }
-            appendPiece(span, literal: literal)
+            appendDecoded(literal, span.hasReferences, span.start, span.end)
             s.end = scratch.count
         }
-        if target.table < 0 {
-            slots[target.column] = s
+        setSlot(i, target.table, s)
+    }
+
+    /// Appends the decoded bytes of input `[start, end)` to `scratch`.
+    private mutating func appendDecoded(_ literal: Bool, _ refs: Bool, _ start: Int, _ end: Int) {
+        let n = end - start
+        let at = scratch.reserve(n)
+        if !literal && refs {
+            scratch.count += XMLText.decode(base, start, end, into: at)
         } else {
-            rowSlots[rows[currentRow[target.table]].first + target.column] = s
+            at.update(from: base + start, count: n)
+            scratch.count += n
         }
-    }
-
-    private mutating func appendPiece(_ span: XMLSpan, literal: Bool) {
-        appendDecoded(
-            Slot(
-                kind: literal ? .literal : .span, final: false, refs: span.hasReferences, trim: false,
-                start: span.start, end: span.end))
-    }
-
-    /// Appends the decoded bytes of a span slot to `scratch`.
-    private mutating func appendDecoded(_ s: Slot) {
-        let n = s.end - s.start
-        let at = scratch.count
-        scratch.append(contentsOf: repeatElement(0, count: n))
-        let written = scratch.withUnsafeMutableBufferPointer { buf -> Int in
-            if s.kind == .span && s.refs {
-                return XMLText.decode(base, s.start, s.end, into: buf.baseAddress! + at)
-            }
-            (buf.baseAddress! + at).update(from: base + s.start, count: n)
-            return n
-        }
-        scratch.removeLast(n - written)
     }
 
     // MARK: - Output
 
-    /// Appends the record's parent values, child rows and hash to `builder` (without finishing the parent row).
-    /// Returns a reason when a value does not convert to its column's type.
-    mutating func flush(into builder: RecordBatchBuilder) -> String? {
-        let parentRow = builder.count
-        let mapping = compiled.mapping
-        let parentColumns = builder.columns
-        for k in 0..<tables.parentCount {
-            if let problem = append(slots[k], type: tables.parentTypes[k], to: parentColumns[k]) {
-                return "field '\(mapping.fields[k].name)': \(problem)"
+    /// The decoded, trimmed bytes of a slot: a pointer into the input or into `scratch` (valid until `scratch`
+    /// grows).
+    @inline(__always)
+    private mutating func value(_ s: Slot) -> (UnsafePointer<UInt8>, Int) {
+        switch s.kind {
+        case .none:
+            return (base, 0)
+        case .literal, .span:
+            var span = XMLSpan(start: s.start, end: s.end)
+            if s.trim { span = XMLText.trimmed(base, span) }
+            if s.kind == .literal || !s.refs { return (base + span.start, span.count) }
+            let at = scratch.reserve(span.count)
+            let n = XMLText.decode(base, span.start, span.end, into: at)
+            return (UnsafePointer(at), n)
+        case .scratch:
+            let p = scratch.base
+            var a = s.start
+            var b = s.end
+            if s.trim {
+                while a < b && XMLText.isSpace(p[a]) { a += 1 }
+                while b > a && XMLText.isSpace(p[b - 1]) { b -= 1 }
+            }
+            return (UnsafePointer(p + a), b - a)
+        }
+    }
+
+    /// Appends a slot's value to `column` as `type`, and to the canonical encoding. Returns why it does not
+    /// convert, if it does not.
+    private mutating func append(_ s: Slot, type: FieldType, to column: Unmanaged<Column>) -> String? {
+        if s.kind == .none {
+            column._withUnsafeGuaranteedRef { $0.appendNull() }
+            canonical.append(0)
+            return nil
+        }
+        let (p, n) = value(s)
+        if type == .string || type == .bytes {
+            column._withUnsafeGuaranteedRef { $0.append(bytes: UnsafeRawBufferPointer(start: p, count: n)) }
+            canonical.append(4)
+            canonical.append(integer: UInt32(truncatingIfNeeded: n))
+            canonical.append(p, n)
+            return nil
+        }
+        if n == 0 {
+            column._withUnsafeGuaranteedRef { $0.appendNull() }
+            canonical.append(0)
+            return nil
+        }
+        switch type {
+        case .int64, .timestamp:
+            let parsed = type == .int64 ? ValueParsing.parseInt64(p, n) : Timestamp.parse(p, n)
+            guard let v = parsed else { return Self.notA(type == .int64 ? "an integer" : "a timestamp", p, n) }
+            column._withUnsafeGuaranteedRef { $0.append(int64: v) }
+            canonical.append(1)
+            canonical.append(integer: v)
+        case .float64:
+            guard let v = ValueParsing.parseDouble(p, n) else { return Self.notA("a number", p, n) }
+            column._withUnsafeGuaranteedRef { $0.append(double: v) }
+            canonical.append(2)
+            canonical.append(integer: v.bitPattern)
+        case .bool:
+            guard let v = ValueParsing.parseBool(p, n) else { return Self.notA("true or false", p, n) }
+            column._withUnsafeGuaranteedRef { $0.append(bool: v) }
+            canonical.append(3)
+            canonical.append(v ? 1 : 0)
+        case .json, .string, .bytes:
+            if type == .json && JSONSyntax.validate(p, n) == nil { return Self.notA("JSON", p, n) }
+            column._withUnsafeGuaranteedRef { $0.append(bytes: UnsafeRawBufferPointer(start: p, count: n)) }
+            canonical.append(4)
+            canonical.append(integer: UInt32(truncatingIfNeeded: n))
+            canonical.append(p, n)
+        }
+        return nil
+    }
+
+    /// Appends the record's parent values, child rows and hash to the bound builder (without finishing the
+    /// parent row). Returns a reason when a value does not convert to its column's type.
+    mutating func flush(parentRow: Int) -> String? {
+        let t = tables
+        canonical.count = 0
+        let mark = scratch.count
+        defer { scratch.count = mark }
+        for k in 0..<t.parentCount {
+            if let problem = append(slots[k], type: t.parentTypes[k], to: columns[k]) {
+                return "field '\(compiled.mapping.fields[k].name)': \(problem)"
             }
         }
         // Child rows, table by table, in document order.
-        let t = tables
-        for (ti, cb) in builder.children.enumerated() {
-            let cols = cb.columns
+        for (ti, cb) in childBuilders.enumerated() {
+            let cols = columns + childColumnStart[ti]
             var position: Int64 = 0
             for (table, first) in rows where Int(t.childTable[table]) == ti {
                 position += 1
-                cols[1].append(int64: position)
+                cols[1]._withUnsafeGuaranteedRef { $0.append(int64: position) }
+                canonical.append(1)
+                canonical.append(integer: position)
                 let types = t.childTypes + Int(t.childTypeStart[table])
                 for k in 0..<Int(t.childFields[table]) {
                     if let problem = append(rowSlots[first + k], type: types[k], to: cols[k + 2]) {
@@ -350,26 +531,33 @@ struct RecordState {
                     }
                 }
                 // The link column is filled below, once the key is known.
-                cb.finishRow(parent: parentRow)
+                cb._withUnsafeGuaranteedRef { $0.finishRow(parent: parentRow) }
             }
+            canonical.append(9)
+            canonical.append(integer: UInt32(truncatingIfNeeded: position))
         }
         // Link child rows to the key.
-        if compiled.schema.children.count > 0 {
-            guard let kf = compiled.keyField, !builder.columns[kf].isNull(parentRow) else {
-                return "the record has no key (\(mapping.key ?? "id"))"
-            }
-            let key = builder.columns[kf]
-            for cb in builder.children {
-                let link = cb.columns[0]
-                while link.count < cb.count { link.append(from: key, at: parentRow) }
+        if !childBuilders.isEmpty {
+            guard let kf = compiled.keyField else { return "the record has no key" }
+            let key = columns[kf]
+            let missing = key._withUnsafeGuaranteedRef { $0.isNull(parentRow) }
+            if missing { return "the record has no key (\(compiled.mapping.key ?? "id"))" }
+            for (ti, cb) in childBuilders.enumerated() {
+                let link = columns[childColumnStart[ti]]
+                let rowsNow = cb._withUnsafeGuaranteedRef { $0.count }
+                key._withUnsafeGuaranteedRef { k in
+                    link._withUnsafeGuaranteedRef { l in
+                        while l.count < rowsNow { l.append(from: k, at: parentRow) }
+                    }
+                }
             }
         }
         // JSON list columns.
-        for (t, child) in compiled.children.enumerated() where child.jsonColumn != nil {
-            json.removeAll(keepingCapacity: true)
+        for (table, child) in compiled.children.enumerated() where child.jsonColumn != nil {
+            json.count = 0
             json.append(UInt8(ascii: "["))
             var firstRow = true
-            for (table, first) in rows where table == t {
+            for (rt, first) in rows where rt == table {
                 if !firstRow { json.append(UInt8(ascii: ",")) }
                 firstRow = false
                 if child.scalarList {
@@ -378,7 +566,8 @@ struct RecordState {
                     json.append(UInt8(ascii: "{"))
                     for (k, f) in child.mapping.fields.enumerated() {
                         if k > 0 { json.append(UInt8(ascii: ",")) }
-                        JSONText.appendQuoted(f.name, to: &json)
+                        var name = f.name
+                        name.withUTF8 { json.appendJSONString($0.baseAddress!, $0.count) }
                         json.append(UInt8(ascii: ":"))
                         appendJSONValue(rowSlots[first + k], type: child.types[k])
                     }
@@ -386,99 +575,17 @@ struct RecordState {
                 }
             }
             json.append(UInt8(ascii: "]"))
-            json.withUnsafeBytes { builder.columns[child.jsonColumn!].append(bytes: $0) }
+            let bytes = UnsafeRawBufferPointer(start: json.base, count: json.count)
+            columns[child.jsonColumn!]._withUnsafeGuaranteedRef { $0.append(bytes: bytes) }
+            canonical.append(4)
+            canonical.append(integer: UInt32(truncatingIfNeeded: json.count))
+            canonical.append(json.base, json.count)
         }
         if let h = compiled.hashColumn {
-            canonical.removeAll(keepingCapacity: true)
-            for (k, col) in builder.columns.enumerated() where k != h {
-                Canonical.append(col, row: parentRow, to: &canonical)
-            }
-            for cb in builder.children {
-                let r = cb.rows(ofParent: parentRow)
-                Canonical.appendCount(r.count, to: &canonical)
-                for row in r {
-                    for col in cb.columns.dropFirst() { Canonical.append(col, row: row, to: &canonical) }
-                }
-            }
-            let digest = canonical.withUnsafeBytes { SHA256.hash(data: $0) }
-            digest.withUnsafeBytes { builder.columns[h].append(bytes: $0) }
+            let digest = SHA256.hash(data: UnsafeRawBufferPointer(start: canonical.base, count: canonical.count))
+            digest.withUnsafeBytes { d in columns[h]._withUnsafeGuaranteedRef { $0.append(bytes: d) } }
         }
         return nil
-    }
-
-    /// The bytes of a slot's value (decoded, trimmed), handed to `body`.
-    private mutating func withValue<R>(_ s: Slot, _ body: (UnsafePointer<UInt8>, Int) -> R) -> R {
-        switch s.kind {
-        case .none:
-            return body(base, 0)
-        case .literal, .span:
-            var span = XMLSpan(start: s.start, end: s.end)
-            if s.trim { span = XMLText.trimmed(base, span) }
-            if s.kind == .literal || !s.refs { return body(base + span.start, span.count) }
-            let at = scratch.count
-            scratch.append(contentsOf: repeatElement(0, count: span.count))
-            let r = scratch.withUnsafeMutableBufferPointer { buf -> R in
-                let n = XMLText.decode(base, span.start, span.end, into: buf.baseAddress! + at)
-                return body(buf.baseAddress! + at, n)
-            }
-            scratch.removeLast(span.count)
-            return r
-        case .scratch:
-            return scratch.withUnsafeBufferPointer { buf -> R in
-                var a = s.start
-                var b = s.end
-                let p = buf.baseAddress!
-                if s.trim {
-                    while a < b && XMLText.isSpace(p[a]) { a += 1 }
-                    while b > a && XMLText.isSpace(p[b - 1]) { b -= 1 }
-                }
-                return body(p + a, b - a)
-            }
-        }
-    }
-
-    private mutating func append(_ s: Slot, type: FieldType, to column: Column) -> String? {
-        if s.kind == .none {
-            column.appendNull()
-            return nil
-        }
-        if type == .string || type == .bytes {
-            if s.kind == .span && s.refs {
-                var span = XMLSpan(start: s.start, end: s.end)
-                if s.trim { span = XMLText.trimmed(base, span) }
-                let out = column.beginBytes(reserving: span.count)
-                column.endBytes(length: XMLText.decode(base, span.start, span.end, into: out))
-                return nil
-            }
-            withValue(s) { p, n in column.append(bytes: UnsafeRawBufferPointer(start: p, count: n)) }
-            return nil
-        }
-        return withValue(s) { p, n -> String? in
-            if n == 0 {
-                column.appendNull()
-                return nil
-            }
-            switch type {
-            case .int64:
-                guard let v = ValueParsing.parseInt64(p, n) else { return Self.notA("an integer", p, n) }
-                column.append(int64: v)
-            case .float64:
-                guard let v = ValueParsing.parseDouble(p, n) else { return Self.notA("a number", p, n) }
-                column.append(double: v)
-            case .bool:
-                guard let v = ValueParsing.parseBool(p, n) else { return Self.notA("true or false", p, n) }
-                column.append(bool: v)
-            case .timestamp:
-                guard let v = Timestamp.parse(p, n) else { return Self.notA("a timestamp", p, n) }
-                column.append(int64: v)
-            case .json:
-                guard JSONSyntax.validate(p, n) != nil else { return Self.notA("JSON", p, n) }
-                column.append(bytes: UnsafeRawBufferPointer(start: p, count: n))
-            case .string, .bytes:
-                column.append(bytes: UnsafeRawBufferPointer(start: p, count: n))
-            }
-            return nil
-        }
     }
 
     private static func notA(_ what: String, _ p: UnsafePointer<UInt8>, _ n: Int) -> String {
@@ -488,53 +595,16 @@ struct RecordState {
 
     private mutating func appendJSONValue(_ s: Slot, type: FieldType) {
         if s.kind == .none {
-            json.append(contentsOf: "null".utf8)
+            json.append("null")
             return
         }
-        var out: [UInt8] = []
-        swap(&out, &json)
-        withValue(s) { p, n in
-            let buf = UnsafeBufferPointer(start: p, count: n)
-            if (type == .int64 || type == .float64) && n > 0 && JSONSyntax.validate(p, n) != nil
-                && (type == .float64 || ValueParsing.parseInt64(p, n) != nil)
-            {
-                out.append(contentsOf: buf)
-            } else {
-                JSONText.appendQuoted(buf, to: &out)
-            }
-        }
-        swap(&out, &json)
-    }
-}
-
-/// The canonical encoding hashed for a record: every value tagged by kind and length-prefixed, so that no
-/// two different records encode alike.
-enum Canonical {
-    @inline(__always)
-    static func appendCount(_ n: Int, to out: inout [UInt8]) {
-        withUnsafeBytes(of: UInt32(truncatingIfNeeded: n).littleEndian) { out.append(contentsOf: $0) }
-    }
-
-    static func append(_ column: Column, row: Int, to out: inout [UInt8]) {
-        if column.isNull(row) {
-            out.append(0)
-            return
-        }
-        switch column.type {
-        case .int64, .timestamp:
-            out.append(1)
-            withUnsafeBytes(of: column.int64(at: row).littleEndian) { out.append(contentsOf: $0) }
-        case .float64:
-            out.append(2)
-            withUnsafeBytes(of: column.double(at: row).bitPattern.littleEndian) { out.append(contentsOf: $0) }
-        case .bool:
-            out.append(3)
-            out.append(column.bool(at: row) ? 1 : 0)
-        case .string, .bytes, .json:
-            out.append(4)
-            let b = column.bytes(at: row)
-            appendCount(b.count, to: &out)
-            out.append(contentsOf: b)
+        let (p, n) = value(s)
+        if (type == .int64 || type == .float64) && n > 0 && JSONSyntax.validate(p, n) != nil
+            && (type == .float64 || ValueParsing.parseInt64(p, n) != nil)
+        {
+            json.append(p, n)
+        } else {
+            json.appendJSONString(p, n)
         }
     }
 }

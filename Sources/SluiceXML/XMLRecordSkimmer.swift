@@ -26,6 +26,112 @@ public struct XMLRecordSkimmer: Sendable {
         public var containerEnded: Bool
     }
 
+    /// The end of the last whole record in `buffer` (which begins at container level), found by looking only
+    /// at tags named like the record (their nesting depth), comments, CDATA and processing instructions —
+    /// several times cheaper than ``scan(_:from:firstOnly:)``. Returns 0 when no record ends in the buffer
+    /// (a record longer than the buffer, or a broken one: then use ``scan(_:from:firstOnly:)``, which recovers).
+    public func lastRecordEnd(_ buffer: UnsafeRawBufferPointer) -> Int {
+        guard let raw = buffer.baseAddress, buffer.count > 0 else { return 0 }
+        let p = raw.assumingMemoryBound(to: UInt8.self)
+        let n = buffer.count
+        let k = recordName.count
+        return recordName.withUnsafeBufferPointer { nameBuffer -> Int in
+            let name = nameBuffer.baseAddress!
+            var depth = 0
+            var cut = 0
+            var i = 0
+            while i < n {
+                guard let lt = Self.nextLessThan(p, i, n) else { break }
+                guard lt + k + 2 < n else { break }
+                let c = p[lt + 1]
+                if c == UInt8(ascii: "/") {
+                    if XMLText.same(p + lt + 2, name, k) {
+                        let d = p[lt + 2 + k]
+                        if d == UInt8(ascii: ">") || d <= 0x20 {
+                            guard let gt = memchr(p + lt + 2 + k, Int32(UInt8(ascii: ">")), n - lt - 2 - k) else {
+                                break
+                            }
+                            i = UnsafeRawPointer(gt) - raw + 1
+                            if depth > 0 {
+                                depth -= 1
+                                if depth == 0 { cut = i }
+                            }
+                            continue
+                        }
+                    }
+                    i = lt + 2
+                } else if c == UInt8(ascii: "!") {
+                    if p[lt + 2] == UInt8(ascii: "-") && p[lt + 3] == UInt8(ascii: "-") {
+                        guard let e = XMLText.find("-->", in: p, from: lt + 4, end: n) else { break }
+                        i = e + 3
+                    } else if lt + 9 <= n && memcmp(p + lt, "<![CDATA[", 9) == 0 {
+                        guard let e = XMLText.find("]]>", in: p, from: lt + 9, end: n) else { break }
+                        i = e + 3
+                    } else {
+                        i = lt + 2
+                    }
+                    if depth == 0 { cut = i }
+                } else if c == UInt8(ascii: "?") {
+                    guard let e = XMLText.find("?>", in: p, from: lt + 2, end: n) else { break }
+                    i = e + 2
+                    if depth == 0 { cut = i }
+                } else if XMLText.same(p + lt + 1, name, k) {
+                    let d = p[lt + 1 + k]
+                    guard d == UInt8(ascii: ">") || d == UInt8(ascii: "/") || d <= 0x20 else {
+                        i = lt + 1
+                        continue
+                    }
+                    // A record start tag: find its end outside quoted values; `/>` closes it at once.
+                    var q = lt + 1 + k
+                    var gt = -1
+                    while q < n {
+                        let b = p[q]
+                        if b == UInt8(ascii: ">") {
+                            gt = q
+                            break
+                        }
+                        if b == UInt8(ascii: "\"") || b == UInt8(ascii: "'") {
+                            guard let e = memchr(p + q + 1, Int32(b), n - q - 1) else { break }
+                            q = UnsafeRawPointer(e) - raw
+                        }
+                        q += 1
+                    }
+                    guard gt >= 0 else { break }
+                    i = gt + 1
+                    if p[gt - 1] == UInt8(ascii: "/") {
+                        if depth == 0 { cut = i }
+                    } else {
+                        depth += 1
+                    }
+                } else {
+                    i = lt + 1
+                }
+            }
+            return cut
+        }
+    }
+
+    /// The offset of the next `<` in `p[from..<end]`, eight bytes at a time (tags are a few bytes apart, too
+    /// close for a `memchr` call each to pay off).
+    @inline(__always)
+    static func nextLessThan(_ p: UnsafePointer<UInt8>, _ from: Int, _ end: Int) -> Int? {
+        var i = from
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        let pattern: UInt64 = 0x3C3C_3C3C_3C3C_3C3C
+        while i + 8 <= end {
+            let x = UnsafeRawPointer(p + i).loadUnaligned(as: UInt64.self) ^ pattern
+            let t = (x &- ones) & ~x & highs
+            if t != 0 { return i + t.trailingZeroBitCount / 8 }
+            i += 8
+        }
+        while i < end {
+            if p[i] == UInt8(ascii: "<") { return i }
+            i += 1
+        }
+        return nil
+    }
+
     /// Scans `buffer[start...]`, which begins at container level, and returns the last boundary, or with
     /// `firstOnly` the boundary after the first complete element.
     public func scan(_ buffer: UnsafeRawBufferPointer, from start: Int, firstOnly: Bool = false) -> Boundary {

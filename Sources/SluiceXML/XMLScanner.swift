@@ -10,7 +10,8 @@ public struct XMLSpan: Sendable, Equatable {
     public var start: Int
     /// Offset just past the last byte.
     public var end: Int
-    /// Whether the bytes contain `&` (references to decode, or a bare `&` in tolerant mode).
+    /// Whether the bytes may contain `&` (references to decode, or a bare `&` in tolerant mode). Text
+    /// events of a tolerant scanner always say true: looking is left to the decoding.
     public var hasReferences: Bool
 
     /// Creates a span.
@@ -87,7 +88,10 @@ public struct XMLScanner {
     /// Keep a bare `&` that starts no valid reference as text, rather than failing. Real dumps need this.
     public var tolerant: Bool
     /// The attributes of the element of the last ``XMLEvent/start(name:)``.
-    public private(set) var attributes: [XMLAttribute] = []
+    public var attributes: ArraySlice<XMLAttribute> { attributeStorage[0..<attributeCount] }
+    /// Storage reused from tag to tag (never shrunk, so a tag costs no allocation).
+    private var attributeStorage: [XMLAttribute] = []
+    private var attributeCount = 0
     /// Open elements, innermost last (name spans).
     public private(set) var openElements: [XMLSpan] = []
     private var pendingEnd: XMLSpan?
@@ -98,8 +102,14 @@ public struct XMLScanner {
         length = buffer.count
         position = start
         self.tolerant = tolerant
-        attributes.reserveCapacity(16)
+        attributeStorage.reserveCapacity(16)
         openElements.reserveCapacity(32)
+    }
+
+    /// Calls `body` with the attributes of the element of the last ``XMLEvent/start(name:)``.
+    @inline(__always)
+    public func withAttributes<R>(_ body: (UnsafeBufferPointer<XMLAttribute>) -> R) -> R {
+        attributeStorage.withUnsafeBufferPointer { body(UnsafeBufferPointer(rebasing: $0[0..<attributeCount])) }
     }
 
     /// The number of open elements.
@@ -116,7 +126,7 @@ public struct XMLScanner {
     @inline(__always)
     public func equals(_ span: XMLSpan, _ name: [UInt8]) -> Bool {
         span.count == name.count
-            && name.withUnsafeBufferPointer { memcmp(base + span.start, $0.baseAddress!, name.count) == 0 }
+            && name.withUnsafeBufferPointer { XMLText.same(base + span.start, $0.baseAddress!, name.count) }
     }
 
     /// The bytes of `span` as a string (for errors and tests).
@@ -135,10 +145,14 @@ public struct XMLScanner {
         let p = position
         if p >= length { return .endOfInput }
         if base[p] != UInt8(ascii: "<") {
-            let stop = find(UInt8(ascii: "<"), from: p) ?? length
+            let stop = XMLRecordSkimmer.nextLessThan(base, p, length) ?? length
             position = stop
+            if tolerant {
+                // Whether it holds an '&' is left to whoever decodes the text (most text is never kept).
+                return .text(XMLSpan(start: p, end: stop, hasReferences: true))
+            }
             let amp = find(UInt8(ascii: "&"), from: p, to: stop) != nil
-            if amp && !tolerant { try checkReferences(p, stop) }
+            if amp { try checkReferences(p, stop) }
             return .text(XMLSpan(start: p, end: stop, hasReferences: amp))
         }
         guard p + 1 < length else { throw XMLError(offset: p, reason: "the input ends inside a tag") }
@@ -193,10 +207,13 @@ public struct XMLScanner {
         c == 0x20 || c == 0x0A || c == 0x09 || c == 0x0D
     }
 
+    /// Bytes that end a name: 0x00–0x20, `"`, `'`, `/`, `<`, `=`, `>` — as a 128-bit mask (bytes ≥ 0x80 never do).
+    private static let nameEndLow: UInt64 =
+        0x1_FFFF_FFFF | 1 << 0x22 | 1 << 0x27 | 1 << 0x2F | 1 << 0x3C | 1 << 0x3D | 1 << 0x3E
+
     @inline(__always)
     private static func endsName(_ c: UInt8) -> Bool {
-        c <= 0x20 || c == UInt8(ascii: ">") || c == UInt8(ascii: "/") || c == UInt8(ascii: "=")
-            || c == UInt8(ascii: "\"") || c == UInt8(ascii: "'") || c == UInt8(ascii: "<")
+        c < 64 && (nameEndLow >> UInt64(c)) & 1 != 0
     }
 
     @inline(__always)
@@ -222,7 +239,7 @@ public struct XMLScanner {
     private mutating func startTag(_ p: Int) throws(XMLError) -> XMLEvent {
         let nameEnd = try name(at: p + 1)
         let tagName = XMLSpan(start: p + 1, end: nameEnd)
-        attributes.removeAll(keepingCapacity: true)
+        attributeCount = 0
         var q = nameEnd
         while true {
             let before = q
@@ -269,13 +286,27 @@ public struct XMLScanner {
             }
             let amp = find(UInt8(ascii: "&"), from: q + 1, to: close) != nil
             if amp && !tolerant { try checkReferences(q + 1, close) }
-            attributes.append(
-                XMLAttribute(name: attrName, value: XMLSpan(start: q + 1, end: close, hasReferences: amp)))
+            let attribute = XMLAttribute(name: attrName, value: XMLSpan(start: q + 1, end: close, hasReferences: amp))
+            if attributeCount < attributeStorage.count {
+                attributeStorage[attributeCount] = attribute
+            } else {
+                attributeStorage.append(attribute)
+            }
+            attributeCount += 1
             q = close + 1
         }
     }
 
     private mutating func endTag(_ p: Int) throws(XMLError) -> XMLEvent {
+        // Fast path: the end tag names the open element, as it almost always does.
+        if let open = openElements.last {
+            let e = p + 2 + open.count
+            if e < length && base[e] == UInt8(ascii: ">") && XMLText.same(base + p + 2, base + open.start, open.count) {
+                openElements.removeLast()
+                position = e + 1
+                return .end(name: XMLSpan(start: p + 2, end: e))
+            }
+        }
         let nameEnd = try name(at: p + 2)
         let tagName = XMLSpan(start: p + 2, end: nameEnd)
         var q = nameEnd
@@ -286,7 +317,7 @@ public struct XMLScanner {
         guard let open = openElements.last else {
             throw XMLError(offset: p, reason: "end tag </\(string(tagName))> closes no open element")
         }
-        guard open.count == tagName.count, memcmp(base + open.start, base + tagName.start, open.count) == 0 else {
+        guard open.count == tagName.count, XMLText.same(base + open.start, base + tagName.start, open.count) else {
             throw XMLError(
                 offset: p, reason: "end tag </\(string(tagName))> does not match the open element <\(string(open))>")
         }
