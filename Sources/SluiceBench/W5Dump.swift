@@ -46,6 +46,7 @@ struct W5: ParsableCommand {
     @Option(help: "Server URL (default: $SLUICE_PG_URL).") var url: String?
     @Option(help: "Comma-separated parts to run: parse, load, update.") var only = "parse,load,update"
     @Option(help: "Also write the results as JSON here.") var json: String?
+    @Option(help: "Parse runs of each tool, alternating (the median is reported).") var runs = 3
 
     static let tables = [
         "release", "release_artist", "release_label", "release_format", "release_genre", "release_style",
@@ -80,23 +81,33 @@ struct W5: ParsableCommand {
 
         if parts.contains("parse") {
             for (name, file) in [("uncompressed", plain), ("gzip", plainGz)] {
-                let x = try spawn(["xmllint", "--stream", "--noout", file], stderrPath: "\(data)/xmllint.err")
-                guard x.status == 0 else { throw BenchError("xmllint failed (\(x.status)): \(x.stderr)") }
-                setenv("DUMP", file, 1)
-                setenv("DATABASE", "discard:", 1)
-                let s = try spawn(
-                    [bin, "run", pipeline, "--no-progress", "--report-json", "\(data)/parse.json"],
-                    stderrPath: "\(data)/parse.err")
-                guard s.status == 0 else { throw BenchError("sluice failed (\(s.status)): \(s.stderr)") }
-                let rep = try report("\(data)/parse.json")
-                guard rep.recordsOut == Int64(releases) else {
-                    throw BenchError("sluice parsed \(rep.recordsOut) releases, expected \(releases)")
+                var xs: [Double] = []
+                var ss: [Double] = []
+                var rss: Int64 = 0
+                for _ in 0..<max(1, runs) {
+                    let x = try spawn(["xmllint", "--stream", "--noout", file], stderrPath: "\(data)/xmllint.err")
+                    guard x.status == 0 else { throw BenchError("xmllint failed (\(x.status)): \(x.stderr)") }
+                    xs.append(x.seconds)
+                    setenv("DUMP", file, 1)
+                    setenv("DATABASE", "discard:", 1)
+                    let s = try spawn(
+                        [bin, "run", pipeline, "--no-progress", "--report-json", "\(data)/parse.json"],
+                        stderrPath: "\(data)/parse.err")
+                    guard s.status == 0 else { throw BenchError("sluice failed (\(s.status)): \(s.stderr)") }
+                    let rep = try report("\(data)/parse.json")
+                    guard rep.recordsOut == Int64(releases) else {
+                        throw BenchError("sluice parsed \(rep.recordsOut) releases, expected \(releases)")
+                    }
+                    ss.append(s.seconds)
+                    rss = max(rss, s.peakRSSBytes)
                 }
+                let x = (seconds: median(xs), 0)
+                let s = (seconds: median(ss), peakRSSBytes: rss)
                 let ratio = x.seconds / s.seconds
                 print(
                     String(
                         format:
-                            "parse %@\n  xmllint --stream --noout  %6.2f s  %7.1f MB/s\n  sluice (discard:)         %6.2f s  %7.1f MB/s  %8.0f releases/s  peak RSS %@\n  ratio %.2f×",
+                            "parse %@ (median of \(xs.count) alternating runs; xmllint \(xs.map { String(format: "%.2f", $0) }), sluice \(ss.map { String(format: "%.2f", $0) }))\n  xmllint --stream --noout  %6.2f s  %7.1f MB/s\n  sluice (discard:)         %6.2f s  %7.1f MB/s  %8.0f releases/s  peak RSS %@\n  ratio %.2f×",
                         name, x.seconds, rawBytes / 1e6 / x.seconds, s.seconds, rawBytes / 1e6 / s.seconds,
                         Double(releases) / s.seconds, Format.bytes(s.peakRSSBytes), ratio))
                 results["parse-\(name)"] = [

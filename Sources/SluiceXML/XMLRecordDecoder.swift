@@ -82,7 +82,11 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
             return end
         }
 
-        while builder.count < maxRows && builder.dataBytes < maxBytes {
+        let recordName = state.recordName
+        let recordNameLength = state.recordNameLength
+        while builder.count < maxRows {
+            // Summing the columns' sizes walks every column: do it every 64 records, not every record.
+            if builder.count & 63 == 63 && builder.dataBytes >= maxBytes { break }
             let here = scanner.position
             if here >= chunk.count { break }
             // The container's end tag: the rest is the epilogue.
@@ -101,7 +105,8 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
             switch event {
             case .endOfInput: break
             case .start(let name):
-                guard scanner.equals(name, state.compiled.recordName) else {
+                guard name.count == recordNameLength && XMLText.same(p + name.start, recordName, recordNameLength)
+                else {
                     do { try scanner.skipElement() } catch {
                         let end = reject(recordStart: here, errorAt: error.offset, reason: error.reason)
                         scanner.reset(to: end)
@@ -290,7 +295,7 @@ struct RecordState {
         nodes.removeAll(keepingCapacity: true)
         nodes.append(0)
         let t = tables
-        attributes(of: 0, scanner)
+        attributes(of: 0, &scanner)
         let depth = scanner.depth - 1
         while true {
             let event = try scanner.next()
@@ -312,10 +317,10 @@ struct RecordState {
                 let table = Int(t.rowTable[node])
                 if table >= 0 {
                     rows.append((table, rowSlots.count))
-                    rowSlots.append(contentsOf: repeatElement(Slot(), count: Int(t.childFields[table])))
+                    for _ in 0..<Int(t.childFields[table]) { rowSlots.append(Slot()) }
                     currentRow[table] = rows.count - 1
                 }
-                if t.attrCount[node] > 0 { attributes(of: node, scanner) }
+                if t.attrCount[node] > 0 { attributes(of: node, &scanner) }
             case .end:
                 let node = nodes.removeLast()
                 let table = Int(t.textTable[node])
@@ -341,7 +346,7 @@ struct RecordState {
         }
     }
 
-    private mutating func attributes(of node: Int, _ scanner: XMLScanner) {
+    private mutating func attributes(of node: Int, _ scanner: inout XMLScanner) {
         let t = tables
         let first = Int(t.attrStart[node])
         let n = Int(t.attrCount[node])

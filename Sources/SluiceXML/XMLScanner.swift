@@ -92,8 +92,10 @@ public struct XMLScanner {
     /// Storage reused from tag to tag (never shrunk, so a tag costs no allocation).
     private var attributeStorage: [XMLAttribute] = []
     private var attributeCount = 0
-    /// Open elements, innermost last (name spans).
-    public private(set) var openElements: [XMLSpan] = []
+    /// Open elements' names, innermost at `depth - 1`.
+    private let open = OpenElements()
+    /// The number of open elements.
+    public private(set) var depth = 0
     private var pendingEnd: XMLSpan?
 
     /// Creates a scanner over `buffer[start...]`, checking nesting relative to that point.
@@ -103,7 +105,6 @@ public struct XMLScanner {
         position = start
         self.tolerant = tolerant
         attributeStorage.reserveCapacity(16)
-        openElements.reserveCapacity(32)
     }
 
     /// Calls `body` with the attributes of the element of the last ``XMLEvent/start(name:)``.
@@ -112,13 +113,10 @@ public struct XMLScanner {
         attributeStorage.withUnsafeBufferPointer { body(UnsafeBufferPointer(rebasing: $0[0..<attributeCount])) }
     }
 
-    /// The number of open elements.
-    @inlinable public var depth: Int { openElements.count }
-
     /// Moves the read position (to resynchronise after an error); forgets open elements.
     public mutating func reset(to offset: Int) {
         position = offset
-        openElements.removeAll(keepingCapacity: true)
+        depth = 0
         pendingEnd = nil
     }
 
@@ -139,7 +137,7 @@ public struct XMLScanner {
     public mutating func next() throws(XMLError) -> XMLEvent {
         if let end = pendingEnd {
             pendingEnd = nil
-            openElements.removeLast()
+            depth -= 1
             return .end(name: end)
         }
         let p = position
@@ -203,6 +201,15 @@ public struct XMLScanner {
     // MARK: - Tags
 
     @inline(__always)
+    private mutating func push(_ name: XMLSpan) throws(XMLError) {
+        guard depth < OpenElements.capacity else {
+            throw XMLError(offset: name.start - 1, reason: "elements nest deeper than \(OpenElements.capacity)")
+        }
+        open.spans[depth] = name
+        depth += 1
+    }
+
+    @inline(__always)
     private static func isSpace(_ c: UInt8) -> Bool {
         c == 0x20 || c == 0x0A || c == 0x09 || c == 0x0D
     }
@@ -248,7 +255,7 @@ public struct XMLScanner {
             let c = base[q]
             if c == UInt8(ascii: ">") {
                 position = q + 1
-                openElements.append(tagName)
+                try push(tagName)
                 return .start(name: tagName)
             }
             if c == UInt8(ascii: "/") {
@@ -256,7 +263,7 @@ public struct XMLScanner {
                     throw XMLError(offset: q, reason: "'/' in tag <\(string(tagName))> is not followed by '>'")
                 }
                 position = q + 2
-                openElements.append(tagName)
+                try push(tagName)
                 pendingEnd = tagName
                 return .start(name: tagName)
             }
@@ -299,10 +306,11 @@ public struct XMLScanner {
 
     private mutating func endTag(_ p: Int) throws(XMLError) -> XMLEvent {
         // Fast path: the end tag names the open element, as it almost always does.
-        if let open = openElements.last {
-            let e = p + 2 + open.count
-            if e < length && base[e] == UInt8(ascii: ">") && XMLText.same(base + p + 2, base + open.start, open.count) {
-                openElements.removeLast()
+        if depth > 0 {
+            let top = open.spans[depth - 1]
+            let e = p + 2 + top.count
+            if e < length && base[e] == UInt8(ascii: ">") && XMLText.same(base + p + 2, base + top.start, top.count) {
+                depth -= 1
                 position = e + 1
                 return .end(name: XMLSpan(start: p + 2, end: e))
             }
@@ -314,14 +322,15 @@ public struct XMLScanner {
         guard q < length, base[q] == UInt8(ascii: ">") else {
             throw XMLError(offset: p, reason: "end tag </\(string(tagName))> is not closed with '>'")
         }
-        guard let open = openElements.last else {
+        guard depth > 0 else {
             throw XMLError(offset: p, reason: "end tag </\(string(tagName))> closes no open element")
         }
-        guard open.count == tagName.count, XMLText.same(base + open.start, base + tagName.start, open.count) else {
+        let top = open.spans[depth - 1]
+        guard top.count == tagName.count, XMLText.same(base + top.start, base + tagName.start, top.count) else {
             throw XMLError(
-                offset: p, reason: "end tag </\(string(tagName))> does not match the open element <\(string(open))>")
+                offset: p, reason: "end tag </\(string(tagName))> does not match the open element <\(string(top))>")
         }
-        openElements.removeLast()
+        depth -= 1
         position = q + 1
         return .end(name: tagName)
     }
@@ -374,4 +383,12 @@ public struct XMLScanner {
     private func has(_ s: StaticString, at p: Int) -> Bool {
         p + s.utf8CodeUnitCount <= length && memcmp(base + p, s.utf8Start, s.utf8CodeUnitCount) == 0
     }
+}
+
+/// The names of a scanner's open elements, in a buffer that needs no reference counting to read.
+final class OpenElements {
+    /// The deepest nesting accepted.
+    static let capacity = 4096
+    let spans = UnsafeMutablePointer<XMLSpan>.allocate(capacity: OpenElements.capacity)
+    deinit { spans.deallocate() }
 }
