@@ -15,6 +15,10 @@ public struct PostgresSinkOptions: Sendable, Hashable {
     /// Content-hash use: skip unchanged records, purge missing ones.
     public var changes = ChangeTracking()
 
+    /// Stored records whose keys and hashes an upsert of nested or hashed records reads into memory at open
+    /// (24 bytes each), so that batches need no lookup round trip; larger tables are looked up batch by batch.
+    public static let storedHashLimit = 8_000_000
+
     /// The default number of writers: 2 (measured on 2 cores against a local server: two connections keep
     /// the server busy while the other prepares its next batch; see `docs/BENCHMARKS.md`).
     public static let defaultWriters = 2
@@ -124,6 +128,8 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         /// The keys a purging run saw (`<table>__sluice_seen`).
         var seenTable: String?
         var copySeen: String
+        /// Every stored key and hash, read once at open (int64 keys, a table that fits the cap).
+        var stored: StoredHashes?
     }
 
     /// Inserted / updated / unchanged / purged counts (upserts of nested or hashed records).
@@ -298,7 +304,8 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
                     delete: "DELETE FROM \(t) WHERE \(SQL.ident(link)) = ANY($1)"))
         }
         var n = Nested(
-            children: targets, lookup: nil, keyColumn: nil, keyIndex: -1, hashIndex: nil, seenTable: nil, copySeen: "")
+            children: targets, lookup: nil, keyColumn: nil, keyIndex: -1, hashIndex: nil, seenTable: nil, copySeen: "",
+            stored: nil)
         if case .upsert(let key) = mode, let k = key.first, let ci = columns.firstIndex(where: { $0.name == k }) {
             let kc = columns[ci]
             guard kc.encoding == .int8 || (kc.input == .string && kc.encoding == .raw) else {
@@ -312,7 +319,11 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
             let cast = kc.input == .int64 ? "int8" : "text"
             n.lookup =
                 "SELECT \(SQL.ident(k))::\(cast), \(hash ?? "NULL::bytea") FROM \(SQL.table(table)) WHERE \(SQL.ident(k)) = ANY($1)"
-            if tracking.purgeMissing {
+            if kc.input == .int64 {
+                n.stored = try StoredHashes.load(
+                    table: table, key: k, hash: hash, on: s, limit: PostgresSinkOptions.storedHashLimit)
+            }
+            if tracking.purgeMissing && n.stored == nil {
                 let seen = table + "__sluice_seen"
                 try s.execute("DROP TABLE IF EXISTS \(SQL.table(seen))")
                 try s.execute("CREATE UNLOGGED TABLE \(SQL.table(seen)) (k \(kc.sqlType))")
@@ -630,12 +641,103 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
     private func writeNested(
         _ batch: RecordBatch, _ n: Nested, _ s: PostgresSession, _ lane: Lane, _ sequence: Int?, _ t: inout SinkTimings
     ) throws -> SinkWriteOutcome {
+        if let sequence { keyOrder?.waitForEarlierBatchesSharingKeys(sequence) }
+        if let stored = n.stored {
+            let a = MonotonicClock.now()
+            let c = stored.classify(
+                batch, key: n.keyIndex, hash: options.changes.skipUnchanged ? n.hashIndex : nil)
+            t.encode.busy += MonotonicClock.now() - a
+            var local = ChangeCounts()
+            local.unchanged = Int64(c.unchanged)
+            local.inserted = Int64(c.new.count)
+            local.updated = Int64(c.changed.count)
+            if c.new.isEmpty && c.changed.isEmpty {
+                addCounts(local)
+                return SinkWriteOutcome(written: batch.count)
+            }
+            do {
+                let kids = try writeRows(batch, n, s, lane, new: c.new, changed: c.changed, &t)
+                stored.remember(batch, rows: c.changed, key: n.keyIndex, hash: n.hashIndex)
+                addCounts(local)
+                return SinkWriteOutcome(written: batch.count, childRows: kids)
+            } catch let f as PostgresFailure where f.sqlState == "23505" {
+                // A key new to the stored set was inserted earlier in this run: classify this batch against the
+                // table itself.
+                try s.execute("ROLLBACK")
+            }
+        }
+        return try writeNestedLookingUp(batch, n, s, lane, &t)
+    }
+
+    private func addCounts(_ c: ChangeCounts) {
+        timingLock.lock()
+        counts.add(c)
+        timingLock.unlock()
+    }
+
+    /// Writes new rows (copied in) and changed rows (merged, their old children deleted), then the children of
+    /// both, and with a seen table the batch's keys, in one transaction. Returns the child rows written.
+    private func writeRows(
+        _ batch: RecordBatch, _ n: Nested, _ s: PostgresSession, _ lane: Lane, new newRows: [Int],
+        changed changedRows: [Int],
+        _ t: inout SinkTimings
+    ) throws -> Int {
+        let b = MonotonicClock.now()
+        try s.execute("BEGIN")
+        var childRows = 0
+        let all = newRows.count == batch.count
+        if !newRows.isEmpty && directCopy {
+            let part = all ? batch : batch.select(rows: newRows)
+            let (data, rejected) = encodeCopy(part, lane.encoder, ordinal: false)
+            if let r = rejected.first { throw SinkError(.rejectedData, r.reason) }
+            try s.copyIn(statement: statements.copy, data: data)
+        }
+        let merged = directCopy ? changedRows : (newRows + changedRows).sorted()
+        if !merged.isEmpty {
+            if !lane.stageReady {
+                try s.execute("SET temp_buffers = \(SQL.literal(options.tempBuffers))")
+                try s.execute(statements.createStage)
+                lane.stageReady = true
+            }
+            let (data, rejected) = encodeCopy(batch.select(rows: merged), lane.encoder, ordinal: true)
+            if let r = rejected.first { throw SinkError(.rejectedData, r.reason) }
+            try s.copyIn(statement: statements.copyStage, data: data)
+            try s.execute(statements.merge)
+        }
+        if !changedRows.isEmpty, let kc = n.keyColumn {
+            var binds = PostgresBindings()
+            binds.append(try arrayParameter(batch, column: n.keyIndex, as: kc, rows: changedRows, lane.encoder))
+            for child in n.children { try s.execute(child.delete, binds) }
+        }
+        let written = all ? batch : batch.select(rows: (newRows + changedRows).sorted())
+        for (c, child) in n.children.enumerated() where written.children[c].count > 0 {
+            let (data, rejected) = encodeCopy(
+                written.children[c], lane.encoder, ordinal: false, columns: child.columns, inputIndex: child.inputIndex)
+            if let r = rejected.first { throw SinkError(.rejectedData, "\(child.table): \(r.reason)") }
+            try s.copyIn(statement: child.copy, data: data)
+            childRows += written.children[c].count
+        }
+        if n.seenTable != nil, let kc = n.keyColumn {
+            let keyOnly = RecordBatch(
+                schema: Schema([Field("k", kc.input)]), columns: [batch.columns[n.keyIndex]], count: batch.count)
+            let (data, _) = encodeCopy(keyOnly, lane.encoder, ordinal: false, columns: [kc], inputIndex: [0])
+            try s.copyIn(statement: n.copySeen, data: data)
+        }
+        let c = MonotonicClock.now()
+        t.write.busy += c - b
+        try s.execute("COMMIT")
+        t.commit.busy += MonotonicClock.now() - c
+        return childRows
+    }
+
+    /// ``writeNested`` classifying the batch with a lookup of its keys in the table.
+    private func writeNestedLookingUp(
+        _ batch: RecordBatch, _ n: Nested, _ s: PostgresSession, _ lane: Lane, _ t: inout SinkTimings
+    ) throws -> SinkWriteOutcome {
         let a = MonotonicClock.now()
         var local = ChangeCounts()
         var newRows: [Int] = []
         var changedRows: [Int] = []
-        if let sequence { keyOrder?.waitForEarlierBatchesSharingKeys(sequence) }
-        try s.execute("BEGIN")
         if let lookup = n.lookup, let kc = n.keyColumn {
             var binds = PostgresBindings()
             binds.append(try arrayParameter(batch, column: n.keyIndex, as: kc, rows: nil, lane.encoder))
@@ -699,57 +801,12 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         } else {
             newRows = Array(0..<batch.count)
         }
-        let b = MonotonicClock.now()
-        t.encode.busy += b - a
-        var childRows = 0
-        let all = newRows.count == batch.count
-        // Parents: new ones straight in, changed ones merged; then the changed ones' old children go.
-        if !newRows.isEmpty && directCopy {
-            let part = all ? batch : batch.select(rows: newRows)
-            let (data, rejected) = encodeCopy(part, lane.encoder, ordinal: false)
-            if let r = rejected.first { throw SinkError(.rejectedData, r.reason) }
-            try s.copyIn(statement: statements.copy, data: data)
-        }
-        let merged = directCopy ? changedRows : (newRows + changedRows).sorted()
-        if !merged.isEmpty {
-            if !lane.stageReady {
-                try s.execute("SET temp_buffers = \(SQL.literal(options.tempBuffers))")
-                try s.execute(statements.createStage)
-                lane.stageReady = true
-            }
-            let (data, rejected) = encodeCopy(batch.select(rows: merged), lane.encoder, ordinal: true)
-            if let r = rejected.first { throw SinkError(.rejectedData, r.reason) }
-            try s.copyIn(statement: statements.copyStage, data: data)
-            try s.execute(statements.merge)
-        }
-        if !changedRows.isEmpty, let kc = n.keyColumn {
-            var binds = PostgresBindings()
-            binds.append(try arrayParameter(batch, column: n.keyIndex, as: kc, rows: changedRows, lane.encoder))
-            for child in n.children { try s.execute(child.delete, binds) }
-        }
-        // Children of every written parent.
-        let written = all ? batch : batch.select(rows: (newRows + changedRows).sorted())
-        for (c, child) in n.children.enumerated() where written.children[c].count > 0 {
-            let (data, rejected) = encodeCopy(
-                written.children[c], lane.encoder, ordinal: false, columns: child.columns, inputIndex: child.inputIndex)
-            if let r = rejected.first { throw SinkError(.rejectedData, "\(child.table): \(r.reason)") }
-            try s.copyIn(statement: child.copy, data: data)
-            childRows += written.children[c].count
-        }
-        if n.seenTable != nil, let kc = n.keyColumn {
-            let keyOnly = RecordBatch(
-                schema: Schema([Field("k", kc.input)]), columns: [batch.columns[n.keyIndex]], count: batch.count)
-            let (data, _) = encodeCopy(keyOnly, lane.encoder, ordinal: false, columns: [kc], inputIndex: [0])
-            try s.copyIn(statement: n.copySeen, data: data)
-        }
-        let c = MonotonicClock.now()
-        t.write.busy += c - b
-        try s.execute("COMMIT")
-        t.commit.busy += MonotonicClock.now() - c
+        t.encode.busy += MonotonicClock.now() - a
+        n.stored?.markSeen(batch, key: n.keyIndex)
+        let childRows = try writeRows(batch, n, s, lane, new: newRows, changed: changedRows, &t)
         if n.lookup != nil {
-            timingLock.lock()
-            counts.add(local)
-            timingLock.unlock()
+            n.stored?.remember(batch, rows: changedRows, key: n.keyIndex, hash: n.hashIndex)
+            addCounts(local)
         }
         return SinkWriteOutcome(written: batch.count, childRows: childRows)
     }
@@ -765,6 +822,40 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         defer {
             for l in lanes { l.session?.close() }
             lanes = []
+        }
+        if let n = nested, let stored = n.stored, options.changes.purgeMissing, let kc = n.keyColumn,
+            let lane = lanes.first
+        {
+            do {
+                let s = try session(lane)
+                if clean {
+                    let gone = stored.unseen()
+                    let column = Column(type: .int64, capacity: gone.count)
+                    for k in gone { column.append(int64: k) }
+                    let keys = RecordBatch(schema: Schema([Field("k", .int64)]), columns: [column], count: gone.count)
+                    try s.execute("BEGIN")
+                    var binds = PostgresBindings()
+                    binds.append(try arrayParameter(keys, column: 0, as: kc, rows: nil, lane.encoder))
+                    for child in n.children { try s.execute(child.delete, binds) }
+                    let rows = try s.rows(
+                        "WITH d AS (DELETE FROM \(SQL.table(table)) WHERE \(SQL.ident(kc.name)) = ANY($1) RETURNING 1) "
+                            + "SELECT count(*)::int8 FROM d", binds)
+                    let purged = try rows.first?.decode(Int64.self) ?? 0
+                    try s.execute("COMMIT")
+                    timingLock.lock()
+                    counts.purged = purged
+                    timingLock.unlock()
+                } else {
+                    timingLock.lock()
+                    counts.purgeSkipped =
+                        complete
+                        ? "some records were rejected, so absent keys may only be unreadable"
+                        : "the run did not complete"
+                    timingLock.unlock()
+                }
+            } catch let f as PostgresFailure {
+                throw SinkError(.fatal, "PostgreSQL: purging missing records: \(f.description)")
+            }
         }
         if let n = nested, let seen = n.seenTable, let kc = n.keyColumn, let lane = lanes.first {
             do {
@@ -887,5 +978,149 @@ final class KeyOrder: @unchecked Sendable {
         condition.lock()
         if pending.removeValue(forKey: sequence) != nil { condition.broadcast() }
         condition.unlock()
+    }
+}
+
+/// The keys and content hashes (their first 16 bytes) of every stored record, read once when an upsert of
+/// nested or hashed records opens: batches are then classified new / changed / unchanged in memory, with no
+/// lookup round trip, and `--purge-missing` knows which stored keys the run never saw without a table of
+/// them. 24 bytes and one bit per stored record.
+///
+/// Keys the run inserts are not added: a key that is not stored is taken to be new, and if an earlier batch
+/// of the run inserted it after all, its `COPY` fails with a unique violation and the batch is classified
+/// again against the table. Keys the run changes are remembered with their new hash, so a key repeated later
+/// in the input is compared with what the run wrote, not with what was stored before.
+final class StoredHashes: @unchecked Sendable {
+    private let keys: [Int64]
+    private let hashes: [UInt64]
+    private var seen: [UInt64]
+    private var changed: [Int64: (UInt64, UInt64)] = [:]
+    private let lock = NSLock()
+
+    private init(keys: [Int64], hashes: [UInt64]) {
+        self.keys = keys
+        self.hashes = hashes
+        seen = [UInt64](repeating: 0, count: (keys.count + 63) / 64)
+    }
+
+    /// Reads every key (and hash) of `table` in key order; nil when it holds more than `limit` records.
+    static func load(
+        table: String, key: String, hash: String?, on s: PostgresSession, limit: Int
+    ) throws -> StoredHashes? {
+        let t = SQL.table(table)
+        let k = SQL.ident(key)
+        let n = try s.rows("SELECT count(*)::int8 FROM (SELECT 1 FROM \(t) LIMIT \(limit + 1)) x")
+        guard let count = try n.first?.decode(Int64.self), count <= limit else { return nil }
+        final class Collector: @unchecked Sendable {
+            var keys: [Int64] = []
+            var hashes: [UInt64] = []
+        }
+        let c = Collector()
+        c.keys.reserveCapacity(Int(count))
+        c.hashes.reserveCapacity(Int(count) * 2)
+        let h = hash.map { "substring(\($0) from 1 for 16)" } ?? "NULL::bytea"
+        try s.forEachRow("SELECT \(k)::int8, \(h) FROM \(t) ORDER BY \(k)") { row in
+            let (key, digest) = try row.decode((Int64, ByteBuffer?).self)
+            c.keys.append(key)
+            var a: UInt64 = 0
+            var b: UInt64 = 0
+            if let digest, digest.readableBytes >= 16 {
+                digest.withUnsafeReadableBytes { p in
+                    a = p.loadUnaligned(fromByteOffset: 0, as: UInt64.self)
+                    b = p.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+                }
+            }
+            c.hashes.append(a)
+            c.hashes.append(b)
+        }
+        return StoredHashes(keys: c.keys, hashes: c.hashes)
+    }
+
+    /// Stored records read.
+    var count: Int { keys.count }
+
+    private func index(of key: Int64) -> Int? {
+        var lo = 0
+        var hi = keys.count
+        while lo < hi {
+            let mid = (lo + hi) >> 1
+            if keys[mid] < key { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < keys.count && keys[lo] == key ? lo : nil
+    }
+
+    private static func prefix(_ column: Column?, _ row: Int) -> (UInt64, UInt64)? {
+        guard let column, !column.isNull(row) else { return nil }
+        let b = column.bytes(at: row)
+        guard b.count >= 16 else { return nil }
+        return (
+            b.loadUnaligned(fromByteOffset: 0, as: UInt64.self), b.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+        )
+    }
+
+    /// A batch's rows: new and changed (ascending), and how many are unchanged. Of a key repeated in the
+    /// batch, only the last occurrence counts. Marks every stored key of the batch as seen. `hash` nil: every
+    /// stored record counts as changed.
+    func classify(_ batch: RecordBatch, key: Int, hash: Int?) -> (new: [Int], changed: [Int], unchanged: Int) {
+        let keyColumn = batch.columns[key]
+        let hashColumn = hash.map { batch.columns[$0] }
+        var inBatch = Set<Int64>(minimumCapacity: batch.count)
+        var new: [Int] = []
+        var changedRows: [Int] = []
+        var unchanged = 0
+        lock.lock()
+        defer { lock.unlock() }
+        for row in stride(from: batch.count - 1, through: 0, by: -1) {
+            let k = keyColumn.int64(at: row)
+            guard inBatch.insert(k).inserted else { continue }
+            let mine = Self.prefix(hashColumn, row)
+            var stored: (UInt64, UInt64)?
+            if let c = changed[k] {
+                stored = c
+            } else if let i = index(of: k) {
+                seen[i >> 6] |= 1 << UInt64(i & 63)
+                stored = (hashes[2 * i], hashes[2 * i + 1])
+            } else {
+                new.append(row)
+                continue
+            }
+            if let mine, let stored, stored != (0, 0), mine == stored {
+                unchanged += 1
+            } else {
+                changedRows.append(row)
+            }
+        }
+        return (new.reversed(), changedRows.reversed(), unchanged)
+    }
+
+    /// Notes the hashes the run wrote for `rows` (changed records).
+    func remember(_ batch: RecordBatch, rows: [Int], key: Int, hash: Int?) {
+        guard let hash, !rows.isEmpty else { return }
+        let keyColumn = batch.columns[key]
+        let hashColumn = batch.columns[hash]
+        lock.lock()
+        defer { lock.unlock() }
+        for r in rows {
+            let k = keyColumn.int64(at: r)
+            changed[k] = Self.prefix(hashColumn, r) ?? (0, 0)
+            if let i = index(of: k) { seen[i >> 6] |= 1 << UInt64(i & 63) }
+        }
+    }
+
+    /// Marks the stored keys of `batch` as seen.
+    func markSeen(_ batch: RecordBatch, key: Int) {
+        let keyColumn = batch.columns[key]
+        lock.lock()
+        defer { lock.unlock() }
+        for r in 0..<batch.count {
+            if let i = index(of: keyColumn.int64(at: r)) { seen[i >> 6] |= 1 << UInt64(i & 63) }
+        }
+    }
+
+    /// Stored keys the run never saw.
+    func unseen() -> [Int64] {
+        lock.lock()
+        defer { lock.unlock() }
+        return keys.indices.filter { seen[$0 >> 6] & (1 << UInt64($0 & 63)) == 0 }.map { keys[$0] }
     }
 }

@@ -180,4 +180,51 @@ struct PostgresXMLDumpTests {
         #expect(broken.stderr.contains("purge      skipped"))
         #expect(try Psql.rows(db, "SELECT count(*) FROM release WHERE id = 5")[0][0] == "1")
     }
+
+    @Test func aKeyRepeatedAcrossBatchesKeepsItsLastOccurrence() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let url = Psql.testURL
+        let name = "w5_repeat_\(getpid())"
+        _ = try Psql.rows(url, "DROP DATABASE IF EXISTS \(name)")
+        _ = try Psql.rows(url, "CREATE DATABASE \(name)")
+        let db = String(url[..<url.lastIndex(of: "/")!]) + "/" + name
+        let pipeline = try dir.write(
+            "p.yaml",
+            """
+            source:
+              path: ${DUMP}
+              format: xml
+              record: /r/x
+              key: id
+              fields: {id: {path: "@id", type: int64}, v: v}
+              children: {x_tag: {path: tags/tag, fields: {tag: .}}}
+            sink: {url: "\(db)", table: x, mode: upsert, key: [id], writers: 3}
+            batching: {max_rows: 2}
+            """)
+        func record(_ id: Int, _ v: String) -> String {
+            "<x id=\"\(id)\"><v>\(v)</v><tags><tag>\(v)1</tag><tag>\(v)2</tag></tags></x>"
+        }
+        func run(_ records: [String]) throws -> Outcome {
+            let dump = try dir.write("d.xml", "<r>" + records.joined(separator: "\n") + "</r>")
+            return try sluice(
+                ["run", pipeline, "--no-progress", "--skip-unchanged"], cwd: dir.path, env: ["DUMP": dump])
+        }
+        let first = try run((1...6).map { record($0, "a") })
+        #expect(first.status == 0, "\(first.stderr)")
+        // Release 1 changes and changes back; 99 is new twice; the last occurrence of each must stay.
+        let second = try run([
+            record(1, "b"), record(2, "a"), record(99, "n"), record(3, "a"), record(4, "a"), record(1, "a"),
+            record(5, "a"), record(99, "m"), record(6, "a"),
+        ])
+        #expect(second.status == 0, "\(second.stderr)")
+        #expect(
+            try Psql.rows(db, "SELECT id, v FROM x WHERE id IN (1, 99) ORDER BY id") == [["1", "a"], ["99", "m"]])
+        #expect(
+            try Psql.rows(
+                db,
+                "SELECT x_id, string_agg(tag, ',' ORDER BY position) FROM x_tag WHERE x_id IN (1, 99) GROUP BY x_id ORDER BY x_id"
+            )
+                == [["1", "a1,a2"], ["99", "m1,m2"]])
+    }
 }
