@@ -68,6 +68,9 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
     private var sessionSettings: [String] = []
     /// Child tables, lookups and purge bookkeeping, for nested records and content hashes.
     private var nested: Nested?
+    /// `ALTER TABLE … ADD PRIMARY KEY` for child tables this run created, built once their rows are in.
+    private var deferredKeys: [String] = []
+    private let deferredLock = NSLock()
     private var counts = ChangeCounts()
 
     /// Creates a sink for `table` at `url` (`postgres://user@host/db`).
@@ -262,6 +265,27 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         try setUpNested(schema: schema, on: s)
     }
 
+    /// Whether `table` has an index whose first column is `column`.
+    private func hasIndex(_ table: String, leadingColumn column: String, on s: PostgresSession) throws -> Bool {
+        var binds = PostgresBindings()
+        binds.append(SQL.table(table))
+        binds.append(column)
+        let rows = try s.rows(
+            "SELECT count(*)::int8 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+                + "AND a.attnum = i.indkey[0] WHERE i.indrelid = to_regclass($1) AND a.attname = $2", binds)
+        return try rows.first?.decode(Int64.self) ?? 0 > 0
+    }
+
+    /// Builds the keys of child tables this run created (before deleting child rows by key, and at the end).
+    private func buildDeferredKeys(on s: PostgresSession) throws {
+        deferredLock.lock()
+        defer { deferredLock.unlock() }
+        while let sql = deferredKeys.first {
+            try s.execute(sql)
+            deferredKeys.removeFirst()
+        }
+    }
+
     /// Creates missing child tables, checks their columns, and prepares the lookup and purge bookkeeping.
     private func setUpNested(schema: Schema, on s: PostgresSession) throws {
         let tracking = options.changes
@@ -270,10 +294,17 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         for child in schema.children {
             let link = child.linkField.name
             var existing = try tableColumns(child.name, on: s)
+            let addKey =
+                "ALTER TABLE \(SQL.table(child.name)) ADD PRIMARY KEY (\(SQL.ident(link)), \(SQL.ident("position")))"
             if existing.isEmpty {
-                try s.execute(
-                    Self.createTableSQL(SQL.table(child.name), schema: child.schema, key: [link, "position"]))
+                // A new child table gets its key after the load: building an index once over sorted rows costs
+                // far less than maintaining it row by row (measured: 2.9 s vs 9.9 s for W5's 5.2 M child rows).
+                try s.execute(Self.createTableSQL(SQL.table(child.name), schema: child.schema, key: []))
                 existing = try tableColumns(child.name, on: s)
+                deferredKeys.append(addKey)
+            } else if try !hasIndex(child.name, leadingColumn: link, on: s) {
+                // Left without its key by a run that was killed before it could build it.
+                try s.execute(addKey)
             }
             let byName = Dictionary(existing.map { ($0.0, $0) }, uniquingKeysWith: { a, _ in a })
             var cols: [PostgresColumn] = []
@@ -682,6 +713,10 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         changed changedRows: [Int],
         _ t: inout SinkTimings
     ) throws -> Int {
+        if !changedRows.isEmpty && !deferredKeys.isEmpty {
+            // Deleting a record's old child rows needs the key the load would otherwise build at the end.
+            try buildDeferredKeys(on: s)
+        }
         let b = MonotonicClock.now()
         try s.execute("BEGIN")
         var childRows = 0
@@ -822,6 +857,12 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         defer {
             for l in lanes { l.session?.close() }
             lanes = []
+        }
+        if !deferredKeys.isEmpty, let lane = lanes.first {
+            // Built even after an aborted run: the rows that committed are there to stay.
+            do { try buildDeferredKeys(on: try session(lane)) } catch let f as PostgresFailure {
+                throw SinkError(.fatal, "PostgreSQL: building the child tables' keys: \(f.description)")
+            }
         }
         if let n = nested, let stored = n.stored, options.changes.purgeMissing, let kc = n.keyColumn,
             let lane = lanes.first
