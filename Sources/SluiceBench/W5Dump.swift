@@ -19,10 +19,16 @@ struct GenerateW5: ParsableCommand {
     @Option(help: "Directory for releases.xml.gz and releases-update.xml.gz.")
     var out = "w5"
 
+    @Flag(help: "Write only the initial dump.") var initialOnly = false
+
     func run() throws {
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         let g = W5Generator(releases: releases)
         try g.writeInitial(to: out + "/releases.xml.gz")
+        if initialOnly {
+            print("wrote \(out)/releases.xml.gz (\(releases) releases)")
+            return
+        }
         try g.writeUpdate(to: out + "/releases-update.xml.gz")
         let c = g.updateCounts()
         print(
@@ -47,6 +53,7 @@ struct W5: ParsableCommand {
     @Option(help: "Comma-separated parts to run: parse, load, update.") var only = "parse,load,update"
     @Option(help: "Also write the results as JSON here.") var json: String?
     @Option(help: "Parse runs of each tool, alternating (the median is reported).") var runs = 3
+    @Flag(help: "Load and update from uncompressed dumps instead of gzip.") var plainInput = false
 
     static let tables = [
         "release", "release_artist", "release_label", "release_format", "release_genre", "release_style",
@@ -119,6 +126,17 @@ struct W5: ParsableCommand {
         }
 
         guard parts.contains("load") || parts.contains("update") else { return try write(results) }
+        var loadInput = gz
+        var updateInput = update
+        if plainInput {
+            loadInput = "\(data)/releases.xml"
+            updateInput = "\(data)/releases-update.xml"
+            if !FileManager.default.fileExists(atPath: updateInput) {
+                try gen.writeInitial(to: loadInput)
+                try gen.writeUpdate(to: updateInput)
+            }
+        }
+        let inputKind = plainInput ? "XML" : "gzip XML"
         let server = try serverURL(url)
         let admin = try PostgresSession(PostgresLocation(url: server))
         defer { admin.close() }
@@ -127,7 +145,7 @@ struct W5: ParsableCommand {
         }
         try dropAll("public")
         try admin.execute("CHECKPOINT")
-        setenv("DUMP", gz, 1)
+        setenv("DUMP", loadInput, 1)
         setenv("DATABASE", server, 1)
         let load = try spawn(
             [bin, "run", pipeline, "--no-progress", "--report-json", "\(data)/load.json"],
@@ -165,10 +183,12 @@ struct W5: ParsableCommand {
             print(
                 String(
                     format:
-                        "load into PostgreSQL (%@ rows: %@ releases + %@ child rows)\n  psql \\copy of the same rows as CSV  %6.2f s  %9.0f rows/s\n  sluice run (gzip XML)               %6.2f s  %9.0f rows/s  %7.0f releases/s  peak RSS %@\n  ratio %.2f×   contents equal",
+                        "load into PostgreSQL (%@ rows: %@ releases + %@ child rows)\n  psql \\copy of the same rows as CSV  %6.2f s  %9.0f rows/s\n  sluice run (%@)%@%6.2f s  %9.0f rows/s  %7.0f releases/s  peak RSS %@\n  ratio %.2f×   contents equal",
                     Format.count(rows), Format.count(loadReport.recordsOut), Format.count(loadReport.childRowsOut),
-                    ref.seconds, Double(rows) / ref.seconds, load.seconds, Double(rows) / load.seconds,
-                    Double(releases) / load.seconds, Format.bytes(load.peakRSSBytes), ratio))
+                    ref.seconds, Double(rows) / ref.seconds, inputKind,
+                    String(repeating: " ", count: max(1, 22 - inputKind.count)), load.seconds,
+                    Double(rows) / load.seconds, Double(releases) / load.seconds, Format.bytes(load.peakRSSBytes), ratio
+                ))
             results["load"] = [
                 "rows": rows, "psqlSeconds": ref.seconds, "sluiceSeconds": load.seconds, "ratio": ratio,
                 "releasesPerSecond": Double(releases) / load.seconds, "sluicePeakRSSBytes": load.peakRSSBytes,
@@ -179,7 +199,7 @@ struct W5: ParsableCommand {
         if parts.contains("update") {
             try admin.execute("VACUUM ANALYZE")
             try admin.execute("CHECKPOINT")
-            setenv("DUMP", update, 1)
+            setenv("DUMP", updateInput, 1)
             let u = try spawn(
                 [
                     bin, "run", pipeline, "--skip-unchanged", "--purge-missing", "--no-progress", "--report-json",

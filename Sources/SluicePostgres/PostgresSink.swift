@@ -646,7 +646,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         let v = batch.columns[index].view
         e.reset()
         e.put32(1)
-        e.put32(0)
+        e.put32(v.hasNulls ? 1 : 0)
         e.put32(Int32(bitPattern: col.wireOID))
         e.put32(Int32(rows?.count ?? batch.count))
         e.put32(1)
@@ -717,6 +717,11 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
             // Deleting a record's old child rows needs the key the load would otherwise build at the end.
             try buildDeferredKeys(on: s)
         }
+        if newRows.count + changedRows.count <= Self.fewRows && directCopy && n.seenTable == nil
+            && n.keyColumn != nil && isUpsert
+        {
+            return try writeFewRows(batch, n, s, lane, new: newRows, changed: changedRows, &t)
+        }
         let b = MonotonicClock.now()
         try s.execute("BEGIN")
         var childRows = 0
@@ -763,6 +768,92 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         try s.execute("COMMIT")
         t.commit.busy += MonotonicClock.now() - c
         return childRows
+    }
+
+    /// Up to this many records of a batch are written with array parameters (a handful of statements for
+    /// all tables) rather than a `COPY` per table: an update run writes a few records per batch.
+    static let fewRows = 512
+
+    /// `$i::type[]` placeholders for `columns`, numbered from `first`.
+    private static func arrays(_ columns: [PostgresColumn], from first: Int) -> String {
+        columns.enumerated().map { "$\(first + $0.offset)::\($0.element.sqlType)[]" }.joined(separator: ", ")
+    }
+
+    /// Writes a few records in one transaction of four statements: the parents merged from arrays, the
+    /// changed records' old children deleted from every child table at once, and the new children inserted
+    /// into every child table at once.
+    private func writeFewRows(
+        _ batch: RecordBatch, _ n: Nested, _ s: PostgresSession, _ lane: Lane, new newRows: [Int],
+        changed changedRows: [Int],
+        _ t: inout SinkTimings
+    ) throws -> Int {
+        let a = MonotonicClock.now()
+        let rows = (newRows + changedRows).sorted()
+        let written = batch.select(rows: rows)
+        let e = lane.encoder
+        // Parents.
+        var parentBinds = PostgresBindings(capacity: columns.count)
+        for (i, c) in columns.enumerated() {
+            if let reason = firstUnrepresentable(written, column: inputIndex[i], as: c) {
+                throw SinkError(.rejectedData, reason)
+            }
+            parentBinds.append(try arrayParameter(written, column: inputIndex[i], as: c, rows: nil, e))
+        }
+        let t0 = SQL.table(table)
+        let names = columns.map { SQL.ident($0.name) }.joined(separator: ", ")
+        let conflict = statements.merge[statements.merge.range(of: " ON CONFLICT")!.lowerBound...]
+        var parentSQL = "INSERT INTO \(t0) (\(names)) SELECT * FROM unnest(\(Self.arrays(columns, from: 1)))\(conflict)"
+        // The changed records' old children, in the same statement (other tables).
+        if !changedRows.isEmpty && !n.children.isEmpty, let kc = n.keyColumn {
+            parentBinds.append(try arrayParameter(batch, column: n.keyIndex, as: kc, rows: changedRows, e))
+            let k = "$\(columns.count + 1)"
+            let deletes = n.children.enumerated().map { i, c in
+                "d\(i) AS (DELETE FROM \(SQL.table(c.table)) WHERE \(SQL.ident(c.columns[0].name)) = ANY(\(k)))"
+            }
+            parentSQL = "WITH " + deletes.joined(separator: ", ") + " " + parentSQL
+        }
+        // New children, every table in one statement.
+        var childBinds = PostgresBindings()
+        var inserts: [String] = []
+        var next = 1
+        var childRows = 0
+        for (c, child) in n.children.enumerated() where written.children[c].count > 0 {
+            let kids = written.children[c]
+            for (i, col) in child.columns.enumerated() {
+                if let reason = firstUnrepresentable(kids, column: child.inputIndex[i], as: col) {
+                    throw SinkError(.rejectedData, "\(child.table): \(reason)")
+                }
+                childBinds.append(try arrayParameter(kids, column: child.inputIndex[i], as: col, rows: nil, e))
+            }
+            let cols = child.columns.map { SQL.ident($0.name) }.joined(separator: ", ")
+            inserts.append(
+                "i\(c) AS (INSERT INTO \(SQL.table(child.table)) (\(cols)) SELECT * FROM unnest(\(Self.arrays(child.columns, from: next))))"
+            )
+            next += child.columns.count
+            childRows += kids.count
+        }
+        let b = MonotonicClock.now()
+        t.encode.busy += b - a
+        try s.execute("BEGIN")
+        try s.execute(parentSQL, parentBinds)
+        if !inserts.isEmpty { try s.execute("WITH " + inserts.joined(separator: ", ") + " SELECT 1", childBinds) }
+        let c = MonotonicClock.now()
+        t.write.busy += c - b
+        try s.execute("COMMIT")
+        t.commit.busy += MonotonicClock.now() - c
+        return childRows
+    }
+
+    /// Why a value of `column` cannot be written as `col` (an integer out of range), for the first such row.
+    private func firstUnrepresentable(_ batch: RecordBatch, column: Int, as col: PostgresColumn) -> String? {
+        guard col.encoding == .int4 || col.encoding == .int2 || col.encoding == .uuid else { return nil }
+        let v = batch.columns[column].view
+        let e = PostgresBinaryEncoder()
+        for row in 0..<batch.count {
+            e.reset()
+            if let reason = e.putValue(v, row, col) { return reason }
+        }
+        return nil
     }
 
     /// ``writeNested`` classifying the batch with a lookup of its keys in the table.
