@@ -14,11 +14,14 @@ public final class Chunk: @unchecked Sendable {
     public let startLine: Int?
     /// The decoder for this chunk's file (formats may map columns per file, e.g. from a CSV header).
     public let decoder: any RecordDecoder
+    /// Takes the storage back when the chunk is done (a pool of buffers), instead of deallocating it.
+    private let recycle: (@Sendable (UnsafeMutableRawBufferPointer) -> Void)?
 
-    /// Takes ownership of `storage`.
+    /// Takes ownership of `storage`; `recycle`, if given, receives it when the chunk is freed.
     public init(
         storage: UnsafeMutableRawBufferPointer, count: Int, file: String, fileIndex: Int, fileOffset: Int64,
-        startLine: Int?, decoder: any RecordDecoder
+        startLine: Int?, decoder: any RecordDecoder,
+        recycle: (@Sendable (UnsafeMutableRawBufferPointer) -> Void)? = nil
     ) {
         self.storage = storage
         self.count = count
@@ -27,9 +30,12 @@ public final class Chunk: @unchecked Sendable {
         self.fileOffset = fileOffset
         self.startLine = startLine
         self.decoder = decoder
+        self.recycle = recycle
     }
 
-    deinit { storage.deallocate() }
+    deinit {
+        if let recycle { recycle(storage) } else { storage.deallocate() }
+    }
 
     /// The valid bytes.
     public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: storage[0..<count]) }

@@ -22,6 +22,8 @@ public final class FileSource: Source, @unchecked Sendable {
     private var current: OpenFile?
     /// Set when a wait on a stream noticed cancellation: only whole records already read are emitted.
     private var stopped = false
+    /// Chunk buffers handed back by decoded chunks.
+    private let pool = BufferPool()
 
     private struct OpenFile {
         let input: InputFile
@@ -223,14 +225,16 @@ public final class FileSource: Source, @unchecked Sendable {
                 current = file
                 continue
             }
-            // Hand the buffer over as the chunk; carry the partial record into a fresh buffer.
+            // Hand the buffer over as the chunk; carry the partial record into a fresh buffer (a recycled one
+            // when the size fits: reusing chunk buffers spares the kernel faulting in new pages for every chunk).
             let cap = max(context.chunkBytes, file.filled - cut, 16)
-            let fresh = UnsafeMutableRawBufferPointer.allocate(byteCount: cap, alignment: 16)
+            let fresh = pool.take(byteCount: cap)
             let rest = file.filled - cut
             if rest > 0 { fresh.baseAddress!.copyMemory(from: file.buffer.baseAddress! + cut, byteCount: rest) }
+            let pool = self.pool
             let chunk = Chunk(
                 storage: file.buffer, count: cut, file: paths[fileIndex], fileIndex: fileIndex, fileOffset: file.offset,
-                startLine: file.startLine, decoder: file.decoder!)
+                startLine: file.startLine, decoder: file.decoder!, recycle: { pool.give($0) })
             file.buffer = fresh
             file.filled = rest
             file.offset += Int64(cut)
@@ -243,5 +247,38 @@ public final class FileSource: Source, @unchecked Sendable {
             }
             return .chunk(chunk)
         }
+    }
+}
+
+/// Chunk buffers of the usual size, kept for reuse (at most a few: the queues bound how many chunks live).
+final class BufferPool: @unchecked Sendable {
+    private let lock = NSLock()
+    private var free: [UnsafeMutableRawBufferPointer] = []
+    private let limit = 8
+
+    deinit { for b in free { b.deallocate() } }
+
+    /// A buffer of exactly `byteCount` bytes: a recycled one if there is one of that size.
+    func take(byteCount: Int) -> UnsafeMutableRawBufferPointer {
+        lock.lock()
+        if let i = free.lastIndex(where: { $0.count == byteCount }) {
+            let b = free.remove(at: i)
+            lock.unlock()
+            return b
+        }
+        lock.unlock()
+        return .allocate(byteCount: byteCount, alignment: 16)
+    }
+
+    /// Takes a buffer back (or frees it when the pool is full).
+    func give(_ b: UnsafeMutableRawBufferPointer) {
+        lock.lock()
+        if free.count < limit {
+            free.append(b)
+            lock.unlock()
+            return
+        }
+        lock.unlock()
+        b.deallocate()
     }
 }

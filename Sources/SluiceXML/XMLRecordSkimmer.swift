@@ -35,8 +35,10 @@ public struct XMLRecordSkimmer: Sendable {
         let p = raw.assumingMemoryBound(to: UInt8.self)
         let n = buffer.count
         let k = recordName.count
+        guard k > 0 else { return 0 }
         return recordName.withUnsafeBufferPointer { nameBuffer -> Int in
             let name = nameBuffer.baseAddress!
+            let first = name[0]
             var depth = 0
             var cut = 0
             var i = 0
@@ -45,7 +47,7 @@ public struct XMLRecordSkimmer: Sendable {
                 guard lt + k + 2 < n else { break }
                 let c = p[lt + 1]
                 if c == UInt8(ascii: "/") {
-                    if XMLText.same(p + lt + 2, name, k) {
+                    if p[lt + 2] == first && XMLText.same(p + lt + 2, name, k) {
                         let d = p[lt + 2 + k]
                         if d == UInt8(ascii: ">") || d <= 0x20 {
                             guard let gt = memchr(p + lt + 2 + k, Int32(UInt8(ascii: ">")), n - lt - 2 - k) else {
@@ -75,7 +77,7 @@ public struct XMLRecordSkimmer: Sendable {
                     guard let e = XMLText.find("?>", in: p, from: lt + 2, end: n) else { break }
                     i = e + 2
                     if depth == 0 { cut = i }
-                } else if XMLText.same(p + lt + 1, name, k) {
+                } else if c == first && XMLText.same(p + lt + 1, name, k) {
                     let d = p[lt + 1 + k]
                     guard d == UInt8(ascii: ">") || d == UInt8(ascii: "/") || d <= 0x20 else {
                         i = lt + 1

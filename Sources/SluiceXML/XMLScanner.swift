@@ -284,14 +284,22 @@ public struct XMLScanner {
                 throw XMLError(
                     offset: q, reason: "the value of attribute '\(string(attrName))' must be quoted with \" or '")
             }
+            // One pass over the (short) value: its closing quote, and whether it holds '<' or '&'.
             let quote = base[q]
-            guard let close = find(quote, from: q + 1) else {
+            var close = q + 1
+            var amp = false
+            while close < length {
+                let b = base[close]
+                if b == quote { break }
+                if b == UInt8(ascii: "<") {
+                    throw XMLError(offset: q, reason: "'<' in the value of attribute '\(string(attrName))'")
+                }
+                if b == UInt8(ascii: "&") { amp = true }
+                close += 1
+            }
+            guard close < length else {
                 throw XMLError(offset: q, reason: "the value of attribute '\(string(attrName))' is not closed")
             }
-            if find(UInt8(ascii: "<"), from: q + 1, to: close) != nil {
-                throw XMLError(offset: q, reason: "'<' in the value of attribute '\(string(attrName))'")
-            }
-            let amp = find(UInt8(ascii: "&"), from: q + 1, to: close) != nil
             if amp && !tolerant { try checkReferences(q + 1, close) }
             let attribute = XMLAttribute(name: attrName, value: XMLSpan(start: q + 1, end: close, hasReferences: amp))
             if attributeCount < attributeStorage.count {
