@@ -880,38 +880,28 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
             var keep = [Bool](repeating: false, count: batch.count)
             var existing = [Bool](repeating: false, count: batch.count)
             var unchanged = [Bool](repeating: false, count: batch.count)
+            /// Marks, for each key's last occurrence in the batch, whether it is stored and unchanged.
+            func mark<K: Hashable>(_ decode: (PostgresRow) throws -> (K, ByteBuffer?), _ key: (Int) -> K) throws {
+                var stored = [K: ByteBuffer?](minimumCapacity: found.count)
+                for r in found {
+                    let (k, h) = try decode(r)
+                    stored[k] = h
+                }
+                var seen = Set<K>(minimumCapacity: batch.count)
+                for row in stride(from: batch.count - 1, through: 0, by: -1) {
+                    let k = key(row)
+                    guard seen.insert(k).inserted else { continue }
+                    keep[row] = true
+                    if let h = stored[k] {
+                        existing[row] = true
+                        unchanged[row] = same(h, row)
+                    }
+                }
+            }
             if kc.input == .int64 {
-                var stored = [Int64: ByteBuffer?](minimumCapacity: found.count)
-                for r in found {
-                    let (k, h) = try r.decode((Int64, ByteBuffer?).self)
-                    stored[k] = h
-                }
-                var seen = Set<Int64>(minimumCapacity: batch.count)
-                for row in stride(from: batch.count - 1, through: 0, by: -1) {
-                    let k = keys.int64(at: row)
-                    guard seen.insert(k).inserted else { continue }
-                    keep[row] = true
-                    if let h = stored[k] {
-                        existing[row] = true
-                        unchanged[row] = same(h, row)
-                    }
-                }
+                try mark({ try $0.decode((Int64, ByteBuffer?).self) }, { keys.int64(at: $0) })
             } else {
-                var stored = [String: ByteBuffer?](minimumCapacity: found.count)
-                for r in found {
-                    let (k, h) = try r.decode((String, ByteBuffer?).self)
-                    stored[k] = h
-                }
-                var seen = Set<String>(minimumCapacity: batch.count)
-                for row in stride(from: batch.count - 1, through: 0, by: -1) {
-                    let k = keys.string(at: row)
-                    guard seen.insert(k).inserted else { continue }
-                    keep[row] = true
-                    if let h = stored[k] {
-                        existing[row] = true
-                        unchanged[row] = same(h, row)
-                    }
-                }
+                try mark({ try $0.decode((String, ByteBuffer?).self) }, { keys.string(at: $0) })
             }
             for row in 0..<batch.count where keep[row] {
                 if unchanged[row] {

@@ -386,17 +386,8 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
                 }
             }
         }
-        if let failure {
-            _ = try? db.exec("ROLLBACK")
-            throw failure
-        }
         let t1 = MonotonicClock.now()
-        do {
-            try run(commit)
-        } catch let e as SinkError {
-            _ = try? db.exec("ROLLBACK")
-            throw e
-        }
+        try finishTransaction(failure, db, commit)
         let t2 = MonotonicClock.now()
         counts.add(local)
         timings.write.busy += t1 - t0
@@ -405,6 +396,20 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
         timings.commit.records += Int64(batch.count)
         timings.commit.batches += 1
         return SinkWriteOutcome(written: batch.count, childRows: childRows)
+    }
+
+    /// Rolls the batch's transaction back and throws `failure`, or commits it (rolling back if that fails).
+    private func finishTransaction(_ failure: SinkError?, _ db: SQLiteConnection, _ commit: SQLiteStatement) throws {
+        if let failure {
+            _ = try? db.exec("ROLLBACK")
+            throw failure
+        }
+        do {
+            try run(commit)
+        } catch let e as SinkError {
+            _ = try? db.exec("ROLLBACK")
+            throw e
+        }
     }
 
     private func sqlString(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "''") + "'" }
@@ -518,17 +523,8 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
                 }
             }
         }
-        if let failure {
-            _ = try? db.exec("ROLLBACK")
-            throw failure
-        }
         let t1 = MonotonicClock.now()
-        do {
-            try run(commit)
-        } catch let e as SinkError {
-            _ = try? db.exec("ROLLBACK")
-            throw e
-        }
+        try finishTransaction(failure, db, commit)
         let t2 = MonotonicClock.now()
         let loop = t1 - t0
         let encodeShare = bindSample + stepSample > 0 ? Double(bindSample) / Double(bindSample + stepSample) : 0
