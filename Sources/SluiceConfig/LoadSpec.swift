@@ -312,6 +312,12 @@ public struct LoadSpec: Sendable {
             }
             sink = try PostgresSink(url: url, table: tableName, mode: mode, options: o)
         }
+        if !self.transforms.isEmpty, let x = xml, !x.children.filter({ !$0.asJSON }).isEmpty || x.fields == nil {
+            throw SluiceError(
+                .config,
+                "transforms cannot run on XML records with child tables yet; map the children as JSON (as: json) or drop the transforms"
+            )
+        }
         let transforms: [any Transform] = try self.transforms.map { t in
             switch t {
             case .readHead(let path, let bytes, let column, let variables):

@@ -141,6 +141,24 @@ func writeDumps(_ gen: W5Generator, _ dir: TemporaryDirectory) throws {
     }
 }
 
+@Suite struct XMLConfigTests {
+    @Test func transformsOnRecordsWithChildTablesAreAConfigurationError() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        _ = try dir.write("d.xml", "<r><x id=\"1\"><t>a</t></x></r>")
+        let p = try dir.write(
+            "p.yaml",
+            """
+            source: {path: d.xml, record: /r/x, key: id, fields: {id: "@id"}, children: {x_t: {path: t, fields: {t: .}}}}
+            transforms: [{mime: {from: id}}]
+            sink: {url: "sqlite:d.db", table: x, mode: upsert, key: [id]}
+            """)
+        let r = try sluice(["run", p, "--no-progress"], cwd: dir.path)
+        #expect(r.status == 2, "\(r.stderr)")
+        #expect(r.stderr.contains("transforms cannot run on XML records with child tables"))
+    }
+}
+
 @Suite(.enabled(if: !Psql.testURL.isEmpty, "SLUICE_PG_URL is not set: run scripts/test, which starts PostgreSQL"))
 struct PostgresXMLDumpTests {
     @Test func theDiscogsExampleUpdatesPostgreSQLExactlyAsGenerated() throws {
