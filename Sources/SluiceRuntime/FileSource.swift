@@ -254,7 +254,7 @@ public final class FileSource: Source, @unchecked Sendable {
 final class BufferPool: @unchecked Sendable {
     private let lock = NSLock()
     private var free: [UnsafeMutableRawBufferPointer] = []
-    private let limit = 8
+    private let limit = 3
 
     deinit { for b in free { b.deallocate() } }
 
