@@ -637,6 +637,27 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         return SinkWriteOutcome(written: rows, rejected: rejected)
     }
 
+    /// With a `clean` run, runs `deleting` (which returns the count of parent rows it deleted) in one
+    /// transaction and records the count; otherwise records why purging was skipped.
+    private func purge(
+        on s: PostgresSession, clean: Bool, complete: Bool, _ deleting: () throws -> [PostgresRow]
+    ) throws {
+        guard clean else {
+            timingLock.lock()
+            counts.purgeSkipped =
+                complete
+                ? "some records were rejected, so absent keys may only be unreadable" : "the run did not complete"
+            timingLock.unlock()
+            return
+        }
+        try s.execute("BEGIN")
+        let purged = try deleting().first?.decode(Int64.self) ?? 0
+        try s.execute("COMMIT")
+        timingLock.lock()
+        counts.purged = purged
+        timingLock.unlock()
+    }
+
     /// A one-dimensional binary array parameter of column `col` of `batch`, for `= ANY($1)`.
     private func arrayParameter(
         _ batch: RecordBatch, column index: Int, as col: PostgresColumn, rows: [Int]?, _ e: PostgresBinaryEncoder
@@ -945,72 +966,45 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
                 throw SinkError(.fatal, "PostgreSQL: building the child tables' keys: \(f.description)")
             }
         }
-        if let n = nested, let stored = n.stored, options.changes.purgeMissing, let kc = n.keyColumn,
-            let lane = lanes.first
+        if let n = nested, options.changes.purgeMissing, let kc = n.keyColumn, let lane = lanes.first,
+            n.stored != nil || n.seenTable != nil
         {
             do {
                 let s = try session(lane)
-                if clean {
-                    let gone = stored.unseen()
-                    let column = Column(type: .int64, capacity: gone.count)
-                    for k in gone { column.append(int64: k) }
-                    let keys = RecordBatch(schema: Schema([Field("k", .int64)]), columns: [column], count: gone.count)
-                    try s.execute("BEGIN")
-                    var binds = PostgresBindings()
-                    binds.append(try arrayParameter(keys, column: 0, as: kc, rows: nil, lane.encoder))
-                    for child in n.children { try s.execute(child.delete, binds) }
-                    let rows = try s.rows(
-                        "WITH d AS (DELETE FROM \(SQL.table(table)) WHERE \(SQL.ident(kc.name)) = ANY($1) RETURNING 1) "
-                            + "SELECT count(*)::int8 FROM d", binds)
-                    let purged = try rows.first?.decode(Int64.self) ?? 0
-                    try s.execute("COMMIT")
-                    timingLock.lock()
-                    counts.purged = purged
-                    timingLock.unlock()
-                } else {
-                    timingLock.lock()
-                    counts.purgeSkipped =
-                        complete
-                        ? "some records were rejected, so absent keys may only be unreadable"
-                        : "the run did not complete"
-                    timingLock.unlock()
-                }
-            } catch let f as PostgresFailure {
-                throw SinkError(.fatal, "PostgreSQL: purging missing records: \(f.description)")
-            }
-        }
-        if let n = nested, let seen = n.seenTable, let kc = n.keyColumn, let lane = lanes.first {
-            do {
-                let s = try session(lane)
-                if clean {
-                    let k = SQL.ident(kc.name)
-                    try s.execute("BEGIN")
-                    try s.execute("ANALYZE \(SQL.table(seen))")
-                    try s.execute(
-                        "CREATE TEMP TABLE sluice_gone ON COMMIT DROP AS SELECT t.\(k) AS k FROM \(SQL.table(table)) t "
-                            + "WHERE NOT EXISTS (SELECT 1 FROM \(SQL.table(seen)) s WHERE s.k = t.\(k))")
-                    for child in n.children {
-                        let link = SQL.ident(child.columns[0].name)
-                        try s.execute(
-                            "DELETE FROM \(SQL.table(child.table)) c USING sluice_gone g WHERE c.\(link) = g.k")
+                if let stored = n.stored {
+                    try purge(on: s, clean: clean, complete: complete) {
+                        // The stored keys the run never saw.
+                        let gone = stored.unseen()
+                        let column = Column(type: .int64, capacity: gone.count)
+                        for k in gone { column.append(int64: k) }
+                        let keys = RecordBatch(
+                            schema: Schema([Field("k", .int64)]), columns: [column], count: gone.count)
+                        var binds = PostgresBindings()
+                        binds.append(try arrayParameter(keys, column: 0, as: kc, rows: nil, lane.encoder))
+                        for child in n.children { try s.execute(child.delete, binds) }
+                        return try s.rows(
+                            "WITH d AS (DELETE FROM \(SQL.table(table)) WHERE \(SQL.ident(kc.name)) = ANY($1) RETURNING 1) "
+                                + "SELECT count(*)::int8 FROM d", binds)
                     }
-                    let rows = try s.rows(
-                        "WITH d AS (DELETE FROM \(SQL.table(table)) t USING sluice_gone g WHERE t.\(k) = g.k RETURNING 1) "
-                            + "SELECT count(*)::int8 FROM d")
-                    let purged = try rows.first?.decode(Int64.self) ?? 0
-                    try s.execute("COMMIT")
-                    timingLock.lock()
-                    counts.purged = purged
-                    timingLock.unlock()
-                } else {
-                    timingLock.lock()
-                    counts.purgeSkipped =
-                        complete
-                        ? "some records were rejected, so absent keys may only be unreadable"
-                        : "the run did not complete"
-                    timingLock.unlock()
+                } else if let seen = n.seenTable {
+                    try purge(on: s, clean: clean, complete: complete) {
+                        // The keys absent from the table of keys the run saw.
+                        let k = SQL.ident(kc.name)
+                        try s.execute("ANALYZE \(SQL.table(seen))")
+                        try s.execute(
+                            "CREATE TEMP TABLE sluice_gone ON COMMIT DROP AS SELECT t.\(k) AS k FROM \(SQL.table(table)) t "
+                                + "WHERE NOT EXISTS (SELECT 1 FROM \(SQL.table(seen)) s WHERE s.k = t.\(k))")
+                        for child in n.children {
+                            let link = SQL.ident(child.columns[0].name)
+                            try s.execute(
+                                "DELETE FROM \(SQL.table(child.table)) c USING sluice_gone g WHERE c.\(link) = g.k")
+                        }
+                        return try s.rows(
+                            "WITH d AS (DELETE FROM \(SQL.table(table)) t USING sluice_gone g WHERE t.\(k) = g.k RETURNING 1) "
+                                + "SELECT count(*)::int8 FROM d")
+                    }
+                    try s.execute("DROP TABLE IF EXISTS \(SQL.table(seen))")
                 }
-                try s.execute("DROP TABLE IF EXISTS \(SQL.table(seen))")
             } catch let f as PostgresFailure {
                 throw SinkError(.fatal, "PostgreSQL: purging missing records: \(f.description)")
             }

@@ -84,21 +84,7 @@ public struct XMLRecordSkimmer: Sendable {
                         continue
                     }
                     // A record start tag: find its end outside quoted values; `/>` closes it at once.
-                    var q = lt + 1 + k
-                    var gt = -1
-                    while q < n {
-                        let b = p[q]
-                        if b == UInt8(ascii: ">") {
-                            gt = q
-                            break
-                        }
-                        if b == UInt8(ascii: "\"") || b == UInt8(ascii: "'") {
-                            guard let e = memchr(p + q + 1, Int32(b), n - q - 1) else { break }
-                            q = UnsafeRawPointer(e) - raw
-                        }
-                        q += 1
-                    }
-                    guard gt >= 0 else { break }
+                    guard let gt = Self.tagEnd(p, lt + 1 + k, n) else { break }
                     i = gt + 1
                     if p[gt - 1] == UInt8(ascii: "/") {
                         if depth == 0 { cut = i }
@@ -111,6 +97,21 @@ public struct XMLRecordSkimmer: Sendable {
             }
             return cut
         }
+    }
+
+    /// The offset of the `>` that ends a tag, searching `p[from..<end]` outside quoted attribute values.
+    static func tagEnd(_ p: UnsafePointer<UInt8>, _ from: Int, _ end: Int) -> Int? {
+        var q = from
+        while q < end {
+            let b = p[q]
+            if b == UInt8(ascii: ">") { return q }
+            if b == UInt8(ascii: "\"") || b == UInt8(ascii: "'") {
+                guard let e = memchr(p + q + 1, Int32(b), end - q - 1) else { return nil }
+                q = UnsafeRawPointer(e).assumingMemoryBound(to: UInt8.self) - p
+            }
+            q += 1
+        }
+        return nil
     }
 
     /// The offset of the next `<` in `p[from..<end]`, eight bytes at a time (tags are a few bytes apart, too
@@ -215,21 +216,7 @@ public struct XMLRecordSkimmer: Sendable {
             // A start tag: find its '>' outside quoted attribute values.
             let ns = lt + 1
             let ne = nameEnd(ns)
-            var q = ne
-            var gt = -1
-            while q < n {
-                let b = p[q]
-                if b == UInt8(ascii: ">") {
-                    gt = q
-                    break
-                }
-                if b == UInt8(ascii: "\"") || b == UInt8(ascii: "'") {
-                    guard let e = findByte(b, q + 1) else { break }
-                    q = e
-                }
-                q += 1
-            }
-            guard gt >= 0 else { break }
+            guard let gt = Self.tagEnd(p, ne, n) else { break }
             if stack.count == 1 && isRecord(ns, ne) && isRecord(stack[0].0, stack[0].1) {
                 // A record inside a record: the previous one was never closed. End it here.
                 cut = lt
