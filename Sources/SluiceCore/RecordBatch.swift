@@ -63,9 +63,6 @@ public struct RecordBatch: Sendable {
             + children.reduce(0) { $0 + $1.allocatedBytes } + (parentRows?.count ?? 0) * 4
     }
 
-    /// Rows in this batch and all its child batches.
-    public var totalRows: Int { count + children.reduce(0) { $0 + $1.totalRows } }
-
     /// For a child batch: the range of its rows whose parent row is in `parents` (rows are sorted by parent).
     public func rows(ofParents parents: Range<Int>) -> Range<Int> {
         guard let p = parentRows else { return 0..<0 }
@@ -253,15 +250,6 @@ public final class RecordBatchBuilder: @unchecked Sendable {
     public func rollbackRow() {
         for c in columns where c.count > count { c.truncate(to: count) }
         for child in children { child.truncateToParents(count) }
-    }
-
-    /// The rows of a child builder that belong to parent row `parent` (the last parent rows appended).
-    public func rows(ofParent parent: Int) -> Range<Int> {
-        var n = parentRows.count
-        while n > 0 && Int(parentRows[n - 1]) > parent { n -= 1 }
-        var s = n
-        while s > 0 && Int(parentRows[s - 1]) == parent { s -= 1 }
-        return s..<n
     }
 
     /// Drops the rows of a child builder whose parent row is `parents` or later, and any unfinished row.

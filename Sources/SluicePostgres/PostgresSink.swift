@@ -598,37 +598,16 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         var skip = Set<Int>()
         var binds = PostgresBindings(capacity: columns.count)
         // First pass: find rows with unrepresentable values so every array leaves them out.
-        for (c, col) in columns.enumerated()
-        where col.encoding == .int4 || col.encoding == .int2 || col.encoding == .uuid {
-            let v = batch.columns[inputIndex[c]].view
-            for row in 0..<batch.count where !skip.contains(row) {
-                e.reset()
-                if let reason = e.putValue(v, row, col) {
-                    skip.insert(row)
-                    rejected.append((row, reason))
-                }
+        for (c, col) in columns.enumerated() {
+            for (row, reason) in unrepresentable(batch, column: inputIndex[c], as: col, e) where !skip.contains(row) {
+                skip.insert(row)
+                rejected.append((row, reason))
             }
         }
         let rows = batch.count - skip.count
+        let kept = skip.isEmpty ? nil : (0..<batch.count).filter { !skip.contains($0) }
         for (c, col) in columns.enumerated() {
-            let v = batch.columns[inputIndex[c]].view
-            e.reset()
-            e.put32(1)  // dimensions
-            e.put32(v.hasNulls ? 1 : 0)
-            e.put32(Int32(bitPattern: col.wireOID))
-            e.put32(Int32(rows))
-            e.put32(1)  // lower bound
-            withExtendedLifetime(batch) {
-                for row in 0..<batch.count where skip.isEmpty || !skip.contains(row) {
-                    _ = e.putValue(v, row, col)
-                }
-            }
-            var buffer = ByteBufferAllocator().buffer(capacity: e.count)
-            buffer.writeBytes(e.bytes)
-            guard let arrayOID = PostgresOID.array(of: col.wireOID) else {
-                throw SinkError(.fatal, "no array type for column \(col.name) (\(col.sqlType))")
-            }
-            binds.append(PostgresData(type: PostgresDataType(arrayOID), formatCode: .binary, value: buffer))
+            binds.append(try arrayParameter(batch, column: inputIndex[c], as: col, rows: kept, e))
         }
         let b = MonotonicClock.now()
         t.encode.busy += b - a
@@ -867,14 +846,27 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
 
     /// Why a value of `column` cannot be written as `col` (an integer out of range), for the first such row.
     private func firstUnrepresentable(_ batch: RecordBatch, column: Int, as col: PostgresColumn) -> String? {
-        guard col.encoding == .int4 || col.encoding == .int2 || col.encoding == .uuid else { return nil }
+        unrepresentable(batch, column: column, as: col, PostgresBinaryEncoder(), first: true).first?.reason
+    }
+
+    /// The rows of `column` whose values cannot be written as `col` (an integer out of range for `integer`, a
+    /// malformed UUID), with the reason; only the first with `first`.
+    private func unrepresentable(
+        _ batch: RecordBatch, column: Int, as col: PostgresColumn, _ e: PostgresBinaryEncoder, first: Bool = false
+    ) -> [(row: Int, reason: String)] {
+        guard col.encoding == .int4 || col.encoding == .int2 || col.encoding == .uuid else { return [] }
         let v = batch.columns[column].view
-        let e = PostgresBinaryEncoder()
-        for row in 0..<batch.count {
-            e.reset()
-            if let reason = e.putValue(v, row, col) { return reason }
+        var found: [(row: Int, reason: String)] = []
+        withExtendedLifetime(batch) {
+            for row in 0..<batch.count {
+                e.reset()
+                if let reason = e.putValue(v, row, col) {
+                    found.append((row, reason))
+                    if first { return }
+                }
+            }
         }
-        return nil
+        return found
     }
 
     /// ``writeNested`` classifying the batch with a lookup of its keys in the table.

@@ -113,18 +113,6 @@ struct CompiledMapping: Sendable {
             nodes[node].text = target
         }
     }
-
-    /// The child node of `node` named by `name`, if the mapping reaches it.
-    @inline(__always)
-    func child(of node: Int, named name: XMLSpan, in base: UnsafePointer<UInt8>) -> Int? {
-        let n = nodes[node]
-        for (i, s) in n.names.enumerated() where s.count == name.count {
-            if s.withUnsafeBufferPointer({ Bytes.equal(base + name.start, $0.baseAddress!, s.count) }) {
-                return n.next[i]
-            }
-        }
-        return nil
-    }
 }
 
 /// A ``CompiledMapping``'s tree in flat, immutable buffers: the decoder's hot path reads them through raw

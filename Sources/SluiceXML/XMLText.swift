@@ -131,16 +131,6 @@ public enum XMLText {
     @inline(__always)
     public static func isSpace(_ c: UInt8) -> Bool { c == 0x20 || c == 0x0A || c == 0x09 || c == 0x0D }
 
-    /// Whether every byte of `p[s..<e]` is XML whitespace.
-    public static func isBlank(_ p: UnsafePointer<UInt8>, _ s: Int, _ e: Int) -> Bool {
-        var i = s
-        while i < e {
-            if !isSpace(p[i]) { return false }
-            i += 1
-        }
-        return true
-    }
-
     /// The offset of the first byte of `p[s..<e]` that is not valid UTF-8, or nil. ASCII runs are checked
     /// eight bytes at a time.
     public static func invalidUTF8(_ p: UnsafePointer<UInt8>, _ s: Int, _ e: Int) -> Int? {
