@@ -79,6 +79,25 @@ public struct LoadSpec: Sendable {
 
         /// Creates a spec for records at `record`.
         public init(record: String) { self.record = record }
+
+        /// The key linking child rows: the source's, else a single sink key.
+        public func linkKey(sinkKey: [String]) -> String? { key ?? (sinkKey.count == 1 ? sinkKey[0] : nil) }
+
+        /// The explicit mapping, if `fields` were given.
+        public func mapping(sinkKey: [String]) -> XMLMapping? {
+            fields.map {
+                XMLMapping(
+                    record: record, key: linkKey(sinkKey: sinkKey), fields: $0, children: children,
+                    hashColumn: hashColumn, tolerant: tolerant)
+            }
+        }
+
+        /// The format: the explicit mapping, or one inferred from the document.
+        public func format(sinkKey: [String]) throws -> XMLFormat {
+            if let m = mapping(sinkKey: sinkKey) { return try XMLFormat(mapping: m) }
+            return XMLFormat(
+                record: record, key: linkKey(sinkKey: sinkKey), hashColumn: hashColumn, tolerant: tolerant)
+        }
     }
 
     /// An empty spec.
@@ -200,14 +219,7 @@ public struct LoadSpec: Sendable {
             guard let x = xml else {
                 throw SluiceError(.config, "XML input needs the record path (record: /releases/release)")
             }
-            let key = x.key ?? (self.key.count == 1 ? self.key[0] : nil)
-            if let fields = x.fields {
-                return try XMLFormat(
-                    mapping: XMLMapping(
-                        record: x.record, key: key, fields: fields, children: x.children, hashColumn: x.hashColumn,
-                        tolerant: x.tolerant))
-            }
-            return XMLFormat(record: x.record, key: key, hashColumn: x.hashColumn)
+            return try x.format(sinkKey: key)
         case nil:
             throw SluiceError(.config, "cannot tell the format of '\(first)' from its name; pass --format csv|jsonl")
         default:

@@ -241,10 +241,7 @@ public enum PipelineFile {
                         fields: try xmlFields(f, "source.children.\(table).fields", r), asJSON: asJSON))
             }
         }
-        let mapping = XMLMapping(
-            record: x.record, key: x.key ?? (spec.key.count == 1 ? spec.key[0] : nil), fields: x.fields ?? [],
-            children: x.children, hashColumn: x.hashColumn, tolerant: x.tolerant)
-        if x.fields != nil {
+        if let mapping = x.mapping(sinkKey: spec.key) {
             do { _ = try mapping.schema() } catch let e as SluiceError { throw r.error(src["fields"]!, e.message) }
         }
         spec.format = "xml"

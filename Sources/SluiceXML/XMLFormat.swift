@@ -15,6 +15,8 @@ public final class XMLFormat: RecordFormat, Sendable {
     public let key: String?
     /// The hash column for an inferred mapping (nil: none).
     public let hashColumn: String?
+    /// Whether an inferred mapping keeps a bare `&` as text.
+    public let tolerant: Bool
     private let state: Mutex<CompiledMapping?>
 
     /// A format with an explicit mapping.
@@ -23,14 +25,16 @@ public final class XMLFormat: RecordFormat, Sendable {
         record = mapping.record
         key = mapping.key
         hashColumn = mapping.hashColumn
+        tolerant = mapping.tolerant
         state = Mutex(try CompiledMapping(mapping))
     }
 
     /// A format whose mapping is inferred from the document's first records.
-    public init(record: String, key: String? = nil, hashColumn: String? = "content_hash") {
+    public init(record: String, key: String? = nil, hashColumn: String? = "content_hash", tolerant: Bool = true) {
         self.record = record
         self.key = key
         self.hashColumn = hashColumn
+        self.tolerant = tolerant
         state = Mutex(nil)
     }
 
@@ -61,8 +65,8 @@ public final class XMLFormat: RecordFormat, Sendable {
             do {
                 event = try scanner.next()
             } catch {
-                if !atEOF && error.offset >= head.count - 1 { return nil }
-                if !atEOF && scanner.position >= head.count - 64 { return nil }
+                // Cut off by the end of what was read so far: read more.
+                if !atEOF && error.incomplete { return nil }
                 throw SluiceError(
                     .format, "before the first record: \(error.reason)",
                     position: Self.position(head, error.offset, file: file))
@@ -91,7 +95,7 @@ public final class XMLFormat: RecordFormat, Sendable {
                         position: Self.position(head, before, file: file))
                 } else {
                     do { try scanner.skipElement() } catch {
-                        if !atEOF { return nil }
+                        if !atEOF && error.incomplete { return nil }
                         throw SluiceError(
                             .format, error.reason, position: Self.position(head, error.offset, file: file))
                     }
@@ -115,8 +119,9 @@ public final class XMLFormat: RecordFormat, Sendable {
     /// The mapping's schema; infers the mapping from `sample` first when none was given.
     public func inferSchema(sample: UnsafeRawBufferPointer, header: [String]?) throws -> Schema {
         if let s = declaredSchema { return s }
-        let inferred = try XMLMappingInference.infer(
+        var inferred = try XMLMappingInference.infer(
             sample: sample, record: record, key: key, hashColumn: hashColumn)
+        inferred.tolerant = tolerant
         let compiled = try CompiledMapping(inferred)
         state.withLock { $0 = compiled }
         return compiled.schema

@@ -60,11 +60,14 @@ public struct XMLError: Error, Sendable, Equatable, CustomStringConvertible {
     public var offset: Int
     /// What is wrong.
     public var reason: String
+    /// The construct runs past the end of the scanned bytes: more input might complete it.
+    public var incomplete: Bool
 
     /// Creates an error.
-    public init(offset: Int, reason: String) {
+    public init(offset: Int, reason: String, incomplete: Bool = false) {
         self.offset = offset
         self.reason = reason
+        self.incomplete = incomplete
     }
 
     /// The reason.
@@ -153,21 +156,21 @@ public struct XMLScanner {
             if amp { try checkReferences(p, stop) }
             return .text(XMLSpan(start: p, end: stop, hasReferences: amp))
         }
-        guard p + 1 < length else { throw XMLError(offset: p, reason: "the input ends inside a tag") }
+        guard p + 1 < length else { throw XMLError(offset: p, reason: "the input ends inside a tag", incomplete: true) }
         switch base[p + 1] {
         case UInt8(ascii: "/"):
             return try endTag(p)
         case UInt8(ascii: "!"):
             if has("<!--", at: p) {
                 guard let e = find("-->", from: p + 4) else {
-                    throw XMLError(offset: p, reason: "comment is not closed (no -->)")
+                    throw XMLError(offset: p, reason: "comment is not closed (no -->)", incomplete: true)
                 }
                 position = e + 3
                 return .comment(XMLSpan(start: p + 4, end: e))
             }
             if has("<![CDATA[", at: p) {
                 guard let e = find("]]>", from: p + 9) else {
-                    throw XMLError(offset: p, reason: "CDATA section is not closed (no ]]>)")
+                    throw XMLError(offset: p, reason: "CDATA section is not closed (no ]]>)", incomplete: true)
                 }
                 position = e + 3
                 return .cdata(XMLSpan(start: p + 9, end: e))
@@ -179,7 +182,7 @@ public struct XMLScanner {
             throw XMLError(offset: p, reason: "'<!' starts neither a comment, CDATA nor DOCTYPE")
         case UInt8(ascii: "?"):
             guard let e = find("?>", from: p + 2) else {
-                throw XMLError(offset: p, reason: "processing instruction is not closed (no ?>)")
+                throw XMLError(offset: p, reason: "processing instruction is not closed (no ?>)", incomplete: true)
             }
             position = e + 2
             return .processingInstruction(XMLSpan(start: p + 2, end: e))
@@ -193,7 +196,7 @@ public struct XMLScanner {
         let target = depth - 1
         while depth > target {
             if try next() == .endOfInput {
-                throw XMLError(offset: length, reason: "the input ends inside an element")
+                throw XMLError(offset: length, reason: "the input ends inside an element", incomplete: true)
             }
         }
     }
@@ -230,7 +233,7 @@ public struct XMLScanner {
     }
 
     private func name(at p: Int) throws(XMLError) -> Int {
-        guard p < length else { throw XMLError(offset: p, reason: "the input ends inside a tag") }
+        guard p < length else { throw XMLError(offset: p, reason: "the input ends inside a tag", incomplete: true) }
         guard Self.startsName(base[p]) else {
             throw XMLError(offset: p, reason: "'\(Self.shown(base[p]))' cannot start a name")
         }
@@ -251,7 +254,9 @@ public struct XMLScanner {
         while true {
             let before = q
             while q < length && Self.isSpace(base[q]) { q += 1 }
-            guard q < length else { throw XMLError(offset: p, reason: "tag <\(string(tagName))> is not closed") }
+            guard q < length else {
+                throw XMLError(offset: p, reason: "tag <\(string(tagName))> is not closed", incomplete: true)
+            }
             let c = base[q]
             if c == UInt8(ascii: ">") {
                 position = q + 1
@@ -260,7 +265,9 @@ public struct XMLScanner {
             }
             if c == UInt8(ascii: "/") {
                 guard q + 1 < length, base[q + 1] == UInt8(ascii: ">") else {
-                    throw XMLError(offset: q, reason: "'/' in tag <\(string(tagName))> is not followed by '>'")
+                    throw XMLError(
+                        offset: q, reason: "'/' in tag <\(string(tagName))> is not followed by '>'",
+                        incomplete: q + 1 >= length)
                 }
                 position = q + 2
                 try push(tagName)
@@ -276,13 +283,15 @@ public struct XMLScanner {
             while q < length && Self.isSpace(base[q]) { q += 1 }
             guard q < length, base[q] == UInt8(ascii: "=") else {
                 throw XMLError(
-                    offset: q, reason: "attribute '\(string(attrName))' of <\(string(tagName))> has no '=' and value")
+                    offset: q, reason: "attribute '\(string(attrName))' of <\(string(tagName))> has no '=' and value",
+                    incomplete: q >= length)
             }
             q += 1
             while q < length && Self.isSpace(base[q]) { q += 1 }
             guard q < length, base[q] == UInt8(ascii: "\"") || base[q] == UInt8(ascii: "'") else {
                 throw XMLError(
-                    offset: q, reason: "the value of attribute '\(string(attrName))' must be quoted with \" or '")
+                    offset: q, reason: "the value of attribute '\(string(attrName))' must be quoted with \" or '",
+                    incomplete: q >= length)
             }
             // One pass over the (short) value: its closing quote, and whether it holds '<' or '&'.
             let quote = base[q]
@@ -298,7 +307,8 @@ public struct XMLScanner {
                 close += 1
             }
             guard close < length else {
-                throw XMLError(offset: q, reason: "the value of attribute '\(string(attrName))' is not closed")
+                throw XMLError(
+                    offset: q, reason: "the value of attribute '\(string(attrName))' is not closed", incomplete: true)
             }
             if amp && !tolerant { try checkReferences(q + 1, close) }
             let attribute = XMLAttribute(name: attrName, value: XMLSpan(start: q + 1, end: close, hasReferences: amp))
@@ -328,7 +338,8 @@ public struct XMLScanner {
         var q = nameEnd
         while q < length && Self.isSpace(base[q]) { q += 1 }
         guard q < length, base[q] == UInt8(ascii: ">") else {
-            throw XMLError(offset: p, reason: "end tag </\(string(tagName))> is not closed with '>'")
+            throw XMLError(
+                offset: p, reason: "end tag </\(string(tagName))> is not closed with '>'", incomplete: q >= length)
         }
         guard depth > 0 else {
             throw XMLError(offset: p, reason: "end tag </\(string(tagName))> closes no open element")
@@ -360,7 +371,7 @@ public struct XMLScanner {
             }
             q += 1
         }
-        throw XMLError(offset: p, reason: "DOCTYPE is not closed")
+        throw XMLError(offset: p, reason: "DOCTYPE is not closed", incomplete: true)
     }
 
     /// Strict mode: every `&` in `[s, e)` must start a known entity or a character reference.

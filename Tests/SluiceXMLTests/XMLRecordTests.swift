@@ -222,6 +222,38 @@ let mapping = XMLMapping(
         #expect(r.children[1] == [[.int64(1), .int64(1), .string("Rock")], [.int64(1), .int64(2), .string("Pop")]])
     }
 
+    @Test func aPreambleCutOffAskForMoreAndABrokenOneIsAnError() throws {
+        let format = try XMLFormat(mapping: mapping)
+        let doc =
+            "<?xml version=\"1.0\"?>\n<!DOCTYPE releases [" + String(repeating: "<!ENTITY e \"x\">", count: 20)
+            + "]>\n<releases><release id=\"1\"/></releases>"
+        let bytes = Array(doc.utf8)
+        func preamble(_ n: Int, eof: Bool) throws -> Preamble? {
+            try bytes[0..<n].withUnsafeBytes { try format.preamble($0, atEOF: eof, file: "t.xml") }
+        }
+        // Cut inside the long DOCTYPE, or inside the container's start tag: more bytes are needed.
+        for cut in [60, 200, doc.utf8.count - 40] {
+            #expect(try preamble(cut, eof: false) == nil, "cut at \(cut)")
+        }
+        #expect(throws: SluiceError.self) { try preamble(200, eof: true) }
+        let whole = try #require(try preamble(bytes.count, eof: true))
+        #expect(whole.lines == 2)
+        // A malformed tag before the records is an error even when more input would follow.
+        let broken = Array("<releases x=1><release id=\"1\"/></releases>".utf8)
+        #expect(throws: SluiceError.self) {
+            try broken.withUnsafeBytes { try format.preamble($0, atEOF: false, file: "t.xml") }
+        }
+    }
+
+    @Test func anInferredMappingHonoursStrictMode() throws {
+        let xml = "<r><x id=\"1\"><t>R&B</t></x><x id=\"2\"><t>ok</t></x></r>"
+        let tolerant = try decodeDocument(xml, XMLFormat(record: "/r/x"))
+        #expect(tolerant.rows.count == 2 && tolerant.rejects.isEmpty)
+        let strict = try decodeDocument(xml, XMLFormat(record: "/r/x", tolerant: false))
+        #expect(strict.rows.count == 1)
+        #expect(strict.rejects.first?.reason.contains("'&' starts no known entity") == true)
+    }
+
     @Test func aDocumentWithoutTheContainerIsAnErrorNamingIt() throws {
         #expect(throws: SluiceError.self) {
             try decodeDocument("<catalog><item/></catalog>", try XMLFormat(mapping: mapping))
