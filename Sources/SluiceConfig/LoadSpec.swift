@@ -76,6 +76,12 @@ public struct LoadSpec: Sendable {
         public var children: [XMLChildMapping] = []
         /// Keep a bare `&` as text. Default: true.
         public var tolerant = true
+        /// The source-hash column (a hash of each record's raw bytes, kept with the content hash so that update
+        /// runs skip decoding unchanged records); nil: none. Default: `source_hash`.
+        public var sourceHashColumn: String? = "source_hash"
+
+        /// The source-hash column in use (none without a content-hash column).
+        public var effectiveSourceHashColumn: String? { hashColumn == nil ? nil : sourceHashColumn }
 
         /// Creates a spec for records at `record`.
         public init(record: String) { self.record = record }
@@ -88,7 +94,7 @@ public struct LoadSpec: Sendable {
             fields.map {
                 XMLMapping(
                     record: record, key: linkKey(sinkKey: sinkKey), fields: $0, children: children,
-                    hashColumn: hashColumn, tolerant: tolerant)
+                    hashColumn: hashColumn, tolerant: tolerant, sourceHashColumn: sourceHashColumn)
             }
         }
 
@@ -96,7 +102,8 @@ public struct LoadSpec: Sendable {
         public func format(sinkKey: [String]) throws -> XMLFormat {
             if let m = mapping(sinkKey: sinkKey) { return try XMLFormat(mapping: m) }
             return XMLFormat(
-                record: record, key: linkKey(sinkKey: sinkKey), hashColumn: hashColumn, tolerant: tolerant)
+                record: record, key: linkKey(sinkKey: sinkKey), hashColumn: hashColumn, tolerant: tolerant,
+                sourceHashColumn: sourceHashColumn)
         }
     }
 
@@ -308,6 +315,7 @@ public struct LoadSpec: Sendable {
         let sink: any BatchSink
         var tracking = ChangeTracking(skipUnchanged: skipUnchanged, purgeMissing: purgeMissing)
         tracking.hashColumn = xml != nil ? xml!.hashColumn : "content_hash"
+        tracking.sourceHashColumn = xml?.effectiveSourceHashColumn
         switch try store() {
         case .discard:
             sink = DiscardSink()

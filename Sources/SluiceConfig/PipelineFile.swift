@@ -161,7 +161,7 @@ public enum PipelineFile {
             source, "source",
             allowed: [
                 "path", "paths", "format", "schema", "delimiter", "null", "header", "record", "key", "hash", "fields",
-                "children", "tolerant",
+                "children", "tolerant", "source_hash",
             ])
         if let p = src["path"] { spec.inputs = [r.path(try r.expanded(p, "source.path"))] }
         if let ps = src["paths"] {
@@ -199,7 +199,7 @@ public enum PipelineFile {
         let isXML =
             spec.format?.lowercased() == "xml"
             || (spec.format == nil && spec.inputs.first.flatMap(LoadSpec.formatFromName) == "xml")
-        let xmlKeys = ["record", "key", "hash", "fields", "children", "tolerant"]
+        let xmlKeys = ["record", "key", "hash", "fields", "children", "tolerant", "source_hash"]
         guard isXML else {
             if let k = xmlKeys.first(where: { src[$0] != nil }) {
                 throw r.error(src[k]!, "source.\(k) applies to XML input only (format: xml)")
@@ -219,6 +219,13 @@ public enum PipelineFile {
             }
         }
         if let t = src["tolerant"] { x.tolerant = try r.bool(t, "source.tolerant") }
+        if let h = src["source_hash"] {
+            if case .scalar = h, let b = h.bool {
+                x.sourceHashColumn = b ? "source_hash" : nil
+            } else {
+                x.sourceHashColumn = try r.string(h, "source.source_hash")
+            }
+        }
         if let f = src["fields"] { x.fields = try xmlFields(f, "source.fields", r) }
         if let c = src["children"] {
             guard x.fields != nil else { throw r.error(c, "source.children needs source.fields (an explicit mapping)") }

@@ -207,6 +207,15 @@ public final class RecordBatchBuilder: @unchecked Sendable {
     private let isChild: Bool
     /// For a child builder: the parent row of each completed row.
     @exclusivity(unchecked) public private(set) var parentRows: [Int32] = []
+    /// Keys of records a decoder recognised as unchanged from their raw bytes (``StoredSourceHashes``) and so
+    /// did not turn into rows; the runtime takes them after each chunk and tells the sink.
+    public var unchangedKeys: [Int64] = []
+    /// The input position (``StoredSourceHashes/position(file:offset:)``) of byte 0 of the chunk being
+    /// decoded, set by the runtime before it calls the decoder.
+    public var chunkPosition: Int64 = 0
+    /// Records a decoder dropped because a later occurrence of their key was skipped as unchanged (counted as
+    /// read, not written); the runtime resets it after each chunk.
+    public var supersededRecords = 0
 
     /// Creates a builder sized for `rowCapacity` rows, optionally tracking per-row origins.
     public convenience init(

@@ -125,4 +125,12 @@ public protocol RecordFormat: Sendable {
     func makeFramer() -> any RecordFramer
     /// A decoder producing `schema` from a file with this `header`.
     func makeDecoder(schema: Schema, header: [String]?, file: String) throws -> any RecordDecoder
+    /// Lets decoders skip records whose raw bytes hash to what the sink holds (see ``StoredSourceHashes``);
+    /// called before decoding starts. Default: nothing (every record is decoded).
+    func useStoredSourceHashes(_ stored: StoredSourceHashes)
+}
+
+extension RecordFormat {
+    /// Does nothing.
+    public func useStoredSourceHashes(_ stored: StoredSourceHashes) {}
 }

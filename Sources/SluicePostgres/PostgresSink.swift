@@ -116,6 +116,9 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         var copy: String
         /// `DELETE FROM child WHERE link = ANY($1)`.
         var delete: String
+        /// Whether the table has a unique key on exactly (link, position), so that a changed record's child
+        /// rows can be merged into the stored ones instead of replacing them.
+        var mergeable: Bool
     }
 
     /// What the record-by-record path needs, settled at open.
@@ -141,6 +144,20 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         timingLock.lock()
         defer { timingLock.unlock() }
         return counts
+    }
+
+    /// The stored records' source hashes, read at open with `--skip-unchanged` (int64 keys, a table within the
+    /// stored-hash cap, a source-hash column in the input).
+    public var storedSourceHashes: StoredSourceHashes? { nested?.stored?.sources }
+
+    /// Counts records the decoders skipped as unchanged, and marks their keys seen for `--purge-missing`.
+    public func noteUnchanged(keys: [Int64]) {
+        guard let stored = nested?.stored else { return }
+        stored.markSeen(keys: keys)
+        var c = ChangeCounts()
+        c.unchanged = Int64(keys.count)
+        c.undecoded = Int64(keys.count)
+        addCounts(c)
     }
 
     /// One writer: its connection, encoder and staging state.
@@ -224,6 +241,13 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
             }
             needed = k + set
         }
+        if let sh = options.changes.sourceHashColumn, schema.index(of: sh) != nil,
+            !existing.contains(where: { $0.0 == sh })
+        {
+            // A table from before source hashes: add the column (its records are decoded once more, then skipped).
+            try s.execute("ALTER TABLE \(SQL.table(table)) ADD COLUMN IF NOT EXISTS \(SQL.ident(sh)) bigint")
+            existing = try tableColumns(table, on: s)
+        }
         let byName = Dictionary(existing.map { ($0.0, $0) }, uniquingKeysWith: { a, _ in a })
         let missing = needed.filter { byName[$0] == nil }
         if !missing.isEmpty {
@@ -276,6 +300,22 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         return try rows.first?.decode(Int64.self) ?? 0 > 0
     }
 
+    /// Whether `table` has a unique index on exactly the columns (`first`, `second`).
+    private func hasUniqueKey(_ table: String, _ first: String, _ second: String, on s: PostgresSession) throws -> Bool
+    {
+        var binds = PostgresBindings()
+        binds.append(SQL.table(table))
+        binds.append(first)
+        binds.append(second)
+        let rows = try s.rows(
+            "SELECT count(*)::int8 FROM pg_index i "
+                + "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+                + "JOIN pg_attribute b ON b.attrelid = i.indrelid AND b.attnum = i.indkey[1] "
+                + "WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indnatts = 2 "
+                + "AND a.attname = $2 AND b.attname = $3", binds)
+        return try rows.first?.decode(Int64.self) ?? 0 > 0
+    }
+
     /// Builds the keys of child tables this run created (before deleting child rows by key, and at the end).
     private func buildDeferredKeys(on s: PostgresSession) throws {
         deferredLock.lock()
@@ -294,6 +334,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         for child in schema.children {
             let link = child.linkField.name
             var existing = try tableColumns(child.name, on: s)
+            var mergeable = true
             let addKey =
                 "ALTER TABLE \(SQL.table(child.name)) ADD PRIMARY KEY (\(SQL.ident(link)), \(SQL.ident("position")))"
             if existing.isEmpty {
@@ -305,6 +346,8 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
             } else if try !hasIndex(child.name, leadingColumn: link, on: s) {
                 // Left without its key by a run that was killed before it could build it.
                 try s.execute(addKey)
+            } else {
+                mergeable = try hasUniqueKey(child.name, link, "position", on: s)
             }
             let byName = Dictionary(existing.map { ($0.0, $0) }, uniquingKeysWith: { a, _ in a })
             var cols: [PostgresColumn] = []
@@ -332,7 +375,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
                 ChildTarget(
                     table: child.name, columns: cols, inputIndex: Array(0..<cols.count),
                     copy: "COPY \(t) (\(names)) FROM STDIN WITH (FORMAT binary)",
-                    delete: "DELETE FROM \(t) WHERE \(SQL.ident(link)) = ANY($1)"))
+                    delete: "DELETE FROM \(t) WHERE \(SQL.ident(link)) = ANY($1)", mergeable: mergeable))
         }
         var n = Nested(
             children: targets, lookup: nil, keyColumn: nil, keyIndex: -1, hashIndex: nil, seenTable: nil, copySeen: "",
@@ -351,8 +394,11 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
             n.lookup =
                 "SELECT \(SQL.ident(k))::\(cast), \(hash ?? "NULL::bytea") FROM \(SQL.table(table)) WHERE \(SQL.ident(k)) = ANY($1)"
             if kc.input == .int64 {
+                let source =
+                    tracking.skipUnchanged
+                    ? tracking.sourceHashColumn.flatMap { c in schema.index(of: c) != nil ? SQL.ident(c) : nil } : nil
                 n.stored = try StoredHashes.load(
-                    table: table, key: k, hash: hash, on: s, limit: PostgresSinkOptions.storedHashLimit)
+                    table: table, key: k, hash: hash, source: source, on: s, limit: PostgresSinkOptions.storedHashLimit)
             }
             if tracking.purgeMissing && n.stored == nil {
                 let seen = table + "__sluice_seen"
@@ -779,9 +825,11 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         columns.enumerated().map { "$\(first + $0.offset)::\($0.element.sqlType)[]" }.joined(separator: ", ")
     }
 
-    /// Writes a few records in one transaction of four statements: the parents merged from arrays, the
-    /// changed records' old children deleted from every child table at once, and the new children inserted
-    /// into every child table at once.
+    /// Writes a few records in one transaction of two statements, with array parameters: the parents merged
+    /// (only rows whose values differ are rewritten), then the child rows of every table at once. A new
+    /// record's children are inserted. A changed record's children are merged by (link, position): a row
+    /// whose values are the same is left alone, and rows past its new count are deleted. Most changes touch
+    /// one part of a record, so most child rows are not rewritten.
     private func writeFewRows(
         _ batch: RecordBatch, _ n: Nested, _ s: PostgresSession, _ lane: Lane, new newRows: [Int],
         changed changedRows: [Int],
@@ -802,46 +850,91 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         let t0 = SQL.table(table)
         let names = columns.map { SQL.ident($0.name) }.joined(separator: ", ")
         let conflict = statements.merge[statements.merge.range(of: " ON CONFLICT")!.lowerBound...]
-        var parentSQL = "INSERT INTO \(t0) (\(names)) SELECT * FROM unnest(\(Self.arrays(columns, from: 1)))\(conflict)"
-        // The changed records' old children, in the same statement (other tables).
-        if !changedRows.isEmpty && !n.children.isEmpty, let kc = n.keyColumn {
+        var parentSQL =
+            "INSERT INTO \(t0) (\(names)) SELECT * FROM unnest(\(Self.arrays(columns, from: 1)))\(conflict)"
+        // Tables without a unique (link, position) key: the changed records' old children are deleted first.
+        let replaced = n.children.enumerated().filter { !$0.element.mergeable }
+        if !changedRows.isEmpty && !replaced.isEmpty, let kc = n.keyColumn {
             parentBinds.append(try arrayParameter(batch, column: n.keyIndex, as: kc, rows: changedRows, e))
             let k = "$\(columns.count + 1)"
-            let deletes = n.children.enumerated().map { i, c in
+            let deletes = replaced.map { i, c in
                 "d\(i) AS (DELETE FROM \(SQL.table(c.table)) WHERE \(SQL.ident(c.columns[0].name)) = ANY(\(k)))"
             }
             parentSQL = "WITH " + deletes.joined(separator: ", ") + " " + parentSQL
         }
-        // New children, every table in one statement.
+        // Children, every table in one statement.
         var childBinds = PostgresBindings()
-        var inserts: [String] = []
+        var parts: [String] = []
         var next = 1
         var childRows = 0
-        for (c, child) in n.children.enumerated() where written.children[c].count > 0 {
-            let kids = written.children[c]
-            for (i, col) in child.columns.enumerated() {
-                if let reason = firstUnrepresentable(kids, column: child.inputIndex[i], as: col) {
-                    throw SinkError(.rejectedData, "\(child.table): \(reason)")
-                }
-                childBinds.append(try arrayParameter(kids, column: child.inputIndex[i], as: col, rows: nil, e))
+        let groups: [(rows: [Int], changed: Bool)] = [(newRows, false), (changedRows, true)]
+        var changedKeys: Int?
+        for (rowsOfGroup, changed) in groups where !rowsOfGroup.isEmpty {
+            let part = batch.select(rows: rowsOfGroup)
+            if changed, let kc = n.keyColumn {
+                childBinds.append(try arrayParameter(batch, column: n.keyIndex, as: kc, rows: rowsOfGroup, e))
+                changedKeys = next
+                next += 1
             }
-            let cols = child.columns.map { SQL.ident($0.name) }.joined(separator: ", ")
-            inserts.append(
-                "i\(c) AS (INSERT INTO \(SQL.table(child.table)) (\(cols)) SELECT * FROM unnest(\(Self.arrays(child.columns, from: next))))"
-            )
-            next += child.columns.count
-            childRows += kids.count
+            for (c, child) in n.children.enumerated() {
+                let kids = part.children[c]
+                let tc = SQL.table(child.table)
+                if kids.count > 0 {
+                    for (i, col) in child.columns.enumerated() {
+                        if let reason = firstUnrepresentable(kids, column: child.inputIndex[i], as: col) {
+                            throw SinkError(.rejectedData, "\(child.table): \(reason)")
+                        }
+                        childBinds.append(try arrayParameter(kids, column: child.inputIndex[i], as: col, rows: nil, e))
+                    }
+                    let cols = child.columns.map { SQL.ident($0.name) }.joined(separator: ", ")
+                    var sql =
+                        "INSERT INTO \(tc) (\(cols)) SELECT * FROM unnest(\(Self.arrays(child.columns, from: next)))"
+                    if changed && child.mergeable { sql += Self.childConflict(child, table: tc) }
+                    parts.append("\(changed ? "u" : "i")\(c) AS (\(sql))")
+                    next += child.columns.count
+                    childRows += kids.count
+                }
+                if changed && child.mergeable, let k = changedKeys {
+                    // Rows past each changed record's new count of children in this table.
+                    var counts: [Int64] = []
+                    counts.reserveCapacity(part.count)
+                    for r in 0..<part.count { counts.append(Int64(kids.rows(ofParents: r..<(r + 1)).count)) }
+                    childBinds.append(counts)
+                    let link = SQL.ident(child.columns[0].name)
+                    parts.append(
+                        "d\(c) AS (DELETE FROM \(tc) sluice_c USING unnest($\(k)::\(n.keyColumn!.sqlType)[], $\(next)::int8[]) AS x(k, n) "
+                            + "WHERE sluice_c.\(link) = x.k AND sluice_c.\(SQL.ident("position")) > x.n)")
+                    next += 1
+                }
+            }
         }
         let b = MonotonicClock.now()
         t.encode.busy += b - a
         try s.execute("BEGIN")
         try s.execute(parentSQL, parentBinds)
-        if !inserts.isEmpty { try s.execute("WITH " + inserts.joined(separator: ", ") + " SELECT 1", childBinds) }
+        if !parts.isEmpty { try s.execute("WITH " + parts.joined(separator: ", ") + " SELECT 1", childBinds) }
         let c = MonotonicClock.now()
         t.write.busy += c - b
         try s.execute("COMMIT")
         t.commit.busy += MonotonicClock.now() - c
         return childRows
+    }
+
+    /// `ON CONFLICT (link, position) DO UPDATE …` for a changed record's child rows: a row is rewritten only
+    /// when one of its values differs.
+    private static func childConflict(_ child: ChildTarget, table: String) -> String {
+        let key = child.columns.prefix(2).map { SQL.ident($0.name) }.joined(separator: ", ")
+        let others = child.columns.dropFirst(2)
+        guard !others.isEmpty else { return " ON CONFLICT (\(key)) DO NOTHING" }
+        func value(_ prefix: String, _ c: PostgresColumn) -> String {
+            // json and xml have no equality operator; compare their text.
+            let v = "\(prefix).\(SQL.ident(c.name))"
+            return c.oid == PostgresOID.json || c.oid == 142 ? "\(v)::text" : v
+        }
+        let set = others.map { "\(SQL.ident($0.name)) = EXCLUDED.\(SQL.ident($0.name))" }.joined(separator: ", ")
+        let mine = others.map { value(table, $0) }.joined(separator: ", ")
+        let theirs = others.map { value("EXCLUDED", $0) }.joined(separator: ", ")
+        return " ON CONFLICT (\(key)) DO UPDATE SET \(set) WHERE ROW(\(mine)) IS DISTINCT FROM ROW(\(theirs))"
     }
 
     /// Why a value of `column` cannot be written as `col` (an integer out of range), for the first such row.
@@ -1113,7 +1206,7 @@ final class StoredHashes: @unchecked Sendable {
 
     /// Reads every key (and hash) of `table` in key order; nil when it holds more than `limit` records.
     static func load(
-        table: String, key: String, hash: String?, on s: PostgresSession, limit: Int
+        table: String, key: String, hash: String?, source: String? = nil, on s: PostgresSession, limit: Int
     ) throws -> StoredHashes? {
         let t = SQL.table(table)
         let k = SQL.ident(key)
@@ -1122,14 +1215,21 @@ final class StoredHashes: @unchecked Sendable {
         final class Collector: @unchecked Sendable {
             var keys: [Int64] = []
             var hashes: [UInt64] = []
+            var sourceKeys: [Int64] = []
+            var sources: [Int64] = []
         }
         let c = Collector()
         c.keys.reserveCapacity(Int(count))
         c.hashes.reserveCapacity(Int(count) * 2)
         let h = hash.map { "substring(\($0) from 1 for 16)" } ?? "NULL::bytea"
-        try s.forEachRow("SELECT \(k)::int8, \(h) FROM \(t) ORDER BY \(k)") { row in
-            let (key, digest) = try row.decode((Int64, ByteBuffer?).self)
+        let sh = source.map { "\($0)::int8" } ?? "NULL::int8"
+        try s.forEachRow("SELECT \(k)::int8, \(h), \(sh) FROM \(t) ORDER BY \(k)") { row in
+            let (key, digest, sourceHash) = try row.decode((Int64, ByteBuffer?, Int64?).self)
             c.keys.append(key)
+            if let sourceHash {
+                c.sourceKeys.append(key)
+                c.sources.append(sourceHash)
+            }
             var a: UInt64 = 0
             var b: UInt64 = 0
             if let digest, digest.readableBytes >= 16 {
@@ -1141,21 +1241,18 @@ final class StoredHashes: @unchecked Sendable {
             c.hashes.append(a)
             c.hashes.append(b)
         }
-        return StoredHashes(keys: c.keys, hashes: c.hashes)
+        let stored = StoredHashes(keys: c.keys, hashes: c.hashes)
+        if source != nil { stored.sources = StoredSourceHashes(keys: c.sourceKeys, hashes: c.sources) }
+        return stored
     }
+
+    /// The stored source hashes (read with `source`), for decoders to skip unchanged records.
+    private(set) var sources: StoredSourceHashes?
 
     /// Stored records read.
     var count: Int { keys.count }
 
-    private func index(of key: Int64) -> Int? {
-        var lo = 0
-        var hi = keys.count
-        while lo < hi {
-            let mid = (lo + hi) >> 1
-            if keys[mid] < key { lo = mid + 1 } else { hi = mid }
-        }
-        return lo < keys.count && keys[lo] == key ? lo : nil
-    }
+    private func index(of key: Int64) -> Int? { keys.sortedIndex(of: key) }
 
     private static func prefix(_ column: Column?, _ row: Int) -> (UInt64, UInt64)? {
         guard let column, !column.isNull(row) else { return nil }
@@ -1222,6 +1319,15 @@ final class StoredHashes: @unchecked Sendable {
         defer { lock.unlock() }
         for r in 0..<batch.count {
             if let i = index(of: keyColumn.int64(at: r)) { seen[i >> 6] |= 1 << UInt64(i & 63) }
+        }
+    }
+
+    /// Marks `keys` (records skipped as unchanged) as seen.
+    func markSeen(keys: [Int64]) {
+        lock.lock()
+        defer { lock.unlock() }
+        for k in keys {
+            if let i = index(of: k) { seen[i >> 6] |= 1 << UInt64(i & 63) }
         }
     }
 

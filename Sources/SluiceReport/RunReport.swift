@@ -51,6 +51,9 @@ public struct ChangeCounts: Sendable, Codable, Equatable {
     public var purged: Int64 = 0
     /// Why purging was asked for but not done (the run was incomplete or rejected records), if it was not.
     public var purgeSkipped: String?
+    /// Of the unchanged records, those recognised from their raw bytes (the stored source hash) and so never
+    /// decoded; nil when none were.
+    public var undecoded: Int64?
 
     /// Zero counts.
     public init() {}
@@ -61,6 +64,7 @@ public struct ChangeCounts: Sendable, Codable, Equatable {
         updated += o.updated
         unchanged += o.unchanged
         purged += o.purged
+        if let u = o.undecoded { undecoded = (undecoded ?? 0) + u }
     }
 }
 
@@ -184,6 +188,9 @@ public struct RunReport: Sendable, Codable {
             out +=
                 "  changes    \(Format.count(c.inserted)) inserted, \(Format.count(c.updated)) updated, "
                 + "\(Format.count(c.unchanged)) unchanged, \(Format.count(c.purged)) purged\n"
+            if let u = c.undecoded, u > 0 {
+                out += "  skipped    \(Format.count(u)) unchanged records by their bytes, without decoding them\n"
+            }
             if let why = c.purgeSkipped { out += "  purge      skipped: \(why)\n" }
         }
         if let rejectsFile { out += "  rejects    \(rejectsFile)\n" }

@@ -52,6 +52,9 @@ public final class FileSource: Source, @unchecked Sendable {
         return "\(shown) (\(format.name))"
     }
 
+    /// Passes the sink's stored source hashes to the format's decoders.
+    public func useStoredSourceHashes(_ stored: StoredSourceHashes) { format.useStoredSourceHashes(stored) }
+
     /// Checks the files, settles the schema and computes the total size for progress.
     public func open(context: SourceContext) throws -> Schema {
         self.context = context

@@ -93,6 +93,8 @@ public final class Pipeline: @unchecked Sendable {
         var lines: Int
         var records: Int64
         var error: (any Error)?
+        /// Keys of records skipped as unchanged (not in `batches`).
+        var unchanged: [Int64] = []
     }
 
     /// Runs the pipeline on the calling thread (plus the stage threads) and returns the report.
@@ -112,6 +114,7 @@ public final class Pipeline: @unchecked Sendable {
         } catch let e as SinkError {
             throw SluiceError(.sink, e.message)
         }
+        if let stored = sink.storedSourceHashes { source.useStoredSourceHashes(stored) }
         if let path = options.rejectsPath, FileManager.default.fileExists(atPath: path) {
             try? FileManager.default.removeItem(atPath: path)
         }
@@ -321,6 +324,11 @@ public final class Pipeline: @unchecked Sendable {
                 if !handedOff { break }
             }
             if !handedOff { break }
+            if !item.unchanged.isEmpty {
+                sink.noteUnchanged(keys: item.unchanged)
+                recordsOut.store(
+                    written.add(Int64(item.unchanged.count), ordering: .relaxed).newValue, ordering: .relaxed)
+            }
             // Give freed batch memory back to the OS: batches are allocated on decoder threads and freed
             // on writer threads, which otherwise leaves glibc arenas holding pages (RSS would not track live memory).
             sluice_release_free_memory()
@@ -414,6 +422,7 @@ public final class Pipeline: @unchecked Sendable {
             var line = 0
             let bytes = chunk.bytes
             let b = decoderBuilder(for: chunk, default: builder, rowCapacity: min(sizing.maxRows, 16_384))
+            b.chunkPosition = StoredSourceHashes.position(file: chunk.fileIndex, offset: chunk.fileOffset)
             while pos < chunk.count {
                 let startPos = pos
                 let startLine = line
@@ -432,10 +441,14 @@ public final class Pipeline: @unchecked Sendable {
                 if pos == startPos && line == startLine { break }
             }
             let rows = batches.reduce(0) { $0 + $1.count }
+            let unchanged = b.unchangedKeys
+            let superseded = b.supersededRecords
+            if !unchanged.isEmpty { b.unchangedKeys = [] }
+            b.supersededRecords = 0
             return Decoded(
                 batches: batches, rejects: rejects, file: chunk.file, fileIndex: chunk.fileIndex,
                 fileOffset: chunk.fileOffset, startLine: chunk.startLine, lines: line,
-                records: Int64(rows + rejects.count), error: nil)
+                records: Int64(rows + rejects.count + unchanged.count + superseded), error: nil, unchanged: unchanged)
         }
     }
 

@@ -43,12 +43,19 @@ public struct ChangeTracking: Sendable, Hashable {
     /// After a complete run with no rejected record, delete stored records (and their child rows) whose key
     /// the run did not contain.
     public var purgeMissing: Bool
+    /// The column holding each record's source hash (a hash of its raw input bytes, ``SourceHash``), which
+    /// lets `--skip-unchanged` skip decoding records whose bytes did not change; nil: none.
+    public var sourceHashColumn: String?
 
     /// Creates the settings.
-    public init(hashColumn: String? = nil, skipUnchanged: Bool = false, purgeMissing: Bool = false) {
+    public init(
+        hashColumn: String? = nil, skipUnchanged: Bool = false, purgeMissing: Bool = false,
+        sourceHashColumn: String? = nil
+    ) {
         self.hashColumn = hashColumn
         self.skipUnchanged = skipUnchanged
         self.purgeMissing = purgeMissing
+        self.sourceHashColumn = sourceHashColumn
     }
 
     /// Checks the settings against the mode and schema.
@@ -176,6 +183,12 @@ public protocol BatchSink: AnyObject, Sendable {
     func finish(complete: Bool, clean: Bool) throws
     /// Inserted / updated / unchanged / purged counts, for sinks that tell them apart. Default: nil.
     var changes: ChangeCounts? { get }
+    /// With `--skip-unchanged` and a source-hash column: the stored records' source hashes, read at open, so
+    /// that decoders skip records whose raw bytes did not change. Default: nil.
+    var storedSourceHashes: StoredSourceHashes? { get }
+    /// Records the decoders skipped as unchanged (``storedSourceHashes``), by key: the sink counts them as
+    /// unchanged and as seen (for `--purge-missing`). Called on one thread, in input order. Default: nothing.
+    func noteUnchanged(keys: [Int64])
     /// Per-phase timings so far.
     var timings: SinkTimings { get }
 }
@@ -197,6 +210,10 @@ extension BatchSink {
     public func finish(complete: Bool, clean: Bool) throws { try finish(complete: complete) }
     /// None.
     public var changes: ChangeCounts? { nil }
+    /// None.
+    public var storedSourceHashes: StoredSourceHashes? { nil }
+    /// Does nothing.
+    public func noteUnchanged(keys: [Int64]) {}
 }
 
 /// Drops every batch (for measuring the framework).

@@ -76,9 +76,14 @@ public protocol Source: AnyObject, Sendable {
     /// Called after `batch` and every batch before it were committed by the sink, in input order, on the
     /// writer's thread (a resumable source records its position here). Default: nothing.
     func committed(_ batch: RecordBatch)
+    /// Hands the source what the sink already holds, after the sink opened and before the first `next`, so its
+    /// decoders can skip records whose raw bytes are unchanged. Default: nothing.
+    func useStoredSourceHashes(_ stored: StoredSourceHashes)
 }
 
 extension Source {
     /// Does nothing.
     public func committed(_ batch: RecordBatch) {}
+    /// Does nothing.
+    public func useStoredSourceHashes(_ stored: StoredSourceHashes) {}
 }

@@ -2,6 +2,7 @@ import CSQLite
 import SluiceCore
 import SluiceReport
 import SluiceRuntime
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -60,6 +61,9 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
     private var nested: Nested?
     private var counts = ChangeCounts()
     private var countsChanges = false
+    private var sources: StoredSourceHashes?
+    /// Keys of records the decoders skipped as unchanged, not yet in the seen table, and how many were skipped.
+    private let skipped = Mutex<(keys: [Int64], count: Int64)>(([], 0))
     /// Per-phase timings.
     public private(set) var timings = SinkTimings()
 
@@ -150,7 +154,43 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
     }
 
     /// Inserted / updated / unchanged / purged counts (upserts of nested or hashed records).
-    public var changes: ChangeCounts? { countsChanges ? counts : nil }
+    public var changes: ChangeCounts? {
+        guard countsChanges else { return nil }
+        var c = counts
+        let n = skipped.withLock { $0.count }
+        c.unchanged += n
+        if n > 0 { c.undecoded = n }
+        return c
+    }
+
+    /// The stored records' source hashes, read at open with `--skip-unchanged` (an integer key and a
+    /// source-hash column in the input).
+    public var storedSourceHashes: StoredSourceHashes? { sources }
+
+    /// Counts records the decoders skipped as unchanged; their keys join the seen set (for `--purge-missing`)
+    /// with the next transaction.
+    public func noteUnchanged(keys: [Int64]) {
+        let purging = nested?.seen != nil
+        skipped.withLock {
+            $0.count += Int64(keys.count)
+            if purging { $0.keys += keys }
+        }
+    }
+
+    /// Adds the skipped records' keys to the seen table (inside the caller's transaction).
+    private func recordSkippedKeys(_ db: SQLiteConnection) throws {
+        guard let seen = nested?.seen else { return }
+        let keys = skipped.withLock { s -> [Int64] in
+            defer { s.keys = [] }
+            return s.keys
+        }
+        for k in keys {
+            sqlite3_bind_int64(seen.handle, 1, k)
+            let rc = sqlite3_step(seen.handle)
+            sqlite3_reset(seen.handle)
+            if rc != SQLITE_DONE { throw SinkError(.fatal, db.lastError(rc, sql: seen.sql).description) }
+        }
+    }
 
     /// Opens the database, sets bulk pragmas, creates the table if needed and prepares the insert.
     public func open(schema: Schema) throws {
@@ -175,7 +215,7 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
                 try db.exec("DROP TABLE IF EXISTS \(q(writeTable))")
                 try db.exec(Self.createTableSQL(writeTable, schema: schema, key: []))
             } else {
-                let existing = try db.query("SELECT name FROM pragma_table_info(\(sqlString(table)))").compactMap {
+                var existing = try db.query("SELECT name FROM pragma_table_info(\(sqlString(table)))").compactMap {
                     $0[0]
                 }
                 var needed = schema.fields.map(\.name)
@@ -188,6 +228,11 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
                 if existing.isEmpty {
                     try db.exec(Self.createTableSQL(table, schema: schema, key: key))
                 } else {
+                    if let sh = options.changes.sourceHashColumn, schema.index(of: sh) != nil, !existing.contains(sh) {
+                        // A table from before source hashes: add the column.
+                        try db.exec("ALTER TABLE \(q(table)) ADD COLUMN \(q(sh)) INTEGER")
+                        existing.append(sh)
+                    }
                     let missing = needed.filter { !existing.contains($0) }
                     if !missing.isEmpty {
                         throw SinkError(
@@ -280,6 +325,21 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
             }
         }
         countsChanges = lookup != nil
+        if let keyName, tracking.skipUnchanged, let sh = tracking.sourceHashColumn, schema.index(of: sh) != nil,
+            let k = schema.index(of: keyName), schema.fields[k].type == .int64
+        {
+            let read = try db.prepare(
+                "SELECT \(q(keyName)), \(q(sh)) FROM \(q(table)) WHERE \(q(sh)) IS NOT NULL AND typeof(\(q(keyName))) = 'integer'"
+            )
+            var keys: [Int64] = []
+            var hashes: [Int64] = []
+            while sqlite3_step(read.handle) == SQLITE_ROW {
+                keys.append(sqlite3_column_int64(read.handle, 0))
+                hashes.append(sqlite3_column_int64(read.handle, 1))
+            }
+            sqlite3_reset(read.handle)
+            sources = StoredSourceHashes(keys: keys, hashes: hashes)
+        }
         nested = Nested(
             lookup: lookup, deleteChildren: deletes, insertChild: inserts, seen: seen,
             keyColumn: keyName.flatMap { schema.index(of: $0) } ?? -1,
@@ -294,6 +354,10 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
         guard let single = insert, let begin, let commit else { throw SinkError(.fatal, "the SQLite sink is not open") }
         let t0 = MonotonicClock.now()
         try run(begin)
+        do { try recordSkippedKeys(db) } catch {
+            _ = try? db.exec("ROLLBACK")
+            throw error
+        }
         let views = batch.columns.map(\.view)
         let types = schema.fields.map(\.type)
         let childViews = batch.children.map { $0.columns.map(\.view) }
@@ -559,6 +623,7 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
                 let q = SQLiteConnection.quote
                 do {
                     try db.exec("BEGIN")
+                    try recordSkippedKeys(db)
                     for child in schema.children {
                         try db.exec(
                             "DELETE FROM \(q(child.name)) WHERE \(q(child.linkField.name)) NOT IN (SELECT k FROM temp.sluice_seen)"
@@ -567,9 +632,9 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
                     try db.exec("DELETE FROM \(q(table)) WHERE \(q(keyName)) NOT IN (SELECT k FROM temp.sluice_seen)")
                     counts.purged = Int64(sqlite3_changes(db.handle))
                     try db.exec("COMMIT; DROP TABLE temp.sluice_seen")
-                } catch let e as SQLiteError {
+                } catch {
                     _ = try? db.exec("ROLLBACK")
-                    throw SinkError(.fatal, "purging missing records: \(e.description)")
+                    throw SinkError(.fatal, "purging missing records: \(error)")
                 }
             } else {
                 counts.purgeSkipped =

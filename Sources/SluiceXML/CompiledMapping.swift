@@ -49,6 +49,14 @@ struct CompiledMapping: Sendable {
     let keyField: Int?
     /// Index of the hash column in the schema.
     let hashColumn: Int?
+    /// Index of the source-hash column in the schema.
+    let sourceHashColumn: Int?
+    /// The source hash's seed: a fingerprint of the mapping and of the decoder's version, so that records
+    /// decoded under another mapping (or by a decoder that decodes differently) never look unchanged.
+    let sourceSeed: UInt64
+    /// The key attribute's name when the key is an int64 attribute of the record element (`@id`): update runs
+    /// read it from the start tag to skip unchanged records without decoding them.
+    let keyAttribute: [UInt8]?
 
     init(_ mapping: XMLMapping) throws {
         self.mapping = mapping
@@ -58,6 +66,13 @@ struct CompiledMapping: Sendable {
         parentTypes = mapping.fields.map(\.type)
         keyField = mapping.key.flatMap { k in mapping.fields.firstIndex { $0.name == k } }
         hashColumn = mapping.hashColumn.flatMap { s.index(of: $0) }
+        sourceHashColumn = mapping.effectiveSourceHashColumn.flatMap { s.index(of: $0) }
+        sourceSeed = SourceHash.seed("sluice-xml-source-1 \(mapping)")
+        if let k = keyField, mapping.fields[k].type == .int64, mapping.fields[k].path.hasPrefix("@") {
+            keyAttribute = Array(mapping.fields[k].path.dropFirst().utf8)
+        } else {
+            keyAttribute = nil
+        }
         var tableIndex = 0
         for c in mapping.children {
             let json = c.asJSON ? schema.index(of: c.table) : nil

@@ -17,7 +17,10 @@ public final class XMLFormat: RecordFormat, Sendable {
     public let hashColumn: String?
     /// Whether an inferred mapping keeps a bare `&` as text.
     public let tolerant: Bool
+    /// The source-hash column of an inferred mapping (see ``XMLMapping/sourceHashColumn``).
+    public let sourceHashColumn: String?
     private let state: Mutex<CompiledMapping?>
+    private let stored = StoredBox()
 
     /// A format with an explicit mapping.
     /// - Throws: ``SluiceError`` (`.config`) for an invalid mapping.
@@ -26,15 +29,20 @@ public final class XMLFormat: RecordFormat, Sendable {
         key = mapping.key
         hashColumn = mapping.hashColumn
         tolerant = mapping.tolerant
+        sourceHashColumn = mapping.sourceHashColumn
         state = Mutex(try CompiledMapping(mapping))
     }
 
     /// A format whose mapping is inferred from the document's first records.
-    public init(record: String, key: String? = nil, hashColumn: String? = "content_hash", tolerant: Bool = true) {
+    public init(
+        record: String, key: String? = nil, hashColumn: String? = "content_hash", tolerant: Bool = true,
+        sourceHashColumn: String? = "source_hash"
+    ) {
         self.record = record
         self.key = key
         self.hashColumn = hashColumn
         self.tolerant = tolerant
+        self.sourceHashColumn = sourceHashColumn
         state = Mutex(nil)
     }
 
@@ -122,6 +130,7 @@ public final class XMLFormat: RecordFormat, Sendable {
         var inferred = try XMLMappingInference.infer(
             sample: sample, record: record, key: key, hashColumn: hashColumn)
         inferred.tolerant = tolerant
+        inferred.sourceHashColumn = sourceHashColumn
         let compiled = try CompiledMapping(inferred)
         state.withLock { $0 = compiled }
         return compiled.schema
@@ -142,8 +151,17 @@ public final class XMLFormat: RecordFormat, Sendable {
         else {
             throw SluiceError(.config, "the schema \(schema) does not match the XML mapping's \(mine)")
         }
-        return XMLRecordDecoder(compiled: compiled, schema: schema, file: file)
+        return XMLRecordDecoder(compiled: compiled, schema: schema, file: file, stored: stored)
     }
+
+    /// Lets the decoders skip records whose raw bytes hash to the stored source hash (needs a source-hash
+    /// column and an int64 key attribute on the record element; otherwise every record is decoded).
+    public func useStoredSourceHashes(_ s: StoredSourceHashes) { stored.value.withLock { $0 = s } }
+}
+
+/// The sink's stored source hashes, shared by a format's decoders (set once, before decoding starts).
+final class StoredBox: Sendable {
+    let value = Mutex<StoredSourceHashes?>(nil)
 }
 
 /// Cuts a stream after its last whole record.

@@ -57,11 +57,15 @@ public struct XMLMapping: Sendable, Hashable {
     public var hashColumn: String?
     /// Keep a bare `&` as text instead of rejecting the record. Default: true.
     public var tolerant: Bool
+    /// The column holding a 64-bit hash of each record's raw bytes (``SourceHash``, seeded with the mapping),
+    /// added next to ``hashColumn`` (never without it). An update run (`--skip-unchanged`) skips decoding a
+    /// record whose bytes hash to the stored value. nil: none. Default: `source_hash`.
+    public var sourceHashColumn: String?
 
     /// Creates a mapping.
     public init(
         record: String, key: String? = nil, fields: [XMLFieldMapping], children: [XMLChildMapping] = [],
-        hashColumn: String? = "content_hash", tolerant: Bool = true
+        hashColumn: String? = "content_hash", tolerant: Bool = true, sourceHashColumn: String? = "source_hash"
     ) {
         self.record = record
         self.key = key
@@ -69,7 +73,11 @@ public struct XMLMapping: Sendable, Hashable {
         self.children = children
         self.hashColumn = hashColumn
         self.tolerant = tolerant
+        self.sourceHashColumn = sourceHashColumn
     }
+
+    /// The source-hash column in use: ``sourceHashColumn`` when there is a ``hashColumn``.
+    public var effectiveSourceHashColumn: String? { hashColumn == nil ? nil : sourceHashColumn }
 
     /// The record path's element names (`["releases", "release"]`).
     public var recordPath: [String] { record.split(separator: "/").map(String.init) }
@@ -103,6 +111,7 @@ public struct XMLMapping: Sendable, Hashable {
         }
         for c in children where c.asJSON { try add(Field(c.table, .json)) }
         if let h = hashColumn { try add(Field(h, .bytes)) }
+        if let s = effectiveSourceHashColumn { try add(Field(s, .int64)) }
         var tables: [ChildTable] = []
         let real = children.filter { !$0.asJSON }
         if !real.isEmpty {

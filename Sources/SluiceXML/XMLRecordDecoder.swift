@@ -34,12 +34,28 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
     let schema: Schema
     let skimmer: XMLRecordSkimmer
     let file: String
+    let stored: StoredBox
 
-    init(compiled: CompiledMapping, schema: Schema, file: String) {
+    init(compiled: CompiledMapping, schema: Schema, file: String, stored: StoredBox) {
         self.compiled = compiled
         self.schema = schema
         skimmer = XMLRecordSkimmer(recordName: compiled.mapping.recordName)
         self.file = file
+        self.stored = stored
+    }
+
+    /// The int64 value of the record start tag's attribute `name` (the key), if it is there and plain digits.
+    private static func keyAttribute(_ scanner: XMLScanner, _ name: [UInt8], _ p: UnsafePointer<UInt8>) -> Int64? {
+        name.withUnsafeBufferPointer { n in
+            scanner.withAttributes { attrs -> Int64? in
+                for a in attrs where a.name.count == n.count && XMLText.same(p + a.name.start, n.baseAddress!, n.count)
+                {
+                    if a.value.hasReferences { return nil }
+                    return ValueParsing.parseInt64(p + a.value.start, a.value.count)
+                }
+                return nil
+            }
+        }
     }
 
     func decode(
@@ -84,6 +100,12 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
 
         let recordName = state.recordName
         let recordNameLength = state.recordNameLength
+        // An update run: records whose raw bytes hash to the stored source hash are skipped undecoded.
+        let sourceColumn = compiled.sourceHashColumn
+        let keyName = compiled.keyAttribute
+        let seed = compiled.sourceSeed
+        let storedHashes = sourceColumn != nil && keyName != nil ? stored.value.withLock { $0 } : nil
+        let chunkPosition = builder.chunkPosition
         while builder.count < maxRows {
             // Summing the columns' sizes walks every column: do it every 64 records, not every record.
             if builder.count & 63 == 63 && builder.dataBytes >= maxBytes { break }
@@ -113,6 +135,17 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
                     }
                     continue
                 }
+                if let storedHashes, let keyName {
+                    let end = skimmer.firstRecordEnd(chunk, from: here)
+                    if end > 0, let key = Self.keyAttribute(scanner, keyName, p) {
+                        let h = SourceHash.hash(p + here, count: end - here, seed: seed)
+                        if storedHashes.claimUnchanged(key: key, hash: h, position: chunkPosition + Int64(here)) {
+                            builder.unchangedKeys.append(key)
+                            scanner.reset(to: end)
+                            continue
+                        }
+                    }
+                }
                 do {
                     try state.read(&scanner, recordStart: here)
                 } catch {
@@ -130,6 +163,23 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
                     _ = reject(recordStart: here, errorAt: here, reason: problem)
                     scanner.reset(to: scanner.position)
                     continue
+                }
+                if let sc = sourceColumn {
+                    let end = scanner.position
+                    let h = SourceHash.hash(p + here, count: end - here, seed: seed)
+                    state.columns[sc]._withUnsafeGuaranteedRef { $0.append(int64: h) }
+                    if let storedHashes, let kf = compiled.keyField {
+                        let row = builder.count
+                        let key = state.columns[kf]._withUnsafeGuaranteedRef {
+                            $0.isNull(row) ? nil : $0.int64(at: row)
+                        }
+                        if let key, !storedHashes.claimDecoded(key: key, position: chunkPosition + Int64(here)) {
+                            // A later occurrence of the key was skipped as unchanged: it, not this one, stays.
+                            builder.rollbackRow()
+                            builder.supersededRecords += 1
+                            continue
+                        }
+                    }
                 }
                 builder.finishRow(line: UInt32(truncatingIfNeeded: l), offset: UInt32(truncatingIfNeeded: here))
             default:

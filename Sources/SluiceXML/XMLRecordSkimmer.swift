@@ -31,7 +31,17 @@ public struct XMLRecordSkimmer: Sendable {
     /// several times cheaper than ``scan(_:from:firstOnly:)``. Returns 0 when no record ends in the buffer
     /// (a record longer than the buffer, or a broken one: then use ``scan(_:from:firstOnly:)``, which recovers).
     public func lastRecordEnd(_ buffer: UnsafeRawBufferPointer) -> Int {
-        guard let raw = buffer.baseAddress, buffer.count > 0 else { return 0 }
+        recordEnd(buffer, from: 0, firstOnly: false)
+    }
+
+    /// The end of the record that starts at `start` (its start tag's `<`), found the way
+    /// ``lastRecordEnd(_:)`` finds it; 0 when it does not end in the buffer by the record tags alone.
+    public func firstRecordEnd(_ buffer: UnsafeRawBufferPointer, from start: Int) -> Int {
+        recordEnd(buffer, from: start, firstOnly: true)
+    }
+
+    private func recordEnd(_ buffer: UnsafeRawBufferPointer, from start: Int, firstOnly: Bool) -> Int {
+        guard let raw = buffer.baseAddress, buffer.count > start else { return 0 }
         let p = raw.assumingMemoryBound(to: UInt8.self)
         let n = buffer.count
         let k = recordName.count
@@ -41,7 +51,7 @@ public struct XMLRecordSkimmer: Sendable {
             let first = name[0]
             var depth = 0
             var cut = 0
-            var i = 0
+            var i = start
             while i < n {
                 guard let lt = Self.nextLessThan(p, i, n) else { break }
                 guard lt + k + 2 < n else { break }
@@ -56,7 +66,10 @@ public struct XMLRecordSkimmer: Sendable {
                             i = UnsafeRawPointer(gt) - raw + 1
                             if depth > 0 {
                                 depth -= 1
-                                if depth == 0 { cut = i }
+                                if depth == 0 {
+                                    cut = i
+                                    if firstOnly { return cut }
+                                }
                             }
                             continue
                         }
@@ -87,7 +100,10 @@ public struct XMLRecordSkimmer: Sendable {
                     guard let gt = Self.tagEnd(p, lt + 1 + k, n) else { break }
                     i = gt + 1
                     if p[gt - 1] == UInt8(ascii: "/") {
-                        if depth == 0 { cut = i }
+                        if depth == 0 {
+                            cut = i
+                            if firstOnly { return cut }
+                        }
                     } else {
                         depth += 1
                     }
@@ -95,7 +111,7 @@ public struct XMLRecordSkimmer: Sendable {
                     i = lt + 1
                 }
             }
-            return cut
+            return firstOnly ? 0 : cut
         }
     }
 

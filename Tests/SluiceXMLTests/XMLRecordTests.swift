@@ -4,7 +4,10 @@ import Testing
 
 @testable import SluiceXML
 
-typealias Decoded = (rows: [[Value]], children: [[[Value]]], rejects: [(line: Int, offset: Int, reason: String)])
+typealias Decoded = (
+    rows: [[Value]], children: [[[Value]]], rejects: [(line: Int, offset: Int, reason: String)], unchanged: [Int64],
+    superseded: Int
+)
 
 /// Decodes a whole document the way the runtime does: preamble, framer cuts of at most `chunk` bytes, decoder.
 func decodeDocument(_ xml: String, _ format: XMLFormat, chunk: Int = 1 << 20) throws -> Decoded {
@@ -29,6 +32,8 @@ func decodeBuffer(_ all: UnsafeRawBufferPointer, _ format: XMLFormat, chunk: Int
     var rows: [[Value]] = []
     var children = [[[Value]]](repeating: [], count: schema.children.count)
     var rejects: [(line: Int, offset: Int, reason: String)] = []
+    var unchanged: [Int64] = []
+    var superseded = 0
     var at = 0
     var line = 1 + pre.lines
     var window = chunk
@@ -44,6 +49,7 @@ func decodeBuffer(_ all: UnsafeRawBufferPointer, _ format: XMLFormat, chunk: Int
         window = chunk
         let piece = UnsafeRawBufferPointer(rebasing: view[0..<cut])
         let builder = RecordBatchBuilder(schema: schema, trackOrigins: true)
+        builder.chunkPosition = Int64(at)
         var found: [RecordReject] = []
         var pos = 0
         var l = 0
@@ -61,10 +67,12 @@ func decodeBuffer(_ all: UnsafeRawBufferPointer, _ format: XMLFormat, chunk: Int
             if !moved { break }
         }
         for r in found { rejects.append((line + r.relativeLine, pre.length + at + r.relativeOffset, r.reason)) }
+        unchanged += builder.unchangedKeys
+        superseded += builder.supersededRecords
         line += l
         at += cut
     }
-    return (rows, children, rejects)
+    return (rows, children, rejects, unchanged, superseded)
 }
 
 let mapping = XMLMapping(
@@ -153,7 +161,8 @@ let mapping = XMLMapping(
             <genres><genre>G</genre></genres><extraartists><artist><name>X</name><role>R</role></artist></extraartists>\
             <notes>n</notes></release></releases>
             """
-        func hash(_ xml: String) throws -> Value { try decodeDocument(xml, format).rows[0].last! }
+        let hashAt = try #require(format.declaredSchema?.index(of: "content_hash"))
+        func hash(_ xml: String) throws -> Value { try decodeDocument(xml, format).rows[0][hashAt] }
         let h = try hash(base)
         let same = """
             <releases>
@@ -267,5 +276,112 @@ let mapping = XMLMapping(
                 children: [XMLChildMapping(table: "c", path: "a/b", fields: [XMLFieldMapping("x", path: ".")])]
             ).schema()
         }
+    }
+}
+
+@Suite struct XMLSourceHashTests {
+    let doc = """
+        <releases>
+        <release id="1" status="Accepted"><title>One</title><artists><artist><id>7</id><name>A</name></artist></artists></release>
+        <release id="2" status="Accepted"><title>Two</title></release>
+        <release id="3" status="Accepted"><title>Three</title></release>
+        </releases>
+        """
+
+    func sourceHashes(_ d: Decoded, _ format: XMLFormat) throws -> [Int64: Int64] {
+        let at = try #require(format.declaredSchema?.index(of: "source_hash"))
+        var out: [Int64: Int64] = [:]
+        for r in d.rows {
+            guard case .int64(let k) = r[0], case .int64(let h) = r[at] else { throw SluiceError(.format, "no hash") }
+            out[k] = h
+        }
+        return out
+    }
+
+    @Test func anUpdateSkipsRecordsWhoseBytesAreUnchangedAndDecodesTheRest() throws {
+        let first = try XMLFormat(mapping: mapping)
+        let loaded = try decodeDocument(doc, first)
+        let stored = try sourceHashes(loaded, first)
+        #expect(stored.count == 3 && Set(stored.values).count == 3)
+        let update = """
+            <releases>
+            <release id="1" status="Accepted"><title>One</title><artists><artist><id>7</id><name>A</name></artist></artists></release>
+            <release id="2" status="Accepted"><title>Two!</title></release>
+            <release status="Accepted"  id="3"><title>Three</title></release>
+            <release id="4" status="Accepted"><title>Four</title></release>
+            </releases>
+            """
+        let format = try XMLFormat(mapping: mapping)
+        format.useStoredSourceHashes(StoredSourceHashes(keys: Array(stored.keys), hashes: Array(stored.values)))
+        for chunk in [1 << 20, 50] {
+            format.useStoredSourceHashes(StoredSourceHashes(keys: Array(stored.keys), hashes: Array(stored.values)))
+            let d = try decodeDocument(update, format, chunk: chunk)
+            // Release 1 is byte for byte the same: skipped, children and all. 2 changed, 3 was rewritten
+            // (attribute order), 4 is new: decoded, each with the source hash of its new bytes.
+            #expect(d.unchanged == [1], "chunk \(chunk)")
+            #expect(d.rows.map { $0[0] } == [.int64(2), .int64(3), .int64(4)], "chunk \(chunk)")
+            #expect(d.children[0].isEmpty)
+            let fresh = try decodeDocument(update, try XMLFormat(mapping: mapping))
+            let want = try sourceHashes(fresh, format)
+            for (k, h) in try sourceHashes(d, format) { #expect(want[k] == h) }
+            #expect(want[1] == stored[1] && want[2] != stored[2] && want[3] != stored[3])
+        }
+        // Another mapping decodes the same bytes differently: nothing is skipped.
+        var other = mapping
+        other.fields.append(XMLFieldMapping("status", path: "@status"))
+        let changedMapping = try XMLFormat(mapping: other)
+        changedMapping.useStoredSourceHashes(StoredSourceHashes(keys: Array(stored.keys), hashes: Array(stored.values)))
+        let d = try decodeDocument(update, changedMapping)
+        #expect(d.unchanged.isEmpty && d.rows.count == 4)
+    }
+
+    @Test func ofARepeatedKeyOnlyOneOccurrenceIsSkippedAndTheLastOneWins() throws {
+        let first = try XMLFormat(mapping: mapping)
+        let stored = try sourceHashes(try decodeDocument(doc, first), first)
+        func fresh() -> StoredSourceHashes {
+            StoredSourceHashes(keys: Array(stored.keys), hashes: Array(stored.values))
+        }
+        let original = #"<release id="2" status="Accepted"><title>Two</title></release>"#
+        let changed = #"<release id="2" status="Accepted"><title>Two!</title></release>"#
+        // Changed, then the original bytes again: the original is not skipped (the key was claimed), so the sink
+        // sees both and keeps the last.
+        let format = try XMLFormat(mapping: mapping)
+        format.useStoredSourceHashes(fresh())
+        var d = try decodeDocument("<releases>\(changed)\n\(original)\(original)</releases>", format)
+        #expect(d.unchanged.isEmpty)
+        #expect(d.rows.map { $0[1] } == [.string("Two!"), .string("Two"), .string("Two")])
+        // The original first: skipped; the later change is decoded and written after it.
+        format.useStoredSourceHashes(fresh())
+        d = try decodeDocument("<releases>\(original)\n\(changed)</releases>", format)
+        #expect(d.unchanged == [2])
+        #expect(d.rows.map { $0[1] } == [.string("Two!")])
+        // Decoders on other threads may reach a later occurrence first. One skipped at position 100 makes an
+        // earlier decoded occurrence superseded (dropped), and leaves a later one to be written.
+        let s = fresh()
+        let h2 = try #require(stored[2])
+        #expect(s.claimUnchanged(key: 2, hash: h2, position: 100))
+        #expect(!s.claimUnchanged(key: 2, hash: h2, position: 200))
+        #expect(!s.claimDecoded(key: 2, position: 50))
+        #expect(s.claimDecoded(key: 2, position: 150))
+        #expect(!s.claimUnchanged(key: 1, hash: h2, position: 10))
+        #expect(s.claimDecoded(key: 99, position: 10))
+        // In a decoder: the later, unchanged occurrence was claimed first.
+        format.useStoredSourceHashes(s)
+        d = try decodeDocument("<releases>\(changed)</releases>", format)
+        #expect(d.rows.isEmpty && d.superseded == 1)
+    }
+
+    @Test func theSourceHashSeesEveryByteAndTheSeed() {
+        var bytes = Array("<release id=\"1\"><title>Some title of a release</title></release>".utf8)
+        let h = bytes.withUnsafeBytes { SourceHash.hash($0.baseAddress!, count: $0.count, seed: 1) }
+        var seen = Set([h])
+        for i in bytes.indices {
+            bytes[i] ^= 1
+            seen.insert(bytes.withUnsafeBytes { SourceHash.hash($0.baseAddress!, count: $0.count, seed: 1) })
+            bytes[i] ^= 1
+        }
+        #expect(seen.count == bytes.count + 1)
+        #expect(bytes.withUnsafeBytes { SourceHash.hash($0.baseAddress!, count: $0.count, seed: 2) } != h)
+        #expect(bytes.withUnsafeBytes { SourceHash.hash($0.baseAddress!, count: $0.count - 1, seed: 1) } != h)
     }
 }
