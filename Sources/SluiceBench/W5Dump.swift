@@ -220,14 +220,14 @@ struct W5: ParsableCommand {
             print(
                 String(
                     format:
-                        "update run (--skip-unchanged --purge-missing)\n  initial load  %6.2f s\n  update run    %6.2f s   %@ inserted, %@ updated, %@ unchanged, %@ purged (%.1f%% written)  peak RSS %@\n  %.1f× faster than the initial load",
+                        "update run (--skip-unchanged --purge-missing)\n  initial load  %6.2f s\n  update run    %6.2f s   %@ inserted, %@ updated, %@ unchanged (%@ skipped by their bytes), %@ purged (%.1f%% written)  peak RSS %@\n  %.1f× faster than the initial load",
                     load.seconds, u.seconds, Format.count(c.inserted), Format.count(c.updated),
-                    Format.count(c.unchanged),
+                    Format.count(c.unchanged), Format.count(c.undecoded ?? 0),
                     Format.count(c.purged), written * 100, Format.bytes(u.peakRSSBytes), load.seconds / u.seconds))
             results["update"] = [
                 "loadSeconds": load.seconds, "updateSeconds": u.seconds, "speedup": load.seconds / u.seconds,
                 "inserted": c.inserted, "updated": c.updated, "unchanged": c.unchanged, "purged": c.purged,
-                "peakRSSBytes": u.peakRSSBytes,
+                "skippedByBytes": c.undecoded ?? 0, "peakRSSBytes": u.peakRSSBytes,
             ]
         }
         try write(results)
