@@ -211,21 +211,14 @@ public enum PipelineFile {
         }
         var x = LoadSpec.XMLSourceSpec(record: try r.string(rec, "source.record"))
         if let k = src["key"] { x.key = try r.string(k, "source.key") }
-        if let h = src["hash"] {
-            if case .scalar = h, let b = h.bool {
-                x.hashColumn = b ? "content_hash" : nil
-            } else {
-                x.hashColumn = try r.string(h, "source.hash")
-            }
+        /// A column name, or a boolean: `true` for `name`, `false` for none.
+        func column(_ v: Node, _ name: String, _ what: String) throws -> String? {
+            if case .scalar = v, let b = v.bool { return b ? name : nil }
+            return try r.string(v, what)
         }
+        if let h = src["hash"] { x.hashColumn = try column(h, "content_hash", "source.hash") }
         if let t = src["tolerant"] { x.tolerant = try r.bool(t, "source.tolerant") }
-        if let h = src["source_hash"] {
-            if case .scalar = h, let b = h.bool {
-                x.sourceHashColumn = b ? "source_hash" : nil
-            } else {
-                x.sourceHashColumn = try r.string(h, "source.source_hash")
-            }
-        }
+        if let h = src["source_hash"] { x.sourceHashColumn = try column(h, "source_hash", "source.source_hash") }
         if let f = src["fields"] { x.fields = try xmlFields(f, "source.fields", r) }
         if let c = src["children"] {
             guard x.fields != nil else { throw r.error(c, "source.children needs source.fields (an explicit mapping)") }

@@ -135,10 +135,13 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
                     }
                     continue
                 }
+                // The source hash of the record's bytes, once computed (a changed record is hashed once).
+                var hashed: (end: Int, hash: Int64)?
                 if let storedHashes, let keyName {
                     let end = skimmer.firstRecordEnd(chunk, from: here)
                     if end > 0, let key = Self.keyAttribute(scanner, keyName, p) {
                         let h = SourceHash.hash(p + here, count: end - here, seed: seed)
+                        hashed = (end, h)
                         if storedHashes.claimUnchanged(key: key, hash: h, position: chunkPosition + Int64(here)) {
                             builder.unchangedKeys.append(key)
                             scanner.reset(to: end)
@@ -166,7 +169,9 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
                 }
                 if let sc = sourceColumn {
                     let end = scanner.position
-                    let h = SourceHash.hash(p + here, count: end - here, seed: seed)
+                    let h =
+                        hashed.flatMap { $0.end == end ? $0.hash : nil }
+                        ?? SourceHash.hash(p + here, count: end - here, seed: seed)
                     state.columns[sc]._withUnsafeGuaranteedRef { $0.append(int64: h) }
                     if let storedHashes, let kf = compiled.keyField {
                         let row = builder.count

@@ -171,6 +171,29 @@ func writeDumps(_ gen: W5Generator, _ dir: TemporaryDirectory) throws {
         #expect(r.status == 2, "\(r.stderr)")
         #expect(r.stderr.contains("transforms cannot run on XML records with child tables"))
     }
+
+    @Test func theHashColumnsAreNamedOrTurnedOffInThePipelineFile() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        _ = try dir.write("d.xml", "<r><x id=\"1\"><t>a</t></x></r>")
+        for (keys, want) in [
+            ("", "id,t,content_hash,source_hash"), ("hash: false, ", "id,t"),
+            ("source_hash: false, ", "id,t,content_hash"),
+            ("hash: h, source_hash: raw, ", "id,t,h,raw"), ("hash: false, source_hash: raw, ", "id,t"),
+        ] {
+            let p = try dir.write(
+                "p.yaml",
+                """
+                source: {path: d.xml, record: /r/x, key: id, \(keys)fields: {id: {path: "@id", type: int64}, t: t}}
+                sink: {url: "sqlite:d.db", table: x, mode: upsert, key: [id]}
+                """)
+            try? FileManager.default.removeItem(atPath: dir.file("d.db"))
+            let r = try sluice(["run", p, "--no-progress"], cwd: dir.path)
+            #expect(r.status == 0, "\(r.stderr)")
+            let columns = try SQLiteConnection(path: dir.file("d.db")).query("SELECT name FROM pragma_table_info('x')")
+            #expect(columns.compactMap { $0[0] }.joined(separator: ",") == want, "\(keys)")
+        }
+    }
 }
 
 @Suite(.enabled(if: !Psql.testURL.isEmpty, "SLUICE_PG_URL is not set: run scripts/test, which starts PostgreSQL"))
