@@ -197,6 +197,61 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
     }
 }
 
+/// A child row of the record being read: its child mapping and its first slot in `rowSlots`.
+struct RowRef {
+    var table: Int
+    var first: Int
+}
+
+/// A growable array of plain values without reference counting or uniqueness checks (the decoder's per-record
+/// state, touched on every element). Freed explicitly.
+struct RawArray<Element: BitwiseCopyable> {
+    private(set) var base: UnsafeMutablePointer<Element>
+    private(set) var count = 0
+    private var capacity: Int
+
+    init(capacity: Int) {
+        self.capacity = max(capacity, 1)
+        base = .allocate(capacity: self.capacity)
+    }
+
+    init(repeating value: Element, count: Int) {
+        self.init(capacity: count)
+        base.initialize(repeating: value, count: count)
+        self.count = count
+    }
+
+    func free() { base.deallocate() }
+
+    var indices: Range<Int> { 0..<count }
+
+    subscript(i: Int) -> Element {
+        @inline(__always) get { base[i] }
+        @inline(__always) nonmutating set { base[i] = newValue }
+    }
+
+    @inline(__always)
+    mutating func append(_ value: Element) {
+        if count == capacity {
+            let b = UnsafeMutablePointer<Element>.allocate(capacity: capacity * 2)
+            b.initialize(from: base, count: count)
+            base.deallocate()
+            base = b
+            capacity *= 2
+        }
+        (base + count).initialize(to: value)
+        count += 1
+    }
+
+    @inline(__always)
+    mutating func removeLast() -> Element {
+        count -= 1
+        return base[count]
+    }
+
+    mutating func removeAll() { count = 0 }
+}
+
 /// A growable byte buffer without reference counting (scratch text, the canonical encoding, JSON).
 struct RawBytes {
     var base: UnsafeMutablePointer<UInt8>
@@ -281,12 +336,12 @@ struct RecordState {
     let recordNameLength: Int
     let base: UnsafePointer<UInt8>
     let count: Int
-    var slots: [Slot]
+    var slots: RawArray<Slot>
     /// Child rows of the current record: (child mapping, first slot in `rowSlots`).
-    var rows: [(table: Int, first: Int)] = []
-    var rowSlots: [Slot] = []
-    var currentRow: [Int]
-    var nodes: [Int] = []
+    var rows = RawArray<RowRef>(capacity: 64)
+    var rowSlots = RawArray<Slot>(capacity: 512)
+    var currentRow: RawArray<Int>
+    var nodes = RawArray<Int>(capacity: 32)
     var scratch = RawBytes(capacity: 4096)
     var canonical = RawBytes(capacity: 8192)
     var json = RawBytes(capacity: 1024)
@@ -304,11 +359,8 @@ struct RecordState {
         recordNameLength = compiled.recordName.count
         self.base = base
         self.count = count
-        slots = [Slot](repeating: Slot(), count: compiled.parentTypes.count)
-        currentRow = [Int](repeating: -1, count: compiled.children.count)
-        nodes.reserveCapacity(32)
-        rows.reserveCapacity(64)
-        rowSlots.reserveCapacity(512)
+        slots = RawArray(repeating: Slot(), count: compiled.parentTypes.count)
+        currentRow = RawArray(repeating: -1, count: compiled.children.count)
         columnCapacity = compiled.schema.count + compiled.schema.children.reduce(0) { $0 + $1.schema.count }
         columns = .allocate(capacity: max(columnCapacity, 1))
     }
@@ -319,6 +371,11 @@ struct RecordState {
         canonical.free()
         json.free()
         columns.deallocate()
+        slots.free()
+        rows.free()
+        rowSlots.free()
+        currentRow.free()
+        nodes.free()
     }
 
     /// Binds the builder's current columns (call before filling rows, after any `build`).
@@ -343,11 +400,11 @@ struct RecordState {
     /// Reads the record whose start tag the scanner just returned, up to and including its end tag.
     mutating func read(_ scanner: inout XMLScanner, recordStart: Int) throws(XMLError) {
         for i in slots.indices { slots[i] = Slot() }
-        rows.removeAll(keepingCapacity: true)
-        rowSlots.removeAll(keepingCapacity: true)
+        rows.removeAll()
+        rowSlots.removeAll()
         scratch.count = 0
         for i in currentRow.indices { currentRow[i] = -1 }
-        nodes.removeAll(keepingCapacity: true)
+        nodes.removeAll()
         nodes.append(0)
         let t = tables
         attributes(of: 0, &scanner)
@@ -371,7 +428,7 @@ struct RecordState {
                 nodes.append(node)
                 let table = Int(t.rowTable[node])
                 if table >= 0 {
-                    rows.append((table, rowSlots.count))
+                    rows.append(RowRef(table: table, first: rowSlots.count))
                     for _ in 0..<Int(t.childFields[table]) { rowSlots.append(Slot()) }
                     currentRow[table] = rows.count - 1
                 }
@@ -578,7 +635,8 @@ struct RecordState {
         for (ti, cb) in childBuilders.enumerated() {
             let cols = columns + childColumnStart[ti]
             var position: Int64 = 0
-            for (table, first) in rows where Int(t.childTable[table]) == ti {
+            for r in 0..<rows.count where Int(t.childTable[rows[r].table]) == ti {
+                let (table, first) = (rows[r].table, rows[r].first)
                 position += 1
                 cols[1]._withUnsafeGuaranteedRef { $0.append(int64: position) }
                 canonical.append(1)
@@ -617,7 +675,8 @@ struct RecordState {
             json.count = 0
             json.append(UInt8(ascii: "["))
             var firstRow = true
-            for (rt, first) in rows where rt == table {
+            for r in 0..<rows.count where rows[r].table == table {
+                let first = rows[r].first
                 if !firstRow { json.append(UInt8(ascii: ",")) }
                 firstRow = false
                 if child.scalarList {
