@@ -102,3 +102,9 @@ func sideBySide(
         "sluiceRuns": sluiceTimes,
     ]
 }
+
+/// `psql` against `url` without reading ~/.psqlrc, quiet, stopping at the first error, followed by `arguments`
+/// (`-c SQL` or `-f script`).
+func psql(_ url: String, _ arguments: [String]) -> [String] {
+    ["psql", url, "-X", "-q", "-v", "ON_ERROR_STOP=1"] + arguments
+}

@@ -90,7 +90,7 @@ struct W0Postgres: ParsableCommand {
                                 toFile: script, atomically: true, encoding: .utf8)
                         }
                         let r = try spawn(
-                            ["psql", url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", script],
+                            psql(url, ["-f", script]),
                             stderrPath: "\(dir)/ref.err")
                         guard r.status == 0 else { throw BenchError("psql failed (\(r.status)): \(r.stderr)") }
                         return (r, try checksum(admin, "events"))
@@ -120,10 +120,8 @@ struct W0Postgres: ParsableCommand {
         if let prefill = scenario.prefill {
             let path = URL(fileURLWithPath: prefill).standardizedFileURL.path
             let r = try spawn(
-                [
-                    "psql", try serverURL(url), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
-                    "\\copy \(table) FROM '\(path)' WITH (FORMAT csv, HEADER true)",
-                ], stderrPath: "\(dir)/prefill.err")
+                psql(try serverURL(url), ["-c", "\\copy \(table) FROM '\(path)' WITH (FORMAT csv, HEADER true)"]),
+                stderrPath: "\(dir)/prefill.err")
             guard r.status == 0 else { throw BenchError("prefill failed: \(r.stderr)") }
             try s.execute("VACUUM ANALYZE \(table)")
         }

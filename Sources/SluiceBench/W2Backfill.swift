@@ -134,10 +134,7 @@ struct W2: ParsableCommand {
         try admin.execute("DROP TABLE IF EXISTS inode")
         try admin.execute("CREATE TABLE inode (id bigint PRIMARY KEY, blobid text NOT NULL, mime_type text)")
         let r = try spawn(
-            [
-                "psql", url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
-                "\\copy inode (id, blobid) FROM '\(csv)' WITH (FORMAT csv, HEADER true)",
-            ],
+            psql(url, ["-c", "\\copy inode (id, blobid) FROM '\(csv)' WITH (FORMAT csv, HEADER true)"]),
             stderrPath: "\(dir)/w2-prefill.err")
         guard r.status == 0 else { throw BenchError("loading inode failed: \(r.stderr)") }
         try admin.execute("CREATE INDEX inode_untyped ON inode (blobid) WHERE mime_type IS NULL")

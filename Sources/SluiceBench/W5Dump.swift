@@ -163,10 +163,7 @@ struct W5: ParsableCommand {
             for t in Self.tables {
                 let csv = URL(fileURLWithPath: "\(data)/\(t).csv").standardizedFileURL.path
                 let r = try spawn(
-                    [
-                        "psql", server, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
-                        "\\copy public.\(t) TO '\(csv)' WITH (FORMAT csv)",
-                    ],
+                    psql(server, ["-c", "\\copy public.\(t) TO '\(csv)' WITH (FORMAT csv)"]),
                     stderrPath: "\(data)/export.err")
                 guard r.status == 0 else { throw BenchError("export failed: \(r.stderr)") }
                 try admin.execute("CREATE TABLE ref.\(t) (LIKE public.\(t) INCLUDING ALL)")
@@ -175,7 +172,7 @@ struct W5: ParsableCommand {
             try script.write(toFile: "\(data)/ref.sql", atomically: true, encoding: .utf8)
             try admin.execute("CHECKPOINT")
             let ref = try spawn(
-                ["psql", server, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "\(data)/ref.sql"],
+                psql(server, ["-f", "\(data)/ref.sql"]),
                 stderrPath: "\(data)/ref.err")
             guard ref.status == 0 else { throw BenchError("psql failed (\(ref.status)): \(ref.stderr)") }
             guard try checksums(admin, "ref") == sums else { throw BenchError("psql loaded different contents") }

@@ -81,7 +81,9 @@ public struct LoadSpec: Sendable {
         public var sourceHashColumn: String? = "source_hash"
 
         /// The source-hash column in use (none without a content-hash column).
-        public var effectiveSourceHashColumn: String? { hashColumn == nil ? nil : sourceHashColumn }
+        public var effectiveSourceHashColumn: String? {
+            XMLMapping.sourceHashColumn(sourceHashColumn, hashColumn: hashColumn)
+        }
 
         /// Creates a spec for records at `record`.
         public init(record: String) { self.record = record }

@@ -77,7 +77,15 @@ public struct XMLMapping: Sendable, Hashable {
     }
 
     /// The source-hash column in use: ``sourceHashColumn`` when there is a ``hashColumn``.
-    public var effectiveSourceHashColumn: String? { hashColumn == nil ? nil : sourceHashColumn }
+    public var effectiveSourceHashColumn: String? {
+        Self.sourceHashColumn(sourceHashColumn, hashColumn: hashColumn)
+    }
+
+    /// The source-hash column that `sourceHash` names: none without a content-hash column, which update runs
+    /// need to compare the records they do decode.
+    public static func sourceHashColumn(_ sourceHash: String?, hashColumn: String?) -> String? {
+        hashColumn == nil ? nil : sourceHash
+    }
 
     /// The record path's element names (`["releases", "release"]`).
     public var recordPath: [String] { record.split(separator: "/").map(String.init) }
