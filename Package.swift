@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "SluicePostgres", targets: ["SluicePostgres"]),
         .library(name: "SluiceContent", targets: ["SluiceContent"]),
         .library(name: "SluiceXML", targets: ["SluiceXML"]),
+        .library(name: "SluiceHTTP", targets: ["SluiceHTTP"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -28,6 +29,11 @@ let package = Package(
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        // SluiceHTTP: pooled, keep-alive HTTP/1.1 and HTTP/2 client on SwiftNIO (the W1 fetch stage).
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        // SluiceTesting: the loopback HTTP test server with injected latency and faults.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     ],
     targets: [
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
@@ -53,16 +59,32 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
-        .target(name: "SluiceContent", dependencies: ["SluiceCore", "SluiceRuntime", "CMagic"], swiftSettings: strict),
         .target(
-            name: "SluiceTesting", dependencies: ["SluiceCore", "SluiceRuntime", "SluiceReport"], swiftSettings: strict),
+            name: "SluiceContent", dependencies: ["SluiceCore", "SluiceRuntime", "CMagic", "CSluiceSupport"],
+            swiftSettings: strict),
+        .target(
+            name: "SluiceHTTP",
+            dependencies: [
+                "SluiceCore", "SluiceRuntime", "SluiceReport", "SluiceContent",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict),
+        .target(
+            name: "SluiceTesting",
+            dependencies: [
+                "SluiceCore", "SluiceRuntime", "SluiceReport", .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
         .target(
             name: "SluiceWorkloads", dependencies: ["SluiceCore", "SluiceRuntime", "CZlib"], swiftSettings: strict),
         .target(
             name: "SluiceConfig",
             dependencies: [
                 "SluiceCore", "SluiceRuntime", "SluiceCSV", "SluiceJSONLines", "SluiceSQLite", "SluicePostgres",
-                "SluiceContent", "SluiceXML", .product(name: "Yams", package: "Yams"),
+                "SluiceContent", "SluiceXML", "SluiceHTTP", .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: strict),
         .executableTarget(
@@ -94,6 +116,12 @@ let package = Package(
             dependencies: [
                 "SluicePostgres", "SluiceRuntime", "SluiceTesting",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+            ]),
+        .testTarget(
+            name: "SluiceHTTPTests",
+            dependencies: [
+                "SluiceHTTP", "SluiceRuntime", "SluiceTesting", "SluiceContent", "SluiceSQLite", "SluiceReport",
+                .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .testTarget(
             name: "SluiceContentTests",

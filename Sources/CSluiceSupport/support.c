@@ -1,5 +1,7 @@
+#define _GNU_SOURCE
 #include "sluice_support.h"
 #include <stdlib.h> /* defines __GLIBC__ on glibc */
+#include <unistd.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -15,5 +17,13 @@ void sluice_use_mmap_above(long bytes) {
     mallopt(M_MMAP_THRESHOLD, (int)bytes);
 #else
     (void)bytes;
+#endif
+}
+
+int sluice_syncfs(int fd) {
+#if defined(__linux__)
+    return syncfs(fd);
+#else
+    return fsync(fd);
 #endif
 }

@@ -4,6 +4,7 @@ import PostgresNIO
 import SluiceCore
 import SluiceReport
 import SluiceRuntime
+import Synchronization
 
 /// Options of the PostgreSQL sink.
 public struct PostgresSinkOptions: Sendable, Hashable {
@@ -203,6 +204,34 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
 
     /// Lets later batches that share keys with batch `sequence` go ahead.
     public func didWrite(sequence: Int) { keyOrder?.release(sequence) }
+
+    /// Reads the named columns of the stored table, as text, on the first writer's session. A table that does
+    /// not exist has no rows.
+    /// - Throws: ``SinkError`` when the table lacks a column or the query fails.
+    public func readStored(columns: [String], _ body: ([String?]) throws -> Void) throws -> Bool {
+        guard let first = lanes.first?.session else { return false }
+        let rows = Mutex<[[String?]]>([])
+        do {
+            let existing = try tableColumns(table, on: first).map(\.0)
+            if existing.isEmpty { return true }
+            let missing = columns.filter { !existing.contains($0) }
+            guard missing.isEmpty else {
+                throw SinkError(
+                    .fatal, "table \(table) has no column(s) \(missing.joined(separator: ", ")) to resume from")
+            }
+            let n = columns.count
+            try first.forEachRow(
+                "SELECT \(columns.map { SQL.ident($0) + "::text" }.joined(separator: ", ")) FROM \(SQL.table(table))"
+            ) { row in
+                var values: [String?] = []
+                values.reserveCapacity(n)
+                for cell in row { values.append(try cell.decode(String?.self)) }
+                rows.withLock { $0.append(values) }
+            }
+        } catch let f as PostgresFailure { throw SinkError(.fatal, "PostgreSQL: \(f.description)") }
+        for r in rows.withLock({ $0 }) { try body(r) }
+        return true
+    }
 
     private func tableColumns(_ name: String, on s: PostgresSession) throws -> [(String, UInt32, String)] {
         var binds = PostgresBindings()

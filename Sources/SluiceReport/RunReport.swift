@@ -68,6 +68,24 @@ public struct ChangeCounts: Sendable, Codable, Equatable {
     }
 }
 
+/// A summary line a stage adds to the run report (`fetch      12,217 requests, 12,217 stored, …`), with
+/// its figures by name for the JSON report.
+public struct ReportLine: Sendable, Codable, Equatable {
+    /// The label in the text report's left column (`fetch`).
+    public var label: String
+    /// The text.
+    public var text: String
+    /// The figures behind the text, by name (`requests`, `failed`, …).
+    public var counts: [String: Int64]
+
+    /// Creates a line.
+    public init(label: String, text: String, counts: [String: Int64] = [:]) {
+        self.label = label
+        self.text = text
+        self.counts = counts
+    }
+}
+
 /// How a run ended.
 public enum RunOutcome: String, Sendable, Codable {
     /// Every record was read; none rejected.
@@ -124,14 +142,17 @@ public struct RunReport: Sendable, Codable {
     public var changes: ChangeCounts?
     /// Rows written to child tables (nested records), if any.
     public var childRowsOut: Int64 = 0
+    /// Summary lines added by stages (an I/O stage's requests, retries and failures).
+    public var notes: [ReportLine] = []
 
     /// Creates a report; the bottleneck is the non-detail stage with the highest utilization.
     public init(
         outcome: RunOutcome, abortReason: String?, target: String, wallSeconds: Double, recordsIn: Int64,
         recordsOut: Int64, recordsRejected: Int64, bytesIn: Int64, bytesDecoded: Int64, peakRSSBytes: Int64,
         rejectsFile: String?, stages: [StageReport], batchRows: Int, chunkBytes: Int, memoryBudgetBytes: Int64,
-        changes: ChangeCounts? = nil, childRowsOut: Int64 = 0
+        changes: ChangeCounts? = nil, childRowsOut: Int64 = 0, notes: [ReportLine] = []
     ) {
+        self.notes = notes
         self.changes = changes
         self.childRowsOut = childRowsOut
         self.outcome = outcome
@@ -192,6 +213,10 @@ public struct RunReport: Sendable, Codable {
                 out += "  skipped    \(Format.count(u)) unchanged records by their bytes, without decoding them\n"
             }
             if let why = c.purgeSkipped { out += "  purge      skipped: \(why)\n" }
+        }
+        for n in notes {
+            let pad = String(repeating: " ", count: max(1, 11 - n.label.count))
+            out += "  \(n.label)\(pad)\(n.text)\n"
         }
         if let rejectsFile { out += "  rejects    \(rejectsFile)\n" }
         out += "\n"

@@ -44,6 +44,8 @@ public final class Pipeline: @unchecked Sendable {
     public let source: any Source
     /// Transforms applied by the decode workers, in order.
     public let transforms: [any Transform]
+    /// The I/O-bound stage after the transforms (an HTTP fetch), if any.
+    public let io: (any IOTransform)?
     /// The sink.
     public let sink: any BatchSink
     /// The options.
@@ -57,11 +59,12 @@ public final class Pipeline: @unchecked Sendable {
 
     /// Creates a pipeline.
     public init(
-        source: any Source, transforms: [any Transform] = [], sink: any BatchSink,
+        source: any Source, transforms: [any Transform] = [], io: (any IOTransform)? = nil, sink: any BatchSink,
         options: PipelineOptions = PipelineOptions()
     ) {
         self.source = source
         self.transforms = transforms
+        self.io = io
         self.sink = sink
         self.options = options
     }
@@ -109,10 +112,17 @@ public final class Pipeline: @unchecked Sendable {
         let sourceSchema = try source.open(context: context)
         var schema = sourceSchema
         for t in transforms { schema = try t.outputSchema(for: schema) }
+        let ioInputSchema = schema
+        if let io { schema = try io.outputSchema(for: schema) }
         do {
             try sink.open(schema: schema)
         } catch let e as SinkError {
             throw SluiceError(.sink, e.message)
+        }
+        if let io {
+            do { try io.open(sink: sink) } catch let e as SluiceError { throw e } catch {
+                throw SluiceError(.sink, "\(io.name): cannot read the state of earlier runs: \(error)")
+            }
         }
         if let stored = sink.storedSourceHashes { source.useStoredSourceHashes(stored) }
         if let path = options.rejectsPath, FileManager.default.fileExists(atPath: path) {
@@ -225,7 +235,9 @@ public final class Pipeline: @unchecked Sendable {
         let laneError = Mutex<String?>(nil)
         let written = Atomic<Int64>(0)
         let childRows = Atomic<Int64>(0)
-        let tracker = CommitTracker(source: source)
+        // With an I/O stage, output rows are in completion order, so source positions are not committed
+        // (such runs resume from their own state, e.g. a fetch manifest).
+        let tracker = io == nil ? CommitTracker(source: source) : nil
         let stopAll = { @Sendable (reason: String) in
             laneError.withLock { if $0 == nil { $0 = reason } }
             abortFlag.store(true, ordering: .relaxed)
@@ -255,7 +267,7 @@ public final class Pipeline: @unchecked Sendable {
                             for (row, reason) in sinkRejects {
                                 try rejects.write(Self.sinkReject(batch, row: row, reason: reason))
                             }
-                            tracker.done(seq, batch)
+                            tracker?.done(seq, batch)
                             let total = rejectedCount.add(Int64(sinkRejects.count), ordering: .relaxed).newValue
                             if let limit = options.maxErrors,
                                 limit.exceeded(
@@ -273,6 +285,29 @@ public final class Pipeline: @unchecked Sendable {
                     }
                     laneClock.withLock { $0.merge(clock) }
                 })
+        }
+
+        // The I/O stage: this thread starts records as slots free up; a hand-off thread passes the output
+        // batches to the writers in the order they fill.
+        let runner = io.map {
+            IOStageRunner(
+                transform: $0, input: ioInputSchema, output: schema, batching: options.batching,
+                isCancelled: { [self] in stopRequested.load(ordering: .relaxed) })
+        }
+        let ioError = Mutex<String?>(nil)
+        let handOff: NativeThread? = runner.map { runner in
+            NativeThread(name: "sluice-io") { [self] in
+                var seq = 0
+                let error = runner.runHandOff { batch in
+                    sink.willWrite(batch, sequence: seq)
+                    var waited: UInt64 = 0
+                    let ok = laneQueue.push((seq, batch), waited: &waited)
+                    if !ok { sink.didWrite(sequence: seq) }
+                    seq += 1
+                    return ok
+                }
+                if let error { ioError.withLock { $0 = "\(error)" } }
+            }
         }
 
         var wclock = StageClock()
@@ -313,8 +348,17 @@ public final class Pipeline: @unchecked Sendable {
                 break
             }
             var handedOff = true
+            var feeding: UInt64 = 0
             for var batch in item.batches where batch.count > 0 {
                 batch.origin.firstLine = baseLine
+                if let runner {
+                    // Time spent starting records is the I/O stage's, booked in its slot accounting.
+                    let f = MonotonicClock.now()
+                    handedOff = runner.feed(batch)
+                    feeding += MonotonicClock.now() - f
+                    if !handedOff { break }
+                    continue
+                }
                 var waited: UInt64 = 0
                 sink.willWrite(batch, sequence: batchSeq)
                 handedOff = laneQueue.push((batchSeq, batch), waited: &waited)
@@ -337,7 +381,16 @@ public final class Pipeline: @unchecked Sendable {
                 abortReason = "too many rejected records: \(total) of \(seen) (--max-errors \(limit))"
                 break
             }
-            wclock.overhead += MonotonicClock.now() - a
+            wclock.overhead += MonotonicClock.now() - a - feeding
+        }
+        if let runner, let handOff {
+            if abortReason != nil || readError.withLock({ $0 }) != nil { runner.cancel() }
+            runner.inputFinished()
+            if abortReason != nil { io?.close() }
+            handOff.join()
+            io?.close()
+            runner.waitIdle()
+            if abortReason == nil, let e = ioError.withLock({ $0 }) { abortReason = e }
         }
         laneQueue.close()
         if abortReason != nil || readError.withLock({ $0 }) != nil {
@@ -390,6 +443,16 @@ public final class Pipeline: @unchecked Sendable {
                     name: "transform \(t.name)", threads: workers, clock: transformClocks.withLock { $0[k] },
                     wallSeconds: wall))
         }
+        if let io, let runner {
+            // Slot-time: `threads` is the number of slots, busy is time in flight.
+            stages.append(
+                StageReport(name: io.name, threads: io.concurrency, clock: runner.stageClock, wallSeconds: wall))
+            let h = runner.handOffClock
+            if h.busy > 0 {
+                stages.append(
+                    StageReport(name: "\(io.name) hand-off", threads: 1, clock: h, wallSeconds: wall, isDetail: true))
+            }
+        }
         stages.append(StageReport(name: "write \(sink.target)", threads: lanes, clock: lclock, wallSeconds: wall))
         let st = sink.timings
         for (name, c) in [("encode", st.encode), ("write", st.write), ("commit", st.commit)] where c.busy > 0 {
@@ -405,7 +468,7 @@ public final class Pipeline: @unchecked Sendable {
             bytesDecoded: source.progress.bytesDecoded, peakRSSBytes: ProcessStats.peakRSS(),
             rejectsFile: totalRejected > 0 ? options.rejectsPath : nil, stages: stages, batchRows: sizing.maxRows,
             chunkBytes: sizing.chunkBytes, memoryBudgetBytes: options.memory.bytes, changes: sink.changes,
-            childRowsOut: childRows.load(ordering: .relaxed))
+            childRowsOut: childRows.load(ordering: .relaxed), notes: io?.reportLines ?? [])
     }
 
     /// Decodes one item into batches of at most `maxRows` rows.

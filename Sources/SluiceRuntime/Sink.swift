@@ -191,6 +191,11 @@ public protocol BatchSink: AnyObject, Sendable {
     func noteUnchanged(keys: [Int64])
     /// Per-phase timings so far.
     var timings: SinkTimings { get }
+    /// Reads the named columns of every row stored in the target table, as text (nil for NULL), calling
+    /// `body` once per row; called after ``open(schema:)`` and before any write, so that a stage can resume
+    /// from what an earlier run stored. A table that does not exist yet has no rows. Returns false when the
+    /// sink cannot read its target. Default: false.
+    func readStored(columns: [String], _ body: ([String?]) throws -> Void) throws -> Bool
 }
 
 extension BatchSink {
@@ -214,6 +219,8 @@ extension BatchSink {
     public var storedSourceHashes: StoredSourceHashes? { nil }
     /// Does nothing.
     public func noteUnchanged(keys: [Int64]) {}
+    /// Cannot read: false.
+    public func readStored(columns: [String], _ body: ([String?]) throws -> Void) throws -> Bool { false }
 }
 
 /// Drops every batch (for measuring the framework).

@@ -476,6 +476,36 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
         }
     }
 
+    /// Reads the named columns of the stored table (before this run's writes commit, in `replace` mode the
+    /// old table). A table that does not exist has no rows.
+    /// - Throws: ``SinkError`` when the table lacks a column.
+    public func readStored(columns: [String], _ body: ([String?]) throws -> Void) throws -> Bool {
+        guard let db = connection else { return false }
+        let q = SQLiteConnection.quote
+        do {
+            let existing = try db.query("SELECT name FROM pragma_table_info(\(sqlString(table)))").compactMap { $0[0] }
+            if existing.isEmpty { return true }
+            let missing = columns.filter { !existing.contains($0) }
+            guard missing.isEmpty else {
+                throw SinkError(
+                    .fatal,
+                    "table \(table) in \(path) has no column(s) \(missing.joined(separator: ", ")) to resume from")
+            }
+            let stmt = try db.prepare("SELECT \(columns.map(q).joined(separator: ", ")) FROM \(q(table))")
+            while true {
+                let rc = sqlite3_step(stmt.handle)
+                if rc == SQLITE_DONE { break }
+                guard rc == SQLITE_ROW else { throw db.lastError(rc, sql: stmt.sql) }
+                try body(
+                    (0..<Int32(columns.count)).map { i in
+                        sqlite3_column_type(stmt.handle, i) == SQLITE_NULL
+                            ? nil : String(cString: sqlite3_column_text(stmt.handle, i))
+                    })
+            }
+        } catch let e as SQLiteError { throw SinkError(.fatal, e.description) }
+        return true
+    }
+
     private func sqlString(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "''") + "'" }
 
     private func run(_ stmt: SQLiteStatement) throws {

@@ -1,0 +1,281 @@
+import Foundation
+import SluiceCore
+import SluiceReport
+
+/// An I/O-bound step between the decoders and the sink (an HTTP fetch, a remote call): many records are in
+/// flight at once, at most ``concurrency``, and each finishes whenever its I/O does.
+///
+/// The runtime owns the slots, the ordering and the batching: it starts a record when a slot is free
+/// (``start(_:row:completion:)``), collects finished records into output batches of the pipeline's batch
+/// size, and hands a batch to the sink when it is full or its first record has waited the batching
+/// latency — so the sink writes in batches, never per record, and slots never wait for a batch to drain.
+/// Output rows are in completion order, not input order.
+public protocol IOTransform: AnyObject, Sendable {
+    /// Name for reports (`fetch`).
+    var name: String { get }
+    /// Records in flight at once.
+    var concurrency: Int { get }
+    /// The output schema: `input`'s fields, then the fields each ``IOCompletion/finish(_:)`` supplies.
+    func outputSchema(for input: Schema) throws -> Schema
+    /// Called once the sink is open and before the first record, so that the transform can read what an
+    /// earlier run stored (resume state).
+    func open(sink: any BatchSink) throws
+    /// Starts work on row `row` of `batch`. Returns false to drop the row without work (an earlier run
+    /// finished it; it is not written again); otherwise `completion` must be finished exactly once, from any
+    /// thread.
+    func start(_ batch: RecordBatch, row: Int, completion: IOCompletion) -> Bool
+    /// Called on the stage's hand-off thread before an output batch goes to the sink: makes what its rows
+    /// describe durable (e.g. syncs written files).
+    func willEmit(_ batch: RecordBatch) throws
+    /// Called once every started record has finished: releases clients and connections.
+    func close()
+    /// Summary lines for the run report.
+    var reportLines: [ReportLine] { get }
+}
+
+/// The handle of one started record: call ``finish(_:)`` once with its output values.
+public struct IOCompletion: Sendable {
+    let stage: IOStageRunner
+    let slot: Int
+
+    /// Finishes the record with the values of the transform's added fields, in schema order.
+    public func finish(_ values: [Value]) {
+        stage.finish(slot: slot, values: values)
+    }
+}
+
+/// Runs an ``IOTransform``: the feeding side runs on the pipeline's dispatching thread, the hand-off side on
+/// its own thread; completions arrive from the transform's threads.
+///
+/// Accounting is by slot-time: at every event the slots' time since the previous event is booked as busy
+/// (in flight), or, for free slots, as starved (no input), blocked (output not taken fast enough) or
+/// overhead (input waiting to be started — the framework's own latency).
+final class IOStageRunner: @unchecked Sendable {
+    private enum FeederState { case starved, dispatching, blocked }
+
+    let transform: any IOTransform
+    private let inputFields: Int
+    private let addedFields: Int
+    private let maxRows: Int
+    private let latencyNanos: UInt64
+    private let maxReady = 2
+    private let isCancelled: @Sendable () -> Bool
+    private let cond = NSCondition()
+
+    // Guarded by `cond`.
+    private var slotBatch: [RecordBatch?]
+    private var slotRow: [Int]
+    private var free: [Int]
+    private var inFlight = 0
+    private let builder: RecordBatchBuilder
+    private var openedAt: UInt64?
+    private var file = "-"
+    private var ready: [RecordBatch] = []
+    private var inputDone = false
+    private var cancelled = false
+    private var state = FeederState.starved
+    private var lastEvent: UInt64
+    private var clock = StageClock()
+    private var skipped: Int64 = 0
+    private var emitClock = StageClock()
+
+    init(
+        transform: any IOTransform, input: Schema, output: Schema, batching: BatchingPolicy,
+        isCancelled: @escaping @Sendable () -> Bool
+    ) {
+        self.transform = transform
+        inputFields = input.count
+        addedFields = output.count - input.count
+        maxRows = max(1, batching.maxRows)
+        let c = batching.maxLatency.components
+        latencyNanos = UInt64(max(0, c.seconds)) * 1_000_000_000 + UInt64(max(0, c.attoseconds) / 1_000_000_000)
+        self.isCancelled = isCancelled
+        let n = max(1, transform.concurrency)
+        slotBatch = Array(repeating: nil, count: n)
+        slotRow = Array(repeating: 0, count: n)
+        free = Array((0..<n).reversed())
+        builder = RecordBatchBuilder(schema: output, rowCapacity: min(maxRows, 4096), trackOrigins: true)
+        lastEvent = MonotonicClock.now()
+    }
+
+    /// Books the slots' time since the last event. Caller holds `cond`.
+    private func account(_ now: UInt64) {
+        let dt = now &- lastEvent
+        lastEvent = now
+        let idle = UInt64(slotBatch.count - inFlight)
+        clock.busy &+= UInt64(inFlight) &* dt
+        switch state {
+        case .starved: clock.starved &+= idle &* dt
+        case .blocked: clock.blocked &+= idle &* dt
+        case .dispatching: clock.overhead &+= idle &* dt
+        }
+    }
+
+    /// Starts every row of `batch`, waiting for free slots. Returns false once the stage is cancelled or the
+    /// run is stopping (the rows not started are not written).
+    func feed(_ batch: RecordBatch) -> Bool {
+        for row in 0..<batch.count {
+            cond.lock()
+            account(MonotonicClock.now())
+            state = .dispatching
+            while (free.isEmpty || ready.count >= maxReady) && !cancelled {
+                if ready.count >= maxReady { state = .blocked }
+                cond.wait()
+                account(MonotonicClock.now())
+                state = .dispatching
+            }
+            if cancelled || isCancelled() {
+                state = .starved
+                cond.unlock()
+                return false
+            }
+            let slot = free.removeLast()
+            inFlight += 1
+            slotBatch[slot] = batch
+            slotRow[slot] = row
+            if file == "-" { file = batch.origin.file }
+            cond.unlock()
+            if !transform.start(batch, row: row, completion: IOCompletion(stage: self, slot: slot)) {
+                cond.lock()
+                account(MonotonicClock.now())
+                slotBatch[slot] = nil
+                free.append(slot)
+                inFlight -= 1
+                skipped += 1
+                cond.unlock()
+            }
+        }
+        cond.lock()
+        account(MonotonicClock.now())
+        state = .starved
+        cond.unlock()
+        return true
+    }
+
+    /// A started record finished.
+    func finish(slot: Int, values: [Value]) {
+        precondition(values.count == addedFields, "\(transform.name): \(values.count) values for \(addedFields) fields")
+        cond.lock()
+        defer { cond.unlock() }
+        let now = MonotonicClock.now()
+        account(now)
+        guard let batch = slotBatch[slot] else { return }
+        let row = slotRow[slot]
+        let cols = builder.columns
+        for c in 0..<inputFields { cols[c].append(from: batch.columns[c], at: row) }
+        for (k, v) in values.enumerated() { cols[inputFields + k].append(v) }
+        let pos = batch.position(ofRow: row)
+        builder.finishRow(
+            line: UInt32(clamping: max(0, pos.line ?? 0)), offset: UInt32(clamping: max(0, pos.offset ?? 0)))
+        if openedAt == nil { openedAt = now }
+        slotBatch[slot] = nil
+        free.append(slot)
+        inFlight -= 1
+        clock.records += 1
+        if builder.count >= maxRows { cutBatch() }
+        cond.broadcast()
+    }
+
+    /// Moves the open output batch to the ready list. Caller holds `cond`.
+    private func cutBatch() {
+        ready.append(builder.build(origin: BatchOrigin(file: file, firstLine: 0, firstOffset: 0)))
+        openedAt = nil
+        clock.batches += 1
+    }
+
+    /// No more input: the hand-off side flushes once the records in flight finish.
+    func inputFinished() {
+        cond.lock()
+        account(MonotonicClock.now())
+        inputDone = true
+        cond.broadcast()
+        cond.unlock()
+    }
+
+    /// Stops starting records and handing off batches.
+    func cancel() {
+        cond.lock()
+        cancelled = true
+        cond.broadcast()
+        cond.unlock()
+    }
+
+    /// Waits until no record is in flight (so the transform can be closed safely).
+    func waitIdle() {
+        cond.lock()
+        while inFlight > 0 { cond.wait() }
+        account(MonotonicClock.now())
+        cond.unlock()
+    }
+
+    /// The hand-off loop: passes each output batch through ``IOTransform/willEmit(_:)`` and `emit` (which
+    /// returns false once the sink side is gone), until the input is done and every record has finished.
+    /// Returns the first error of `willEmit`, if any.
+    func runHandOff(emit: (RecordBatch) -> Bool) -> (any Error)? {
+        while true {
+            cond.lock()
+            var next: RecordBatch?
+            while true {
+                if cancelled { break }
+                if !ready.isEmpty {
+                    next = ready.removeFirst()
+                    break
+                }
+                let drained = inputDone && inFlight == 0
+                if builder.count > 0, drained || MonotonicClock.now() >= (openedAt ?? 0) &+ latencyNanos {
+                    cutBatch()
+                    continue
+                }
+                if drained { break }
+                if builder.count > 0, let o = openedAt {
+                    let left = Double((o &+ latencyNanos) &- MonotonicClock.now()) / 1e9
+                    _ = cond.wait(until: Date(timeIntervalSinceNow: max(0.001, left)))
+                } else {
+                    cond.wait()
+                }
+            }
+            cond.broadcast()
+            cond.unlock()
+            guard let batch = next else { return nil }
+            let a = MonotonicClock.now()
+            do { try transform.willEmit(batch) } catch {
+                cancel()
+                return error
+            }
+            let b = MonotonicClock.now()
+            let ok = emit(batch)
+            cond.lock()
+            emitClock.busy &+= b - a
+            emitClock.blocked &+= MonotonicClock.now() - b
+            emitClock.records += Int64(batch.count)
+            emitClock.batches += 1
+            cond.unlock()
+            if !ok {
+                cancel()
+                return nil
+            }
+        }
+    }
+
+    /// The stage's slot accounting so far.
+    var stageClock: StageClock {
+        cond.lock()
+        defer { cond.unlock() }
+        account(MonotonicClock.now())
+        return clock
+    }
+
+    /// The hand-off side's time: `busy` in ``IOTransform/willEmit(_:)``, `blocked` waiting for the sink.
+    var handOffClock: StageClock {
+        cond.lock()
+        defer { cond.unlock() }
+        return emitClock
+    }
+
+    /// Rows dropped as already done (``IOTransform/start(_:row:completion:)`` returned false).
+    var skippedRows: Int64 {
+        cond.lock()
+        defer { cond.unlock() }
+        return skipped
+    }
+}
