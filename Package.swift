@@ -100,6 +100,8 @@ let package = Package(
                 "SluiceCore", "SluiceRuntime", "SluiceReport", "SluiceCSV", "SluiceJSONLines", "SluiceSQLite",
                 "SluiceWorkloads", "SluiceTesting", "CAllocCounter", "SluicePostgres", "SluiceContent", "SluiceConfig",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict),
         .testTarget(name: "SluiceCoreTests", dependencies: ["SluiceCore"]),
@@ -130,7 +132,7 @@ let package = Package(
             name: "SluiceCLITests",
             dependencies: [
                 "SluiceWorkloads", "SluiceRuntime", "SluiceCSV", "SluiceSQLite", "SluiceTesting", "SluiceConfig",
-                "SluiceCLI",
+                "SluiceCLI", "SluiceReport", .product(name: "Crypto", package: "swift-crypto"),
             ]),
     ],
     swiftLanguageModes: [.v6]

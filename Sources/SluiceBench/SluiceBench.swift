@@ -14,7 +14,7 @@ struct SluiceBench: ParsableCommand {
         abstract: "Side-by-side benchmarks for Sluice (release builds only).",
         subcommands: [
             W0.self, W0Postgres.self, W2.self, Overhead.self, Allocations.self, GenerateW0.self, GenerateW5.self,
-            W5.self,
+            W5.self, W1.self, ServeW1.self,
         ])
 }
 

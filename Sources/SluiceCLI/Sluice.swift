@@ -19,6 +19,9 @@ enum ExitStatus {
     static let usage: Int32 = 2
     /// Completed, with rejected records (see the rejects file).
     static let completedWithRejects: Int32 = 3
+    /// Completed, but a stage failed some records (fetches that failed after their retries; each failed
+    /// record is written with its reason, e.g. in the `error` column).
+    static let completedWithFailures: Int32 = 4
     /// Interrupted by SIGINT or SIGTERM after flushing what was read.
     static let interrupted: Int32 = 130
 }
@@ -29,8 +32,10 @@ struct Sluice: ParsableCommand {
         commandName: "sluice",
         abstract: "Move large volumes of records into stores fast, and see where every second went.",
         discussion: """
-            Exit status: 0 clean, 3 completed with rejected records, 1 aborted (too many errors or a fatal \
-            error), 2 usage or configuration error, 130 interrupted (SIGINT/SIGTERM; committed batches are kept).
+            Exit status: 0 clean, 3 completed with rejected records, 4 completed with failed records (e.g. \
+            fetches that failed after their retries, written with their reason), 1 aborted (too many errors or \
+            a fatal error), 2 usage or configuration error, 130 interrupted (SIGINT/SIGTERM; committed batches \
+            are kept).
             """,
         subcommands: [Load.self, Run.self, Quickstart.self, Generate.self])
 
@@ -78,7 +83,10 @@ func execute(_ spec: LoadSpec, reportJSON: String?) throws {
         }
     }
     switch report.outcome {
-    case .clean: return
+    case .clean:
+        if report.notes.contains(where: { ($0.counts["failed"] ?? 0) > 0 }) {
+            throw ExitCode(ExitStatus.completedWithFailures)
+        }
     case .completedWithRejects: throw ExitCode(ExitStatus.completedWithRejects)
     case .aborted: throw ExitCode(ExitStatus.aborted)
     case .interrupted: throw ExitCode(ExitStatus.interrupted)

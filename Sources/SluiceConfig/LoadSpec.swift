@@ -2,6 +2,7 @@ import Foundation
 import SluiceCSV
 import SluiceContent
 import SluiceCore
+import SluiceHTTP
 import SluiceJSONLines
 import SluicePostgres
 import SluiceRuntime
@@ -148,6 +149,9 @@ public struct LoadSpec: Sendable {
         /// ``MimeTransform``: input bytes column, output column, whether to answer known signatures without
         /// libmagic (``FastSignatures``).
         case mime(input: String, output: String, fastSignatures: Bool)
+        /// ``FetchTransform``: the I/O-bound HTTP fetch, storing bodies under `blobRoot` (nil: hash only).
+        /// It runs after the other transforms.
+        case fetch(options: FetchOptions, blobRoot: String?, durability: BlobStore.Durability)
     }
 
     /// A store URL, parsed.
@@ -340,8 +344,24 @@ public struct LoadSpec: Sendable {
                 "transforms cannot run on XML records with child tables yet; map the children as JSON (as: json) or drop the transforms"
             )
         }
-        let transforms: [any Transform] = try self.transforms.map { t in
+        var io: (any IOTransform)?
+        for (i, t) in self.transforms.enumerated() {
+            guard case .fetch(let o, let root, let durability) = t else { continue }
+            guard i == self.transforms.count - 1 else {
+                throw SluiceError(.config, "fetch must be the last transform (it runs after the others)")
+            }
+            if o.resume, case .append = mode {
+                throw SluiceError(
+                    .config,
+                    "fetch resumes from its table: use sink mode upsert with key [\(o.urlColumn)] (or fetch.resume: false)"
+                )
+            }
+            io = try FetchTransform(options: o, blobs: root.map { try BlobStore(root: $0, durability: durability) })
+        }
+        let transforms: [any Transform] = try self.transforms.compactMap { t -> (any Transform)? in
             switch t {
+            case .fetch:
+                return nil
             case .readHead(let path, let bytes, let column, let variables):
                 guard bytes > 0 else { throw SluiceError(.config, "read_head: bytes must be positive") }
                 return ReadHeadTransform(
@@ -372,7 +392,7 @@ public struct LoadSpec: Sendable {
         guard batching.maxRows >= 1, batching.maxBytes >= 1024 else {
             throw SluiceError(.config, "batching needs max_rows ≥ 1 and max_bytes ≥ 1 KiB")
         }
-        return Pipeline(source: source, transforms: transforms, sink: sink, options: options)
+        return Pipeline(source: source, transforms: transforms, io: io, sink: sink, options: options)
     }
 }
 

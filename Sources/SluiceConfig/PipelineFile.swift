@@ -1,6 +1,7 @@
 import Foundation
 import SluiceContent
 import SluiceCore
+import SluiceHTTP
 import SluicePostgres
 import SluiceRuntime
 import SluiceXML
@@ -132,11 +133,13 @@ public enum PipelineFile {
     ) throws
         -> LoadSpec.TransformSpec
     {
-        let m = try r.mapping(item, "a transform", allowed: ["read_head", "mime"])
+        let m = try r.mapping(item, "a transform", allowed: ["read_head", "mime", "fetch"])
         guard m.count == 1, let (name, body) = m.first else {
-            throw r.error(item, "a transform is one of read_head: {…} or mime: {…}")
+            throw r.error(item, "a transform is one of read_head: {…}, mime: {…} or fetch: {…}")
         }
         switch name {
+        case "fetch":
+            return try parseFetch(body, r)
         case "read_head":
             let b = try r.mapping(body, "read_head", allowed: ["path", "bytes", "as"])
             guard let p = b["path"] else { throw r.error(body, "read_head needs 'path' (a template like {root}/{id})") }
@@ -154,6 +157,71 @@ public enum PipelineFile {
                 output: try b["as"].map { try r.string($0, "mime.as") } ?? "mime_type",
                 fastSignatures: try b["fast_signatures"].map { try r.bool($0, "mime.fast_signatures") } ?? false)
         }
+    }
+
+    /// `fetch:` — the HTTP fetch stage and its blob store.
+    private static func parseFetch(_ body: Node, _ r: Reader) throws -> LoadSpec.TransformSpec {
+        let b = try r.mapping(
+            body, "fetch",
+            allowed: [
+                "url", "concurrency", "rate", "burst", "timeout", "connect_timeout", "max_body", "attempts", "backoff",
+                "max_backoff", "max_retry_after", "resume", "headers", "max_redirects", "blobs",
+            ])
+        var o = FetchOptions()
+        func duration(_ key: String) throws -> Duration? {
+            guard let v = b[key] else { return nil }
+            guard let d = Units.duration(try r.expanded(v, "fetch.\(key)")), d > .zero else {
+                throw r.error(v, "fetch.\(key) must be a positive duration (e.g. 500ms, 30s)")
+            }
+            return d
+        }
+        if let v = b["url"] { o.urlColumn = try r.string(v, "fetch.url") }
+        if let v = b["concurrency"] { o.concurrency = try r.int(v, "fetch.concurrency", min: 1) }
+        if let v = b["rate"] {
+            guard let x = Double(try r.expanded(v, "fetch.rate")), x > 0 else {
+                throw r.error(v, "fetch.rate must be a positive number of requests per second per host")
+            }
+            o.rate = x
+        }
+        if let v = b["burst"] { o.burst = try r.int(v, "fetch.burst", min: 1) }
+        if let d = try duration("timeout") { o.timeout = d }
+        if let d = try duration("connect_timeout") { o.connectTimeout = d }
+        if let v = b["max_body"] {
+            guard let n = Units.bytes(try r.expanded(v, "fetch.max_body")), n >= 1 else {
+                throw r.error(v, "fetch.max_body must be a size (e.g. 64MiB)")
+            }
+            o.maxBodyBytes = n
+        }
+        if let v = b["attempts"] { o.retry.maxAttempts = try r.int(v, "fetch.attempts", min: 1) }
+        if let d = try duration("backoff") { o.retry.baseDelay = d }
+        if let d = try duration("max_backoff") { o.retry.maxDelay = d }
+        if let d = try duration("max_retry_after") { o.maxRetryAfter = d }
+        if let v = b["resume"] { o.resume = try r.bool(v, "fetch.resume") }
+        if let v = b["max_redirects"] { o.maxRedirects = try r.int(v, "fetch.max_redirects", min: 0) }
+        if let v = b["headers"] {
+            guard case .mapping(let hm) = v else { throw r.error(v, "fetch.headers must be a mapping of name: value") }
+            o.headers = try hm.map { (try r.string($0.key, "header name"), try r.expanded($0.value, "header value")) }
+        }
+        var root: String?
+        var durability = BlobStore.Durability.batch
+        if let v = b["blobs"] {
+            if case .mapping = v {
+                let bm = try r.mapping(v, "fetch.blobs", allowed: ["root", "fsync"])
+                guard let rv = bm["root"] else { throw r.error(v, "fetch.blobs needs 'root' (a directory)") }
+                root = r.path(try r.expanded(rv, "fetch.blobs.root"))
+                if let f = bm["fsync"] {
+                    let text = try r.string(f, "fetch.blobs.fsync")
+                    guard let d = BlobStore.Durability(rawValue: text) else {
+                        throw r.error(f, "fetch.blobs.fsync must be none, batch or each (got '\(text)')")
+                    }
+                    durability = d
+                }
+            } else {
+                root = r.path(try r.expanded(v, "fetch.blobs"))
+            }
+        }
+        do { try o.validate() } catch let e as SluiceError { throw r.error(body, e.message) }
+        return .fetch(options: o, blobRoot: root, durability: durability)
     }
 
     private static func parseFileSource(_ source: Node, _ r: Reader, _ spec: inout LoadSpec) throws {

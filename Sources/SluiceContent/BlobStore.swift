@@ -11,9 +11,9 @@ import Synchronization
 /// byte pairs of its SHA-256 in hex name two directory levels), so a blob is written once however many
 /// records carry it.
 ///
-/// Writes are atomic: a body goes to a temporary file under `root/.tmp`, which is renamed into place only
-/// when complete, so a killed run never leaves a partial blob under a final name. Leftover temporary files
-/// of processes that no longer run are removed when a store is opened.
+/// Writes are atomic: a body goes to an unnamed file (Linux `O_TMPFILE`) or a temporary file under
+/// `root/.tmp`, and gets its final name only when complete, so a killed run never leaves a partial blob under
+/// a final name. Leftover temporary files of processes that no longer run are removed when a store is opened.
 ///
 /// ```swift
 /// let store = try BlobStore(root: "thumbs", durability: .batch)
@@ -38,6 +38,8 @@ public final class BlobStore: Sendable {
     public let durability: Durability
     private let tmpDir: String
     private let counter = Atomic<Int>(0)
+    /// Whether unnamed files (`O_TMPFILE`) work here; cleared on the first refusal.
+    private let unnamedFiles = Atomic<Bool>(true)
 
     /// Opens (creating if needed) a store at `root`, removing temporary files left by dead processes.
     /// - Throws: ``SluiceError`` (`.io`) when the root cannot be created or is not a directory.
@@ -72,32 +74,42 @@ public final class BlobStore: Sendable {
 
     /// Writes `bytes` as the blob `sha256` unless it is already stored. Returns true when this call wrote it.
     ///
-    /// The caller computed `sha256` from `bytes`; the store does not hash again.
+    /// On Linux the body goes to an unnamed file in the blob's directory (`O_TMPFILE`) that is linked under
+    /// its name once complete — a process killed before that leaves nothing behind. Elsewhere, or where the
+    /// file system lacks it, a temporary file under `root/.tmp` is renamed into place. The caller computed
+    /// `sha256` from `bytes`; the store does not hash again.
     /// - Throws: ``SluiceError`` (`.io`) naming the path and the system error.
     @discardableResult
     public func write(_ bytes: UnsafeRawBufferPointer, sha256: String) throws -> Bool {
         let final = path(sha256: sha256)
         if access(final, F_OK) == 0 { return false }
+        let dir = (final as NSString).deletingLastPathComponent
+        if unnamedFiles.load(ordering: .relaxed) {
+            var fd = sluice_open_tmpfile(dir)
+            if fd < 0 && errno == ENOENT {
+                try makeDirectories(dir)
+                fd = sluice_open_tmpfile(dir)
+            }
+            if fd >= 0 {
+                defer { close(fd) }
+                try writeAll(fd, bytes, what: final)
+                if sluice_link_fd(fd, final) != 0 {
+                    if errno == EEXIST { return false }
+                    throw Self.error("link", final)
+                }
+                try syncDirectory(dir)
+                return true
+            }
+            guard errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL else { throw Self.error("create in", dir) }
+            unnamedFiles.store(false, ordering: .relaxed)
+        }
         let tmp = "\(tmpDir)/\(getpid())-\(counter.add(1, ordering: .relaxed).newValue)-\(sha256.prefix(16))"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw Self.error("create", tmp) }
-        var done = 0
-        while done < bytes.count {
-            let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
-            if n < 0 {
-                if errno == EINTR { continue }
-                let e = Self.error("write", tmp)
-                close(fd)
-                unlink(tmp)
-                throw e
-            }
-            done += n
-        }
-        if durability == .each && fsync(fd) != 0 {
-            let e = Self.error("fsync", tmp)
+        do { try writeAll(fd, bytes, what: tmp) } catch {
             close(fd)
             unlink(tmp)
-            throw e
+            throw error
         }
         close(fd)
         if rename(tmp, final) != 0 {
@@ -106,13 +118,9 @@ public final class BlobStore: Sendable {
                 unlink(tmp)
                 throw e
             }
-            // First blob in this directory: create ab/ and ab/cd/, then try again.
-            let dir = (final as NSString).deletingLastPathComponent
-            let parent = (dir as NSString).deletingLastPathComponent
-            if mkdir(parent, 0o755) != 0 && errno != EEXIST || mkdir(dir, 0o755) != 0 && errno != EEXIST {
-                let e = Self.error("create directory", dir)
+            do { try makeDirectories(dir) } catch {
                 unlink(tmp)
-                throw e
+                throw error
             }
             if rename(tmp, final) != 0 {
                 let e = Self.error("rename into", final)
@@ -120,15 +128,39 @@ public final class BlobStore: Sendable {
                 throw e
             }
         }
-        if durability == .each {
-            let dir = (final as NSString).deletingLastPathComponent
-            let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            if dfd >= 0 {
-                defer { close(dfd) }
-                if fsync(dfd) != 0 { throw Self.error("fsync", dir) }
-            }
-        }
+        try syncDirectory(dir)
         return true
+    }
+
+    /// Writes every byte to `fd` (and fsyncs it under ``Durability/each``).
+    private func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, what: String) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw Self.error("write", what)
+            }
+            done += n
+        }
+        if durability == .each && fsync(fd) != 0 { throw Self.error("fsync", what) }
+    }
+
+    /// Creates `root/ab` and `root/ab/cd` as needed.
+    private func makeDirectories(_ dir: String) throws {
+        let parent = (dir as NSString).deletingLastPathComponent
+        if mkdir(parent, 0o755) != 0 && errno != EEXIST || mkdir(dir, 0o755) != 0 && errno != EEXIST {
+            throw Self.error("create directory", dir)
+        }
+    }
+
+    /// Under ``Durability/each``: fsyncs the directory that now names a blob.
+    private func syncDirectory(_ dir: String) throws {
+        guard durability == .each else { return }
+        let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard dfd >= 0 else { return }
+        defer { close(dfd) }
+        if fsync(dfd) != 0 { throw Self.error("fsync", dir) }
     }
 
     /// Writes `bytes` (see ``write(_:sha256:)-(UnsafeRawBufferPointer,_)``).

@@ -2,6 +2,10 @@ import Foundation
 import SluiceCore
 import SluiceReport
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// An I/O-bound step between the decoders and the sink (an HTTP fetch, a remote call): many records are in
 /// flight at once, at most ``concurrency``, and each finishes whenever its I/O does.
 ///
@@ -44,36 +48,43 @@ public struct IOCompletion: Sendable {
     }
 }
 
-/// Runs an ``IOTransform``: the feeding side runs on the pipeline's dispatching thread, the hand-off side on
-/// its own thread; completions arrive from the transform's threads.
+/// Runs an ``IOTransform``. The pipeline's dispatching thread queues input batches (``feed(_:)``); a record
+/// is started by whichever thread frees a slot — usually the transform's own thread finishing the previous
+/// record, so no thread hand-off sits between one request and the next. A hand-off thread passes output
+/// batches on (``runHandOff(emit:)``).
 ///
 /// Accounting is by slot-time: at every event the slots' time since the previous event is booked as busy
-/// (in flight), or, for free slots, as starved (no input), blocked (output not taken fast enough) or
-/// overhead (input waiting to be started — the framework's own latency).
+/// (in flight), or, for free slots, as starved (no input queued), blocked (output not taken fast enough) or
+/// overhead (input queued but not yet started — the framework's own latency).
 final class IOStageRunner: @unchecked Sendable {
-    private enum FeederState { case starved, dispatching, blocked }
-
     let transform: any IOTransform
     private let inputFields: Int
     private let addedFields: Int
     private let maxRows: Int
     private let latencyNanos: UInt64
     private let maxReady = 2
+    private let maxQueuedBatches = 2
     private let isCancelled: @Sendable () -> Bool
+    /// Guards the state below; the dispatching thread waits on it for queue space.
     private let cond = NSCondition()
+    /// Wakes the hand-off thread (batch ready, input done, cancelled).
+    private let handOffSignal = NSCondition()
+    private var handOffPending = false
 
     // Guarded by `cond`.
     private var slotBatch: [RecordBatch?]
     private var slotRow: [Int]
     private var free: [Int]
     private var inFlight = 0
+    private var queue: [RecordBatch] = []
+    private var cursor = 0
+    private var feederWaiting = false
     private let builder: RecordBatchBuilder
     private var openedAt: UInt64?
     private var file = "-"
     private var ready: [RecordBatch] = []
     private var inputDone = false
     private var cancelled = false
-    private var state = FeederState.starved
     private var lastEvent: UInt64
     private var clock = StageClock()
     private var skipped: Int64 = 0
@@ -104,62 +115,105 @@ final class IOStageRunner: @unchecked Sendable {
         lastEvent = now
         let idle = UInt64(slotBatch.count - inFlight)
         clock.busy &+= UInt64(inFlight) &* dt
-        switch state {
-        case .starved: clock.starved &+= idle &* dt
-        case .blocked: clock.blocked &+= idle &* dt
-        case .dispatching: clock.overhead &+= idle &* dt
+        if queue.isEmpty {
+            clock.starved &+= idle &* dt
+        } else if ready.count >= maxReady {
+            clock.blocked &+= idle &* dt
+        } else {
+            clock.overhead &+= idle &* dt
         }
     }
 
-    /// Starts every row of `batch`, waiting for free slots. Returns false once the stage is cancelled or the
-    /// run is stopping (the rows not started are not written).
-    func feed(_ batch: RecordBatch) -> Bool {
-        for row in 0..<batch.count {
+    /// Takes a free slot and the next queued row, if both exist and the stage may start records. Caller
+    /// holds `cond`.
+    private func takeWork() -> (slot: Int, batch: RecordBatch, row: Int)? {
+        guard !cancelled, !free.isEmpty, let batch = queue.first, ready.count < maxReady else { return nil }
+        if isCancelled() {
+            // The run is stopping: nothing more starts; what is in flight finishes and is written.
+            queue.removeAll()
+            cursor = 0
+            wakeFeeder()
+            return nil
+        }
+        let row = cursor
+        cursor += 1
+        if cursor >= batch.count {
+            queue.removeFirst()
+            cursor = 0
+            wakeFeeder()
+        }
+        let slot = free.removeLast()
+        inFlight += 1
+        slotBatch[slot] = batch
+        slotRow[slot] = row
+        return (slot, batch, row)
+    }
+
+    private func wakeFeeder() { if feederWaiting { cond.broadcast() } }
+
+    /// Marks threads inside ``startAvailable()``: a record finished from within ``IOTransform/start`` (on the
+    /// same thread) must not start the next one recursively — the outer loop does.
+    private static let startingKey: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+
+    /// Starts records while slots and rows are free, on the calling thread. Call without holding `cond`.
+    private func startAvailable() {
+        guard pthread_getspecific(Self.startingKey) == nil else { return }
+        pthread_setspecific(Self.startingKey, UnsafeRawPointer(bitPattern: 1))
+        defer { pthread_setspecific(Self.startingKey, nil) }
+        while true {
             cond.lock()
             account(MonotonicClock.now())
-            state = .dispatching
-            while (free.isEmpty || ready.count >= maxReady) && !cancelled {
-                if ready.count >= maxReady { state = .blocked }
-                cond.wait()
-                account(MonotonicClock.now())
-                state = .dispatching
-            }
-            if cancelled || isCancelled() {
-                state = .starved
-                cond.unlock()
-                return false
-            }
-            let slot = free.removeLast()
-            inFlight += 1
-            slotBatch[slot] = batch
-            slotRow[slot] = row
-            if file == "-" { file = batch.origin.file }
+            let work = takeWork()
             cond.unlock()
-            if !transform.start(batch, row: row, completion: IOCompletion(stage: self, slot: slot)) {
-                cond.lock()
-                account(MonotonicClock.now())
-                slotBatch[slot] = nil
-                free.append(slot)
-                inFlight -= 1
-                skipped += 1
-                cond.unlock()
-            }
+            guard let (slot, batch, row) = work else { return }
+            if transform.start(batch, row: row, completion: IOCompletion(stage: self, slot: slot)) { continue }
+            cond.lock()
+            account(MonotonicClock.now())
+            slotBatch[slot] = nil
+            free.append(slot)
+            inFlight -= 1
+            skipped += 1
+            let drained = inputDone && inFlight == 0 && queue.isEmpty
+            cond.unlock()
+            if drained { signalHandOff() }
         }
+    }
+
+    /// Queues `batch` and starts what the free slots allow, waiting while earlier batches still fill the
+    /// queue. Returns false once the stage is cancelled or the run is stopping (rows not started are not
+    /// written).
+    func feed(_ batch: RecordBatch) -> Bool {
         cond.lock()
         account(MonotonicClock.now())
-        state = .starved
+        if file == "-" { file = batch.origin.file }
+        feederWaiting = true
+        while queue.count >= maxQueuedBatches && !cancelled && !isCancelled() {
+            cond.wait()
+            account(MonotonicClock.now())
+        }
+        feederWaiting = false
+        let stop = cancelled || isCancelled()
+        if !stop { queue.append(batch) }
         cond.unlock()
+        if stop { return false }
+        startAvailable()
         return true
     }
 
-    /// A started record finished.
+    /// A started record finished: its row goes to the output, and this thread starts the next record.
     func finish(slot: Int, values: [Value]) {
         precondition(values.count == addedFields, "\(transform.name): \(values.count) values for \(addedFields) fields")
         cond.lock()
-        defer { cond.unlock() }
         let now = MonotonicClock.now()
         account(now)
-        guard let batch = slotBatch[slot] else { return }
+        guard let batch = slotBatch[slot] else {
+            cond.unlock()
+            return
+        }
         let row = slotRow[slot]
         let cols = builder.columns
         for c in 0..<inputFields { cols[c].append(from: batch.columns[c], at: row) }
@@ -167,13 +221,18 @@ final class IOStageRunner: @unchecked Sendable {
         let pos = batch.position(ofRow: row)
         builder.finishRow(
             line: UInt32(clamping: max(0, pos.line ?? 0)), offset: UInt32(clamping: max(0, pos.offset ?? 0)))
-        if openedAt == nil { openedAt = now }
+        let first = openedAt == nil
+        if first { openedAt = now }
         slotBatch[slot] = nil
         free.append(slot)
         inFlight -= 1
         clock.records += 1
-        if builder.count >= maxRows { cutBatch() }
-        cond.broadcast()
+        let cut = builder.count >= maxRows
+        if cut { cutBatch() }
+        let drained = inputDone && inFlight == 0 && queue.isEmpty
+        cond.unlock()
+        if cut || first || drained { signalHandOff() }
+        startAvailable()
     }
 
     /// Moves the open output batch to the ready list. Caller holds `cond`.
@@ -183,13 +242,20 @@ final class IOStageRunner: @unchecked Sendable {
         clock.batches += 1
     }
 
+    private func signalHandOff() {
+        handOffSignal.lock()
+        handOffPending = true
+        handOffSignal.signal()
+        handOffSignal.unlock()
+    }
+
     /// No more input: the hand-off side flushes once the records in flight finish.
     func inputFinished() {
         cond.lock()
         account(MonotonicClock.now())
         inputDone = true
-        cond.broadcast()
         cond.unlock()
+        signalHandOff()
     }
 
     /// Stops starting records and handing off batches.
@@ -198,14 +264,19 @@ final class IOStageRunner: @unchecked Sendable {
         cancelled = true
         cond.broadcast()
         cond.unlock()
+        signalHandOff()
     }
 
     /// Waits until no record is in flight (so the transform can be closed safely).
     func waitIdle() {
-        cond.lock()
-        while inFlight > 0 { cond.wait() }
-        account(MonotonicClock.now())
-        cond.unlock()
+        while true {
+            cond.lock()
+            let n = inFlight
+            account(MonotonicClock.now())
+            cond.unlock()
+            if n == 0 { return }
+            usleep(1000)
+        }
     }
 
     /// The hand-off loop: passes each output batch through ``IOTransform/willEmit(_:)`` and `emit` (which
@@ -213,29 +284,51 @@ final class IOStageRunner: @unchecked Sendable {
     /// Returns the first error of `willEmit`, if any.
     func runHandOff(emit: (RecordBatch) -> Bool) -> (any Error)? {
         while true {
-            cond.lock()
             var next: RecordBatch?
+            var wait: UInt64? = nil
+            var done = false
+            cond.lock()
             while true {
-                if cancelled { break }
+                if cancelled {
+                    done = true
+                    break
+                }
                 if !ready.isEmpty {
                     next = ready.removeFirst()
                     break
                 }
-                let drained = inputDone && inFlight == 0
+                let drained = inputDone && inFlight == 0 && queue.isEmpty
                 if builder.count > 0, drained || MonotonicClock.now() >= (openedAt ?? 0) &+ latencyNanos {
+                    account(MonotonicClock.now())
                     cutBatch()
                     continue
                 }
-                if drained { break }
-                if builder.count > 0, let o = openedAt {
-                    let left = Double((o &+ latencyNanos) &- MonotonicClock.now()) / 1e9
-                    _ = cond.wait(until: Date(timeIntervalSinceNow: max(0.001, left)))
-                } else {
-                    cond.wait()
+                if drained {
+                    done = true
+                } else if builder.count > 0, let o = openedAt {
+                    wait = (o &+ latencyNanos) &- MonotonicClock.now()
                 }
+                break
             }
-            cond.broadcast()
             cond.unlock()
+            if next != nil {
+                // A slot may have waited for room in the ready list.
+                startAvailable()
+            } else if done {
+                return nil
+            } else {
+                handOffSignal.lock()
+                if !handOffPending {
+                    if let wait {
+                        _ = handOffSignal.wait(until: Date(timeIntervalSinceNow: max(0.001, Double(wait) / 1e9)))
+                    } else {
+                        handOffSignal.wait()
+                    }
+                }
+                handOffPending = false
+                handOffSignal.unlock()
+                continue
+            }
             guard let batch = next else { return nil }
             let a = MonotonicClock.now()
             do { try transform.willEmit(batch) } catch {

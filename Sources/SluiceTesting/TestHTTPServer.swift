@@ -82,6 +82,17 @@ public struct TestObjects: Sendable {
         return min(Self.sizes.max, max(Self.sizes.min, Int(s)))
     }
 
+    /// The body of object `id`, written into `buffer` (one copy from the pool; what the server sends).
+    public func writeBody(of id: Int, into buffer: inout ByteBuffer) {
+        let n = size(of: id)
+        buffer.reserveCapacity(minimumWritableBytes: n)
+        buffer.writeInteger(Int64(id), endianness: .little)
+        let start = Int(UInt64(bitPattern: Int64(id)) &* 2_654_435_761 % UInt64(pool.count - Self.sizes.max))
+        _ = pool.withUnsafeBytes { p in
+            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: p[(start + 8)..<(start + n)]))
+        }
+    }
+
     /// The body of object `id`.
     public func body(of id: Int) -> [UInt8] {
         let n = size(of: id)
@@ -274,9 +285,11 @@ public final class TestHTTPServer: Sendable {
             a[id, default: 0] += 1
             return a[id]!
         }
-        let u = objects.unit(id, salt: 2 &+ UInt64(attempt))
+        let u = objects.unit(id, salt: 100 &+ UInt64(attempt))
         let ms = options.latencyMs.lowerBound + (options.latencyMs.upperBound - options.latencyMs.lowerBound) * u
-        try await Task.sleep(for: .microseconds(Int64(ms * 1000)))
+        // The connection's event loop keeps precise timers (Task.sleep may add a few milliseconds of leeway,
+        // which would count against the client being measured).
+        try await context.channel.eventLoop.scheduleTask(in: .microseconds(Int64(ms * 1000))) {}.futureResult.get()
         let active = fault.flatMap { f in !f.isTransient || attempt <= times ? f : nil }
         switch active {
         case .notFound:
@@ -288,15 +301,15 @@ public final class TestHTTPServer: Sendable {
         default:
             break
         }
-        let body = objects.body(of: id)
         var buffer = ByteBuffer()
-        buffer.writeBytes(body)
+        objects.writeBody(of: id, into: &buffer)
+        let total = buffer.readableBytes
         if active == .truncated {
-            let half = buffer.getSlice(at: 0, length: body.count / 2)!
+            let half = buffer.getSlice(at: 0, length: total / 2)!
             let channel = context.channel
             return Response(
                 status: .ok, headers: [.contentType: "application/octet-stream"],
-                body: ResponseBody(contentLength: body.count) { writer in
+                body: ResponseBody(contentLength: total) { writer in
                     try await writer.write(half)
                     try await Task.sleep(for: .milliseconds(20))
                     try await channel.close()
