@@ -16,6 +16,23 @@ func writeW1URLs(_ server: TestHTTPServer, count: Int, to path: String) throws {
     try text.write(toFile: path, atomically: true, encoding: .utf8)
 }
 
+/// CPU time the hypervisor gave to other guests (steal) and all CPU time so far, in ticks, from /proc/stat.
+func cpuTicks() -> (steal: Int64, total: Int64) {
+    guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+        let line = text.split(separator: "\n").first
+    else { return (0, 0) }
+    let v = line.split(separator: " ").dropFirst().compactMap { Int64($0) }
+    return (v.count > 7 ? v[7] : 0, v.prefix(8).reduce(0, +))
+}
+
+/// Runs `body` and returns its result with the share of CPU time stolen by the hypervisor meanwhile.
+func measuringSteal<T>(_ body: () throws -> T) rethrows -> (T, Double) {
+    let a = cpuTicks()
+    let r = try body()
+    let b = cpuTicks()
+    return (r, b.total > a.total ? Double(b.steal - a.steal) / Double(b.total - a.total) : 0)
+}
+
 /// Parses `20-50` (milliseconds) into a range.
 func millisecondRange(_ text: String) throws -> ClosedRange<Double> {
     let parts = text.split(separator: "-").compactMap { Double($0) }
@@ -63,10 +80,16 @@ struct W1: ParsableCommand {
     @Option(help: "Runs per concurrency level (the median rate is reported).") var runs = 1
     @Option(help: "Also write the results as JSON here.") var json: String?
 
+    /// A new directory for one run, under `dir/runs`.
+    private func runDir(_ name: String) -> String {
+        "\(dir)/runs/\(name)-\(getpid())-\(MonotonicClock.now())"
+    }
+
     func run() throws {
         let bin = try sluiceBinary(sluice)
         let parts = Set(only.split(separator: ",").map(String.init))
         let lat = try millisecondRange(latency)
+        defer { try? FileManager.default.removeItem(atPath: "\(dir)/runs") }
         let meanLatency = (lat.lowerBound + lat.upperBound) / 2 / 1000
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         var results: [String: Any] = [
@@ -86,11 +109,16 @@ struct W1: ParsableCommand {
             try writeW1URLs(server, count: urls, to: list)
             for c in concurrency.split(separator: ",").compactMap({ Int($0) }) {
                 var rates: [Double] = []
+                var wrkRates: [Double] = []
+                var steals: [Double] = []
                 var last: (RunReport, Int, ChildRun)?
                 for _ in 0..<max(1, runs) {
+                    if let w = try wrk(server: server, concurrency: c, seconds: c >= 64 ? 8 : 15) { wrkRates.append(w) }
                     let connections0 = server.connectionsAccepted
-                    let (rep, child) = try fetchRun(
-                        bin: bin, list: list, name: "c\(c)", concurrency: c, timeout: "10s", fresh: true)
+                    let ((rep, child), steal) = try measuringSteal {
+                        try fetchRun(bin: bin, list: list, in: runDir("c\(c)"), concurrency: c, timeout: "10s")
+                    }
+                    steals.append(steal)
                     let stored = rep.notes.first?.counts["stored"] ?? 0
                     guard stored == Int64(urls), rep.outcome == .clean else {
                         throw BenchError("c=\(c): \(stored) of \(urls) stored (\(rep.outcome)): \(child.stderr)")
@@ -104,17 +132,29 @@ struct W1: ParsableCommand {
                 let fetch = rep.stages.first { $0.name == "fetch" }
                 let overheadAll = rep.stages.filter { !$0.isDetail }.reduce(0) { $0 + $1.overheadSeconds }
                 let useful = fetch?.busySeconds ?? 0
+                let ref = median(wrkRates)
+                if !wrkRates.isEmpty {
+                    print(
+                        String(
+                            format:
+                                "concurrency %d, wrk (C load generator, same URLs, keep-alive, bodies discarded): %.0f requests/s (runs: %@) → %.1f%% of the limit",
+                            c, ref, wrkRates.map { String(format: "%.0f", $0) }.joined(separator: ", "),
+                            ref / limit * 100))
+                }
                 print(
                     String(
                         format:
-                            "concurrency %d: %.0f items/s (runs: %@), limit %.0f/s → %.1f%% of the limit; wall %.2f s, %d connections opened, peak RSS %@\n  fetch slots: busy %.1f s, overhead %.3f s (%.2f%% of busy), starved %.1f s, blocked %.2f s; all stages' overhead %.3f s = %.2f%% of the useful fetch time",
-                        c, rate, rates.map { String(format: "%.0f", $0) }.joined(separator: ", "), limit,
-                        rate / limit * 100, rep.wallSeconds, connections, Format.bytes(child.peakRSSBytes), useful,
+                            "concurrency %d: sluice %.0f items/s (runs: %@, CPU stolen by the hypervisor: %@), limit %.0f/s → %.1f%% of the limit%@; wall %.2f s, %d connections opened, peak RSS %@\n  fetch slots: busy %.1f s, overhead %.3f s (%.2f%% of busy), starved %.1f s, blocked %.2f s; all stages' overhead %.3f s = %.2f%% of the useful fetch time",
+                        c, rate, rates.map { String(format: "%.0f", $0) }.joined(separator: ", "),
+                        steals.map { String(format: "%.0f%%", $0 * 100) }.joined(separator: ", "), limit,
+                        rate / limit * 100, ref > 0 ? String(format: ", %.2f× wrk", rate / ref) : "", rep.wallSeconds,
+                        connections, Format.bytes(child.peakRSSBytes), useful,
                         fetch?.overheadSeconds ?? 0, (fetch?.overheadSeconds ?? 0) / max(useful, 1e-9) * 100,
                         fetch?.starvedSeconds ?? 0, fetch?.blockedSeconds ?? 0, overheadAll,
                         overheadAll / max(useful, 1e-9) * 100))
                 results["clean-c\(c)"] = [
-                    "itemsPerSecond": rate, "limit": limit, "shareOfLimit": rate / limit,
+                    "itemsPerSecond": rate, "limit": limit, "wrkRequestsPerSecond": ref, "steal": steals,
+                    "shareOfLimit": rate / limit,
                     "wallSeconds": rep.wallSeconds,
                     "connections": connections, "fetchBusySeconds": useful,
                     "fetchOverheadSeconds": fetch?.overheadSeconds ?? 0, "allOverheadSeconds": overheadAll,
@@ -136,13 +176,12 @@ struct W1: ParsableCommand {
             let expected = Dictionary(grouping: (1...urls).compactMap { server.fault(of: $0) }, by: { $0 })
                 .mapValues(\.count)
             let r0 = server.requestsServed
-            let (first, _) = try fetchRun(
-                bin: bin, list: list, name: "faults", concurrency: 64, timeout: "2s", fresh: true)
+            let faultDir = runDir("faults")
+            let (first, _) = try fetchRun(bin: bin, list: list, in: faultDir, concurrency: 64, timeout: "2s")
             let r1 = server.requestsServed
-            let (second, _) = try fetchRun(
-                bin: bin, list: list, name: "faults", concurrency: 64, timeout: "2s", fresh: false)
+            let (second, _) = try fetchRun(bin: bin, list: list, in: faultDir, concurrency: 64, timeout: "2s")
             let r2 = server.requestsServed
-            let manifest = try SQLiteConnection(path: "\(dir)/faults/manifest.db")
+            let manifest = try SQLiteConnection(path: "\(faultDir)/manifest.db")
             let rows = Int(try manifest.query("SELECT count(*) FROM thumbnails")[0][0] ?? "0") ?? 0
             let storedRows =
                 Int(try manifest.query("SELECT count(*) FROM thumbnails WHERE error IS NULL")[0][0] ?? "0") ?? 0
@@ -192,12 +231,43 @@ struct W1: ParsableCommand {
         }
     }
 
-    /// Runs `sluice run` on a W1 pipeline in `dir/name` (emptied first when `fresh`).
+    /// The reference ceiling: wrk (if installed) with `concurrency` keep-alive connections on one thread,
+    /// walking the same URLs for `seconds`; nil without wrk.
+    private func wrk(server: TestHTTPServer, concurrency: Int, seconds: Int) throws -> Double? {
+        guard let wrk = ["/usr/bin/wrk", "/usr/local/bin/wrk"].first(where: FileManager.default.isExecutableFile)
+        else { return nil }
+        let script = "\(dir)/walk.lua"
+        try """
+        local i = 0
+        request = function()
+          i = i % \(urls) + 1
+          return wrk.format("GET", "/o/" .. i)
+        end
+        """.write(toFile: script, atomically: true, encoding: .utf8)
+        let out = "\(dir)/wrk.txt"
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: wrk)
+        p.arguments = ["-t1", "-c\(concurrency)", "-d\(seconds)s", "-s", script, "http://127.0.0.1:\(server.port)/"]
+        _ = FileManager.default.createFile(atPath: out, contents: nil)
+        p.standardOutput = FileHandle(forWritingAtPath: out)
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        let text = try String(contentsOfFile: out, encoding: .utf8)
+        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("Requests/sec:") }),
+            let v = Double(line.split(separator: " ").last ?? "")
+        else { throw BenchError("cannot read wrk's output: \(text)") }
+        return v
+    }
+
+    /// Runs `sluice run` on a W1 pipeline in `d` (its manifest and blob store).
+    ///
+    /// Each measured run gets a new directory, and old ones are deleted only when the benchmark ends: on
+    /// ext4, creating inodes right after deleting thousands is several times slower (the allocator skips
+    /// recently freed inodes), which would charge the previous run's clean-up to this one.
     private func fetchRun(
-        bin: String, list: String, name: String, concurrency: Int, timeout: String, fresh: Bool
+        bin: String, list: String, in d: String, concurrency: Int, timeout: String
     ) throws -> (RunReport, ChildRun) {
-        let d = "\(dir)/\(name)"
-        if fresh { try? FileManager.default.removeItem(atPath: d) }
         try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
         let absList = URL(fileURLWithPath: list).standardizedFileURL.path
         let pipeline = """
@@ -222,8 +292,7 @@ struct W1: ParsableCommand {
     /// The first-draft pattern: one URL at a time, a new HTTP client (and connection) for each, the body
     /// written to the blob store, and an INSERT committed per URL.
     private func naive(server: TestHTTPServer, count: Int) throws -> Double {
-        let d = "\(dir)/naive"
-        try? FileManager.default.removeItem(atPath: d)
+        let d = runDir("naive")
         try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
         let db = try SQLiteConnection(path: "\(d)/manifest.db")
         try db.exec("CREATE TABLE thumbnails (url TEXT PRIMARY KEY, status INTEGER, bytes INTEGER, sha256 TEXT)")

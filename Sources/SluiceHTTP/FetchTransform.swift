@@ -248,11 +248,13 @@ public final class FetchTransform: IOTransform, @unchecked Sendable {
                 finish(item, status: Int(r.status.code), error: "\(error)")
             }
         }
-        if blobs != nil {
-            // File system calls block (creating a file costs ~0.1–0.2 ms, an fsync milliseconds): keep them off
-            // the event loops, whose every stall delays the responses of all their connections.
+        if blobs?.durability == .each {
+            // An fsync per blob blocks for milliseconds: keep it off the event loops, whose every stall delays
+            // the responses of all their connections.
             NIOThreadPool.singleton.submit { _ in write() }
         } else {
+            // Writing into the page cache (~0.1 ms with the file's creation) costs less here than a hop to
+            // another thread and back (measured on W1 at concurrency 64: 2–9% faster).
             write()
         }
     }

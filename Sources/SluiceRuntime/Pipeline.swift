@@ -216,10 +216,11 @@ public final class Pipeline: @unchecked Sendable {
                     usleep(250_000)
                     if finishedFlag.load(ordering: .relaxed) { break }
                     let p = source.progress
+                    // An I/O stage reads all its input long before it is done: no ETA from bytes read.
                     ProgressLine.draw(
                         ProgressLine.render(
                             records: recordsOut.load(ordering: .relaxed), bytesRead: p.bytesRead,
-                            totalBytes: p.totalBytes,
+                            totalBytes: io == nil ? p.totalBytes : nil,
                             elapsedSeconds: Double(MonotonicClock.now() - t0) / 1e9,
                             rejected: rejectedCount.load(ordering: .relaxed)))
                 }
