@@ -123,6 +123,7 @@ let package = Package(
             name: "SluiceHTTPTests",
             dependencies: [
                 "SluiceHTTP", "SluiceRuntime", "SluiceTesting", "SluiceContent", "SluiceSQLite", "SluiceReport",
+                "SluicePostgres",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .testTarget(

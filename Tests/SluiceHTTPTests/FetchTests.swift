@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import SluiceContent
 import SluiceCore
+import SluicePostgres
 import SluiceReport
 import SluiceRuntime
 import SluiceSQLite
@@ -270,5 +271,44 @@ func quickOptions(concurrency: Int = 8) -> FetchOptions {
         #expect(throws: SluiceError.self) { try f.outputSchema(for: Schema.parse("url:int64")) }
         let s = try f.outputSchema(for: Schema.parse("id:int64,url:string"))
         #expect(s.fields.map(\.name) == ["id", "url", "status", "bytes", "sha256", "elapsed_ms", "attempts", "error"])
+    }
+}
+
+/// The manifest in PostgreSQL: the state of earlier runs is read from the sink's own table.
+@Suite(.enabled(if: !Psql.testURL.isEmpty, "SLUICE_PG_URL is not set: run scripts/test, which starts PostgreSQL"))
+struct PostgresManifestTests {
+    @Test func aRerunIntoPostgreSQLFetchesOnlyWhatIsNotStored() async throws {
+        let server = try await quickServer()
+        let dir = try TemporaryDirectory(prefix: "sluice-fetch-pg")
+        defer { dir.remove() }
+        let table = "fetch_manifest_\(getpid())"
+        var options = quickOptions()
+        options.retry = RetryPolicy(maxAttempts: 2, baseDelay: .milliseconds(1), maxDelay: .milliseconds(5))
+        let urls =
+            (1...30).map { server.url(id: $0) } + (31...33).map { server.url(id: $0, fault: .unavailable, times: 2) }
+        func run() async throws -> FetchCounts {
+            let source = ArraySource(
+                schema: try Schema.parse("url:string"), rows: urls.map { [.string($0)] }, batchSize: 8)
+            let fetch = try FetchTransform(options: options, blobs: BlobStore(root: dir.file("blobs")))
+            let sink = try PostgresSink(
+                url: Psql.testURL, table: table, mode: .upsert(key: ["url"]), options: PostgresSinkOptions())
+            var po = PipelineOptions()
+            po.batching = BatchingPolicy(maxRows: 10, maxBytes: 1 << 20, maxLatency: .milliseconds(200))
+            po.rejectsPath = dir.file("rejects.jsonl")
+            let report = try await Pipeline(source: source, io: fetch, sink: sink, options: po).run()
+            #expect(report.outcome == .clean)
+            return fetch.counts
+        }
+        let first = try await run()
+        #expect(first.stored == 30 && first.failed == 3)
+        let before = server.requestsServed
+        let second = try await run()
+        await server.stop()
+        #expect(second.resumed == 30 && second.previouslyFailed == 3 && second.stored == 3)
+        #expect(server.requestsServed - before == 3)
+        let rows = try Psql.rows(
+            Psql.testURL, "SELECT count(*), count(*) FILTER (WHERE error IS NULL AND status = 200) FROM \(table)")
+        #expect(rows == [["33", "33"]])
+        _ = try Psql.rows(Psql.testURL, "DROP TABLE \(table)")
     }
 }
