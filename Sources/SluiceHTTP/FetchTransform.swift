@@ -40,6 +40,10 @@ public final class FetchTransform: IOTransform, @unchecked Sendable {
     private let stats = FetchStats()
     private let headers: HTTPHeaders
     private let closed = Atomic<Bool>(false)
+    /// Set once the run stops: no record waits for a retry any more.
+    private let stopping = Atomic<Bool>(false)
+    /// Records waiting for their next attempt (back-off, `Retry-After`), with the reason of the last failure.
+    private let waiting = Mutex<[ObjectIdentifier: (item: FetchItem, status: Int?, reason: String)]>([:])
 
     /// Creates the stage.
     /// - Throws: ``SluiceError`` (`.config`) for bad settings.
@@ -128,8 +132,23 @@ public final class FetchTransform: IOTransform, @unchecked Sendable {
     /// With a `batch` blob store: syncs the blobs this batch's rows name before they commit.
     public func willEmit(_ batch: RecordBatch) throws { try blobs?.sync() }
 
+    /// The run is stopping: records waiting for a retry end now, failed with their last reason (a re-run
+    /// fetches them again) — a `Retry-After` of minutes must not hold up a Ctrl-C.
+    public func interrupt() {
+        stopping.store(true, ordering: .relaxed)
+        let abandoned = waiting.withLock { w -> [(item: FetchItem, status: Int?, reason: String)] in
+            defer { w.removeAll() }
+            return Array(w.values)
+        }
+        for a in abandoned {
+            finish(
+                a.item, status: a.status, error: "\(a.reason) (the run stopped before attempt \(a.item.attempts + 1))")
+        }
+    }
+
     /// Shuts the HTTP client down (requests still in flight fail as cancelled).
     public func close() {
+        interrupt()
         guard !closed.exchange(true, ordering: .relaxed) else { return }
         let client = clientLock.withLock { c -> HTTPClient? in
             defer { c = nil }
@@ -224,8 +243,19 @@ public final class FetchTransform: IOTransform, @unchecked Sendable {
         }
         if item.attempts == 1 { stats.retriedItems.add(1, ordering: .relaxed) }
         stats.backoffNanos.add(wait, ordering: .relaxed)
+        let id = ObjectIdentifier(item)
+        let queued = waiting.withLock { w -> Bool in
+            guard !stopping.load(ordering: .relaxed) else { return false }
+            w[id] = (item, status, reason)
+            return true
+        }
+        guard queued else {
+            finish(item, status: status, error: "\(reason) (the run stopped before attempt \(item.attempts + 1))")
+            return
+        }
         MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: .nanoseconds(wait)) { [self] in
-            attempt(item)
+            // Gone when the run stopped meanwhile (``interrupt()`` finished the record).
+            if waiting.withLock({ $0.removeValue(forKey: id) }) != nil { attempt(item) }
         }
     }
 

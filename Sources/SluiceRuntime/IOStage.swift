@@ -1,6 +1,7 @@
 import Foundation
 import SluiceCore
 import SluiceReport
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -31,10 +32,18 @@ public protocol IOTransform: AnyObject, Sendable {
     /// Called on the stage's hand-off thread before an output batch goes to the sink: makes what its rows
     /// describe durable (e.g. syncs written files).
     func willEmit(_ batch: RecordBatch) throws
+    /// Called once when the run starts stopping (SIGINT, an abort): records waiting on purpose (a retry's
+    /// back-off) should finish now. Records in flight may still finish normally. Default: nothing.
+    func interrupt()
     /// Called once every started record has finished: releases clients and connections.
     func close()
     /// Summary lines for the run report.
     var reportLines: [ReportLine] { get }
+}
+
+extension IOTransform {
+    /// Does nothing.
+    public func interrupt() {}
 }
 
 /// The handle of one started record: call ``finish(_:)`` once with its output values.
@@ -69,6 +78,7 @@ final class IOStageRunner: @unchecked Sendable {
     private let cond = NSCondition()
     /// Wakes the hand-off thread (batch ready, input done, cancelled).
     private let handOffSignal = NSCondition()
+    private let interruptSent = Atomic<Bool>(false)
     private var handOffPending = false
 
     // Guarded by `cond`.
@@ -168,7 +178,9 @@ final class IOStageRunner: @unchecked Sendable {
             cond.lock()
             account(MonotonicClock.now())
             let work = takeWork()
+            let stopping = cancelled || isCancelled()
             cond.unlock()
+            if stopping && !interruptSent.exchange(true, ordering: .relaxed) { transform.interrupt() }
             guard let (slot, batch, row) = work else { return }
             if transform.start(batch, row: row, completion: IOCompletion(stage: self, slot: slot)) { continue }
             cond.lock()
@@ -249,12 +261,27 @@ final class IOStageRunner: @unchecked Sendable {
         handOffSignal.unlock()
     }
 
-    /// No more input: the hand-off side flushes once the records in flight finish.
+    /// No more input: the hand-off side flushes once the records in flight finish. When the run is stopping,
+    /// the transform is told to end what waits on purpose (``IOTransform/interrupt()``).
     func inputFinished() {
         cond.lock()
         account(MonotonicClock.now())
         inputDone = true
+        let stopping = cancelled || isCancelled()
         cond.unlock()
+        if stopping && !interruptSent.exchange(true, ordering: .relaxed) { transform.interrupt() }
+        signalHandOff()
+    }
+
+    /// The run was asked to stop (SIGINT): start nothing more, and let the transform end what waits on
+    /// purpose; records in flight finish and are written.
+    func stopRequested() {
+        cond.lock()
+        queue.removeAll()
+        cursor = 0
+        cond.broadcast()
+        cond.unlock()
+        if !interruptSent.exchange(true, ordering: .relaxed) { transform.interrupt() }
         signalHandOff()
     }
 

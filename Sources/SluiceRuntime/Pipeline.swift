@@ -71,7 +71,13 @@ public final class Pipeline: @unchecked Sendable {
 
     /// Asks the run to stop reading; what was read is still written, then the report is produced
     /// with outcome ``RunOutcome/interrupted``. Safe to call from any thread or a signal handler's queue.
-    public func cancel() { stopRequested.store(true, ordering: .relaxed) }
+    public func cancel() {
+        stopRequested.store(true, ordering: .relaxed)
+        activeIOStage.withLock { $0 }?.stopRequested()
+    }
+
+    /// The running I/O stage, told at once when the run is cancelled.
+    private let activeIOStage = Mutex<IOStageRunner?>(nil)
 
     /// Runs the pipeline to the end on dedicated threads and returns the report.
     ///
@@ -295,6 +301,9 @@ public final class Pipeline: @unchecked Sendable {
                 transform: $0, input: ioInputSchema, output: schema, batching: options.batching,
                 isCancelled: { [self] in stopRequested.load(ordering: .relaxed) })
         }
+        activeIOStage.withLock { $0 = runner }
+        defer { activeIOStage.withLock { $0 = nil } }
+        if let runner, stopRequested.load(ordering: .relaxed) { runner.stopRequested() }
         let ioError = Mutex<String?>(nil)
         let handOff: NativeThread? = runner.map { runner in
             NativeThread(name: "sluice-io") { [self] in

@@ -312,3 +312,35 @@ struct PostgresManifestTests {
         _ = try Psql.rows(Psql.testURL, "DROP TABLE \(table)")
     }
 }
+
+@Suite struct FetchInterruptTests {
+    @Test func stoppingTheRunEndsRetryWaitsAtOnceAsFailures() async throws {
+        let server = try await quickServer { $0.retryAfterSeconds = 60 }
+        let run = try FetchRun()
+        defer { run.dir.remove() }
+        var options = quickOptions()
+        options.retry = RetryPolicy(maxAttempts: 3, baseDelay: .milliseconds(1), maxDelay: .milliseconds(5))
+        let urls = (1...5).map { server.url(id: $0) } + [server.url(id: 6, fault: .unavailable, times: 9)]
+        let source = ArraySource(schema: try Schema.parse("url:string"), rows: urls.map { [.string($0)] })
+        let fetch = try FetchTransform(options: options, blobs: BlobStore(root: run.blobRoot))
+        let sink = SQLiteSink(
+            path: run.db, table: "manifest", mode: .upsert(key: ["url"]), options: SQLiteSinkOptions())
+        var po = PipelineOptions()
+        po.rejectsPath = run.dir.file("rejects.jsonl")
+        let pipeline = Pipeline(source: source, io: fetch, sink: sink, options: po)
+        let t0 = ContinuousClock.now
+        async let report = pipeline.run()
+        // Wait until the 503 asked for a 60 s wait, then stop the run as SIGINT would.
+        while server.attempts(of: 6) == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        try await Task.sleep(for: .milliseconds(200))
+        pipeline.cancel()
+        let r = try await report
+        await server.stop()
+        #expect(ContinuousClock.now - t0 < .seconds(30), "the 60 s Retry-After did not hold the stop")
+        #expect(r.outcome == .interrupted)
+        let rows = try run.rows()
+        let waited = try #require(rows[urls[5]])
+        #expect(waited.error == "HTTP 503 Service Unavailable (the run stopped before attempt 2)", "\(waited)")
+        #expect(rows.values.filter { $0.error == nil }.count == 5)
+    }
+}
