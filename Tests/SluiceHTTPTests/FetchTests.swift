@@ -220,6 +220,19 @@ func quickOptions(concurrency: Int = 8) -> FetchOptions {
         #expect(counts.failed == 4 && counts.stored == 0)
     }
 
+    @Test func aNewConnectionPaysItsPenaltyOnceAndPooledRequestsDoNot() async throws {
+        let server = try await quickServer { $0.newConnectionPenaltyMs = 150...150 }
+        let run = try FetchRun()
+        defer { run.dir.remove() }
+        let urls = (1...24).map { server.url(id: $0) }
+        let (_, counts) = try await run.run(urls, options: quickOptions(concurrency: 2))
+        await server.stop()
+        #expect(counts.stored == 24)
+        #expect(server.connectionsAccepted <= 2)
+        let slow = try run.rows().values.filter { $0.elapsedMs >= 150 }
+        #expect(slow.count >= 1 && slow.count <= server.connectionsAccepted, "\(slow.map(\.elapsedMs))")
+    }
+
     @Test func perHostRateSpacesRequests() async throws {
         let server = try await quickServer { $0.latencyMs = 0...0 }
         let run = try FetchRun()
