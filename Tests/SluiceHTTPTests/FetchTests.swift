@@ -113,12 +113,14 @@ func quickOptions(concurrency: Int = 8) -> FetchOptions {
     @Test func everyFaultEndsStoredRetriedOrFailedWithItsReason() async throws {
         let server = try await quickServer {
             $0.retryAfterSeconds = 1
-            $0.stallSeconds = 3
+            $0.stallSeconds = 5
         }
         let run = try FetchRun()
         defer { run.dir.remove() }
         var options = quickOptions()
-        options.timeout = .milliseconds(500)
+        // Long enough that a loaded CI machine never times out a normal response (1–3 ms), short enough to
+        // keep the test quick: a stalled attempt ends after it.
+        options.timeout = .milliseconds(1500)
         let cases: [(String, TestFault?, Int?)] = [
             ("ok", nil, nil),
             ("503 once", .unavailable, 1), ("503 always", .unavailable, 99),
