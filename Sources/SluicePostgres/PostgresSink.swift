@@ -30,7 +30,7 @@ public struct PostgresSinkOptions: Sendable, Hashable {
 
 /// Writes batches into a PostgreSQL table over a pool of connections opened for the run.
 ///
-/// - `append`: binary `COPY` straight from the column buffers (one statement per batch, atomic).
+/// - `append`: binary `COPY` straight from the column buffers (one transaction per batch).
 /// - `upsert(key)`: binary `COPY` into a temporary staging table, then one
 ///   `INSERT … SELECT … ON CONFLICT (key) DO UPDATE … WHERE (target row) IS DISTINCT FROM (new row)`, so rows
 ///   that did not change cost no write. A key repeated inside one batch keeps its last value.
@@ -561,8 +561,15 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
                 let (data, rejected) = encodeCopy(batch, lane.encoder, ordinal: false)
                 t.encode.busy += MonotonicClock.now() - a
                 let b = MonotonicClock.now()
+                // An explicit transaction: in an implicit one the server reports the COPY complete before it
+                // commits, so a failed commit (a deferred constraint, a connection lost at that moment)
+                // would pass for a stored batch.
+                try s.execute("BEGIN")
                 try s.copyIn(statement: statements.copy, data: data)
-                t.write.busy += MonotonicClock.now() - b
+                let c = MonotonicClock.now()
+                t.write.busy += c - b
+                try s.execute("COMMIT")
+                t.commit.busy += MonotonicClock.now() - c
                 outcome = SinkWriteOutcome(written: batch.count - rejected.count, rejected: rejected)
             } else {
                 outcome = try writeStaged(batch, s, lane, sequence, &t)

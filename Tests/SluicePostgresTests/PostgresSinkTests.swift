@@ -212,26 +212,36 @@ struct PostgresSinkTests {
         #expect(try PG.texts("SELECT count(*), sum(id) FROM \(t)") == [["98", String(5050 - 17 - 71)]])
     }
 
-    @Test(arguments: [WriteMode.append, .upsert(key: ["id"])])
-    func aConnectionKilledMidBatchIsRetriedWithoutLosingOrDuplicatingRows(mode: WriteMode) throws {
+    @Test(arguments: [WriteMode.append, .upsert(key: ["id"])], [false, true])
+    func aConnectionKilledMidBatchIsRetriedWithoutLosingOrDuplicatingRows(mode: WriteMode, atCommit: Bool) throws {
         let t = PG.table("kill")
         let seq = t + "_once"
-        // The server kills the writing backend once, in the middle of the batch holding id 150 (a row
-        // trigger calls pg_terminate_backend on its own backend; the sequence survives the rollback). It
-        // first waits half a second, so that the client has sent the end of its COPY data: PostgresNIO 1.33
-        // traps (a precondition failure, which no caller can catch) when a connection closes while the client
-        // side of a COPY is still open.
+        // The server kills the writing backend once, in the batch holding id 150: a trigger calls
+        // pg_terminate_backend on its own backend (the sequence survives the rollback).
+        // - Mid-COPY (a row trigger): it first waits half a second, so that the client has sent the end of its
+        //   COPY data; PostgresNIO 1.33 traps (a precondition failure no caller can catch) when a connection
+        //   closes while the client side of a COPY is still open.
+        // - At commit (a deferred constraint trigger, then pg_sleep, where the termination lands): the COPY
+        //   itself has succeeded, so only the COMMIT can tell that the batch is not stored.
+        let kill =
+            atCommit
+            ? "PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(10);"
+            : "PERFORM pg_sleep(0.5); PERFORM pg_terminate_backend(pg_backend_pid());"
+        let trigger =
+            atCommit
+            ? "CREATE CONSTRAINT TRIGGER kill AFTER INSERT ON \(t) DEFERRABLE INITIALLY DEFERRED FOR EACH ROW"
+            : "CREATE TRIGGER kill BEFORE INSERT ON \(t) FOR EACH ROW"
         try PG.exec(
             "CREATE TABLE \(t) (id bigint PRIMARY KEY, v text)",
             "CREATE SEQUENCE \(seq)",
             """
             CREATE FUNCTION \(t)_kill() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
-              IF NEW.id = 150 AND nextval('\(seq)') = 1 THEN PERFORM pg_sleep(0.5); PERFORM pg_terminate_backend(pg_backend_pid()); END IF;
+              IF NEW.id = 150 AND nextval('\(seq)') = 1 THEN \(kill) END IF;
               RETURN NEW;
             END $$
             """,
-            "CREATE TRIGGER kill BEFORE INSERT ON \(t) FOR EACH ROW EXECUTE FUNCTION \(t)_kill()")
+            "\(trigger) EXECUTE FUNCTION \(t)_kill()")
         let schema = try Schema.parse("id:int64,v:string")
         let rows: [[Value]] = (1...400).map { [.int64($0), .string("v\($0)")] }
         let r = try PG.load(rows, schema: schema, table: t, mode: mode, batchSize: 100)
