@@ -75,6 +75,7 @@ let package = Package(
             name: "SluiceTesting",
             dependencies: [
                 "SluiceCore", "SluiceRuntime", "SluiceReport", .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
@@ -101,7 +102,7 @@ let package = Package(
                 "SluiceWorkloads", "SluiceTesting", "CAllocCounter", "SluicePostgres", "SluiceContent", "SluiceConfig",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "NIOCore", package: "swift-nio"), .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strict),
         .testTarget(name: "SluiceCoreTests", dependencies: ["SluiceCore"]),
@@ -124,7 +125,6 @@ let package = Package(
             dependencies: [
                 "SluiceHTTP", "SluiceRuntime", "SluiceTesting", "SluiceContent", "SluiceSQLite", "SluiceReport",
                 "SluicePostgres",
-                .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .testTarget(
             name: "SluiceContentTests",
@@ -133,7 +133,7 @@ let package = Package(
             name: "SluiceCLITests",
             dependencies: [
                 "SluiceWorkloads", "SluiceRuntime", "SluiceCSV", "SluiceSQLite", "SluiceTesting", "SluiceConfig",
-                "SluiceCLI", "SluiceReport", .product(name: "Crypto", package: "swift-crypto"),
+                "SluiceCLI", "SluiceReport",
             ]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,6 +1,5 @@
 import ArgumentParser
 import AsyncHTTPClient
-import Crypto
 import Foundation
 import NIOCore
 import SluiceContent
@@ -304,7 +303,7 @@ struct W1: ParsableCommand {
             let response = try client.get(url: url).wait()
             try client.shutdown().wait()
             let body = response.body.map { Array($0.readableBytesView) } ?? []
-            let hex = SHA256.hash(data: body).map { String(format: "%02x", $0) }.joined()
+            let hex = sha256Hex(body)
             try store.write(body, sha256: hex)
             try db.exec(
                 "INSERT OR REPLACE INTO thumbnails VALUES ('\(url)', \(response.status.code), \(body.count), '\(hex)')")

@@ -1,4 +1,5 @@
 import Foundation
+import SluiceCore
 
 /// When a batch is complete: whichever of rows, bytes or latency comes first.
 public struct BatchingPolicy: Sendable, Hashable {
@@ -56,10 +57,7 @@ public struct Batcher: Sendable {
     /// Creates a batcher.
     public init(policy: BatchingPolicy) { self.policy = policy }
 
-    private var latencyNanos: UInt64 {
-        let c = policy.maxLatency.components
-        return UInt64(max(0, c.seconds)) * 1_000_000_000 + UInt64(max(0, c.attoseconds / 1_000_000_000))
-    }
+    private var latencyNanos: UInt64 { UInt64(max(0, policy.maxLatency.nanoseconds)) }
 
     /// Records `rows` rows of `bytes` bytes arriving at `now` (nanoseconds).
     public mutating func add(rows r: Int, bytes b: Int, now: UInt64) -> Action {
@@ -114,9 +112,7 @@ public struct RetryPolicy: Sendable, Hashable {
     /// The delay before retry number `retry` (0-based), with `unit` in 0…1 choosing the jitter.
     /// The ceiling doubles per retry up to `maxDelay`; the delay is `ceiling × unit` ("full jitter").
     public func delay(retry: Int, unit: Double) -> Duration {
-        let base = Double(baseDelay.components.seconds) + Double(baseDelay.components.attoseconds) / 1e18
-        let cap = Double(maxDelay.components.seconds) + Double(maxDelay.components.attoseconds) / 1e18
-        let ceiling = min(cap, base * pow2(retry))
+        let ceiling = min(maxDelay.seconds, baseDelay.seconds * pow2(retry))
         return .nanoseconds(Int64(ceiling * min(max(unit, 0), 1) * 1e9))
     }
 

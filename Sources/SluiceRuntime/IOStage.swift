@@ -108,8 +108,7 @@ final class IOStageRunner: @unchecked Sendable {
         inputFields = input.count
         addedFields = output.count - input.count
         maxRows = max(1, batching.maxRows)
-        let c = batching.maxLatency.components
-        latencyNanos = UInt64(max(0, c.seconds)) * 1_000_000_000 + UInt64(max(0, c.attoseconds) / 1_000_000_000)
+        latencyNanos = UInt64(max(0, batching.maxLatency.nanoseconds))
         self.isCancelled = isCancelled
         let n = max(1, transform.concurrency)
         slotBatch = Array(repeating: nil, count: n)

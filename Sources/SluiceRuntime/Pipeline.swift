@@ -560,8 +560,7 @@ public final class Pipeline: @unchecked Sendable {
                 switch e.kind {
                 case .transient where attempt + 1 < options.retry.maxAttempts:
                     let d = options.retry.delay(retry: attempt, unit: Double.random(in: 0...1))
-                    let c = d.components
-                    usleep(UInt32(min(Int64(c.seconds) * 1_000_000 + c.attoseconds / 1_000_000_000_000, 60_000_000)))
+                    usleep(UInt32(min(d.nanoseconds / 1000, 60_000_000)))
                     attempt += 1
                 case .rejectedData:
                     if batch.count == 1 { return (0, [(0, e.message)], 0) }

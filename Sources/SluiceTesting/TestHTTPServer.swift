@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Hummingbird
 import Logging
@@ -119,6 +120,11 @@ public struct TestObjects: Sendable {
         }
         return nil
     }
+}
+
+/// The SHA-256 of `bytes` in lowercase hex: a body's name in a blob store.
+public func sha256Hex(_ bytes: [UInt8]) -> String {
+    SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
 }
 
 /// A small deterministic generator (SplitMix64).

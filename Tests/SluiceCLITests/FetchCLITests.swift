@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import SluiceReport
 import SluiceSQLite
@@ -134,8 +133,4 @@ import Testing
         #expect(server.requestsServed == stored.count, "each request's record was written")
         await server.stop()
     }
-}
-
-func sha256Hex(_ bytes: [UInt8]) -> String {
-    SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
 }

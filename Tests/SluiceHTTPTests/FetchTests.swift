@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import SluiceContent
 import SluiceCore
@@ -54,10 +53,6 @@ struct FetchRun {
         }
         return out
     }
-}
-
-func sha256Hex(_ bytes: [UInt8]) -> String {
-    SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
 }
 
 func quickServer(_ configure: (inout TestServerOptions) -> Void = { _ in }) async throws -> TestHTTPServer {
