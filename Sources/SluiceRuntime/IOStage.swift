@@ -97,7 +97,6 @@ final class IOStageRunner: @unchecked Sendable {
     private var cancelled = false
     private var lastEvent: UInt64
     private var clock = StageClock()
-    private var skipped: Int64 = 0
     private var emitClock = StageClock()
 
     init(
@@ -187,7 +186,6 @@ final class IOStageRunner: @unchecked Sendable {
             slotBatch[slot] = nil
             free.append(slot)
             inFlight -= 1
-            skipped += 1
             let drained = inputDone && inFlight == 0 && queue.isEmpty
             cond.unlock()
             if drained { signalHandOff() }
@@ -389,12 +387,5 @@ final class IOStageRunner: @unchecked Sendable {
         cond.lock()
         defer { cond.unlock() }
         return emitClock
-    }
-
-    /// Rows dropped as already done (``IOTransform/start(_:row:completion:)`` returned false).
-    var skippedRows: Int64 {
-        cond.lock()
-        defer { cond.unlock() }
-        return skipped
     }
 }

@@ -396,7 +396,7 @@ public final class Pipeline: @unchecked Sendable {
         if let runner, let handOff {
             if abortReason != nil || readError.withLock({ $0 }) != nil { runner.cancel() }
             runner.inputFinished()
-            if abortReason != nil { io?.close() }
+            // Cancelled, the hand-off returns at once; closing then fails what is still in flight.
             handOff.join()
             io?.close()
             runner.waitIdle()
