@@ -22,6 +22,7 @@ let package = Package(
         .library(name: "SluiceContent", targets: ["SluiceContent"]),
         .library(name: "SluiceXML", targets: ["SluiceXML"]),
         .library(name: "SluiceHTTP", targets: ["SluiceHTTP"]),
+        .library(name: "SluiceMetrics", targets: ["SluiceMetrics"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -34,6 +35,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         // SluiceTesting: the loopback HTTP test server with injected latency and faults.
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        // Observation and lifecycle: metrics API (libraries), Prometheus backend (CLI), graceful shutdown.
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
@@ -44,7 +50,16 @@ let package = Package(
         .target(name: "SluiceCore", swiftSettings: strict),
         .target(name: "SluiceReport", dependencies: ["SluiceCore"], swiftSettings: strict),
         .target(
-            name: "SluiceRuntime", dependencies: ["SluiceCore", "SluiceReport", "CZlib", "CSluiceSupport"],
+            name: "SluiceMetrics",
+            dependencies: ["SluiceReport", .product(name: "CoreMetrics", package: "swift-metrics")],
+            swiftSettings: strict),
+        .target(
+            name: "SluiceRuntime",
+            dependencies: [
+                "SluiceCore", "SluiceReport", "CZlib", "CSluiceSupport",
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: strict),
         .target(name: "SluiceCSV", dependencies: ["SluiceCore"], swiftSettings: strict),
         .target(name: "SluiceJSONLines", dependencies: ["SluiceCore"], swiftSettings: strict),
@@ -92,7 +107,13 @@ let package = Package(
             name: "SluiceCLI",
             dependencies: [
                 "SluiceCore", "SluiceRuntime", "SluiceReport", "SluiceSQLite", "SluiceConfig", "SluiceWorkloads",
-                "CSluiceSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "SluiceMetrics", "CSluiceSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strict),
         .executableTarget(

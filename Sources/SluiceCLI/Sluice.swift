@@ -1,13 +1,18 @@
 import ArgumentParser
 import CSluiceSupport
-import Dispatch
 import Foundation
+import Logging
+import Metrics
+import Prometheus
+import ServiceLifecycle
 import SluiceConfig
 import SluiceCore
+import SluiceMetrics
 import SluiceReport
 import SluiceRuntime
 import SluiceSQLite
 import SluiceWorkloads
+import UnixSignals
 
 /// Exit statuses of the `sluice` command.
 enum ExitStatus {
@@ -27,7 +32,7 @@ enum ExitStatus {
 }
 
 @main
-struct Sluice: ParsableCommand {
+struct Sluice: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice",
         abstract: "Move large volumes of records into stores fast, and see where every second went.",
@@ -39,14 +44,25 @@ struct Sluice: ParsableCommand {
             """,
         subcommands: [Load.self, Run.self, Quickstart.self, Generate.self])
 
-    static func main() {
+    static func main() async {
         // Batch buffers are allocated on decoder threads and freed on the writer thread; with glibc's
         // default thresholds their pages stay in arenas and peak RSS creeps up with input size. Giving
         // large buffers their own mappings keeps peak memory flat (measured: 2M rows 75 MiB, 20M 77 MiB).
         sluice_use_mmap_above(64 << 10)
+        // Only the executable bootstraps logging: warnings and errors to standard error (SLUICE_LOG=debug …).
+        let level = ProcessInfo.processInfo.environment["SLUICE_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
         do {
             var command = try parseAsRoot()
-            try command.run()
+            if var command = command as? any AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
         } catch let e as SluiceError {
             FileHandle.standardError.write(Data("sluice: \(e)\n".utf8))
             Foundation.exit(e.code == .config || e.code == .io ? ExitStatus.usage : ExitStatus.aborted)
@@ -68,60 +84,82 @@ struct ReportOptions: ParsableArguments {
 
     @Flag(name: .customLong("no-progress"), help: "Do not draw the live progress line.")
     var noProgress = false
+
+    @Option(
+        name: .customLong("metrics"),
+        help: "Serve Prometheus metrics at http://HOST:PORT/metrics while the run lasts (e.g. 127.0.0.1:9464).")
+    var metrics: String?
 }
 
-/// Runs a spec with signal handling, prints the report and exits with the matching status.
-func execute(_ spec: LoadSpec, reportJSON: String?) throws {
+/// Runs a spec as a service group (the pipeline, and the metrics endpoint if asked for) with signal handling,
+/// prints the report and exits with the matching status.
+func execute(_ spec: LoadSpec, reportJSON: String?, metrics: String?) async throws {
+    var spec = spec
+    var endpoint: MetricsEndpoint?
+    if let address = metrics {
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        let e = try await MetricsEndpoint.bind(address, registry: registry)
+        FileHandle.standardError.write(Data("sluice: metrics at http://\(e.address)/metrics\n".utf8))
+        endpoint = e
+        spec.observers.append(MetricsObserver())
+    }
     let pipeline = try spec.makePipeline()
-    let signals = SignalForwarder(pipeline: pipeline)
-    defer { signals.restore() }
-    let report = try pipeline.runBlocking()
+    let run = PipelineService(pipeline: pipeline)
+    var services = [
+        ServiceGroupConfiguration.ServiceConfiguration(
+            service: run, successTerminationBehavior: .gracefullyShutdownGroup,
+            failureTerminationBehavior: .gracefullyShutdownGroup)
+    ]
+    if let endpoint { services.append(.init(service: endpoint)) }
+    let group = ServiceGroup(
+        configuration: ServiceGroupConfiguration(services: services, logger: Logger(label: "sluice")))
+    try await withThrowingTaskGroup(of: Void.self) { tasks in
+        tasks.addTask { try await group.run() }
+        tasks.addTask { await SignalPolicy.watch(group) }
+        _ = try await tasks.next()
+        tasks.cancelAll()
+    }
+    let report = try run.report()
     FileHandle.standardError.write(Data(report.text.utf8))
     if let path = reportJSON ?? spec.reportJSON {
         do { try report.json().write(to: URL(fileURLWithPath: path)) } catch {
             FileHandle.standardError.write(Data("sluice: cannot write the report to \(path): \(error)\n".utf8))
         }
     }
-    switch report.outcome {
-    case .clean:
-        if report.notes.contains(where: { ($0.counts["failed"] ?? 0) > 0 }) {
-            throw ExitCode(ExitStatus.completedWithFailures)
+    let status = ExitStatus.of(report)
+    if status != ExitStatus.clean { throw ExitCode(status) }
+}
+
+extension ExitStatus {
+    /// The exit status a report's typed outcome and counts call for.
+    static func of(_ report: RunReport) -> Int32 {
+        switch report.outcome {
+        case .clean: return report.recordsFailed > 0 ? completedWithFailures : clean
+        case .completedWithRejects: return completedWithRejects
+        case .aborted: return aborted
+        case .interrupted: return interrupted
         }
-    case .completedWithRejects: throw ExitCode(ExitStatus.completedWithRejects)
-    case .aborted: throw ExitCode(ExitStatus.aborted)
-    case .interrupted: throw ExitCode(ExitStatus.interrupted)
     }
 }
 
-/// SIGINT/SIGTERM stop the reading and let the pipeline flush; a second signal exits at once.
-final class SignalForwarder: @unchecked Sendable {
-    private var sources: [any DispatchSourceSignal] = []
-
-    init(pipeline: Pipeline) {
-        for sig in [SIGINT, SIGTERM] {
-            signal(sig, SIG_IGN)
-            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            var count = 0
-            s.setEventHandler {
-                count += 1
-                if count > 1 { Foundation.exit(ExitStatus.interrupted) }
-                FileHandle.standardError.write(
-                    Data("\nsluice: stopping (signal \(sig)); flushing what was read. Again to quit at once.\n".utf8))
-                pipeline.cancel()
-            }
-            s.resume()
-            sources.append(s)
+/// SIGINT and SIGTERM, counted together: the first shuts the service group down gracefully (reading stops,
+/// what was read is written and committed, the report is printed); a second signal of either kind quits at
+/// once with status 130.
+enum SignalPolicy {
+    static func watch(_ group: ServiceGroup) async {
+        var received = 0
+        for await signal in await UnixSignalsSequence(trapping: .sigint, .sigterm) {
+            received += 1
+            if received > 1 { Foundation.exit(ExitStatus.interrupted) }
+            FileHandle.standardError.write(
+                Data("\nsluice: stopping (\(signal)); flushing what was read. Again to quit at once.\n".utf8))
+            await group.triggerGracefulShutdown()
         }
-    }
-
-    func restore() {
-        for s in sources { s.cancel() }
-        signal(SIGINT, SIG_DFL)
-        signal(SIGTERM, SIG_DFL)
     }
 }
 
-struct Load: ParsableCommand {
+struct Load: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Load CSV or JSON Lines files (optionally gzip) into a store.",
         discussion: """
@@ -193,7 +231,7 @@ struct Load: ParsableCommand {
 
     @OptionGroup var report: ReportOptions
 
-    func run() throws {
+    func run() async throws {
         var spec = LoadSpec()
         spec.inputs = files
         spec.into = into
@@ -217,11 +255,11 @@ struct Load: ParsableCommand {
         spec.workers = workers
         spec.memoryFraction = memoryFraction
         spec.progress = !report.noProgress
-        try execute(spec, reportJSON: report.reportJSON)
+        try await execute(spec, reportJSON: report.reportJSON, metrics: report.metrics)
     }
 }
 
-struct Run: ParsableCommand {
+struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run a pipeline described in a YAML file.")
 
     @Argument(help: "The pipeline file.")
@@ -239,16 +277,16 @@ struct Run: ParsableCommand {
 
     @OptionGroup var report: ReportOptions
 
-    func run() throws {
+    func run() async throws {
         var spec = try PipelineFile.load(path: pipeline)
         if skipUnchanged { spec.skipUnchanged = true }
         if purgeMissing { spec.purgeMissing = true }
         spec.progress = !report.noProgress
-        try execute(spec, reportJSON: report.reportJSON)
+        try await execute(spec, reportJSON: report.reportJSON, metrics: report.metrics)
     }
 }
 
-struct Quickstart: ParsableCommand {
+struct Quickstart: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Make a demo dataset, load it into sluice-demo.db and print the run report.")
 
@@ -261,7 +299,7 @@ struct Quickstart: ParsableCommand {
     @Option(help: "The demo database.")
     var database: String = "sluice-demo.db"
 
-    func run() throws {
+    func run() async throws {
         guard rows >= 1 else { throw ValidationError("--rows must be at least 1") }
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let csv = dir + "/events.csv.gz"
@@ -280,7 +318,7 @@ struct Quickstart: ParsableCommand {
         spec.mode = "upsert"
         spec.schema = W0Generator.schemaSpec
         do {
-            try execute(spec, reportJSON: nil)
+            try await execute(spec, reportJSON: nil, metrics: nil)
         } catch let e as ExitCode where e.rawValue != 0 {
             throw e
         }

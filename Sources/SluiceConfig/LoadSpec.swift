@@ -56,6 +56,8 @@ public struct LoadSpec: Sendable {
     public var memoryFraction = 0.25
     /// Show the live progress line on a terminal. Default: true.
     public var progress = true
+    /// Observers of the run besides the progress line (metrics). Default: none.
+    public var observers: [any PipelineObserver] = []
     /// XML input: the record path and, optionally, an explicit mapping.
     public var xml: XMLSourceSpec?
     /// Upserts: write only records whose content hash changed.
@@ -389,6 +391,7 @@ public struct LoadSpec: Sendable {
         }
         options.rejectsPath = try rejectsPath()
         options.showProgress = progress
+        options.observers = observers
         guard batching.maxRows >= 1, batching.maxBytes >= 1024 else {
             throw SluiceError(.config, "batching needs max_rows ≥ 1 and max_bytes ≥ 1 KiB")
         }

@@ -160,6 +160,9 @@ public final class FetchTransform: IOTransform, @unchecked Sendable {
     /// Requests, stored bodies, retries and failures by reason.
     public var reportLines: [ReportLine] { stats.lines(concurrency: options.concurrency) }
 
+    /// URLs that failed after their retries (each written with its reason in the `error` column).
+    public var failedRecords: Int64 { stats.snapshot().failed }
+
     /// What the fetch did so far.
     public var counts: FetchCounts { stats.snapshot() }
 

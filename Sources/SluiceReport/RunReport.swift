@@ -37,6 +37,46 @@ public struct StageReport: Sendable, Codable {
             wallSeconds > 0 ? min(1, (busySeconds + overheadSeconds) / (wallSeconds * Double(max(threads, 1)))) : 0
         self.isDetail = isDetail
     }
+
+    /// Creates a stage row from a sample of a run.
+    public init(_ sample: StageSample, wallSeconds: Double) {
+        self.init(
+            name: sample.name, threads: sample.threads, clock: sample.clock, wallSeconds: wallSeconds,
+            isDetail: sample.isDetail)
+    }
+}
+
+/// Why a run was aborted, by the part of the run that failed.
+public struct RunFailure: Sendable, Codable, Equatable, CustomStringConvertible {
+    /// The part of the run that failed.
+    public enum Kind: String, Sendable, Codable {
+        /// The source could not be read (an I/O error, a lost database connection).
+        case read
+        /// A chunk could not be decoded or a transform failed.
+        case decode
+        /// The sink could not write or finish.
+        case write
+        /// An I/O stage failed (e.g. its blob store could not be synced).
+        case stage
+        /// More records were rejected than `--max-errors` allows.
+        case tooManyRejects = "too-many-rejects"
+        /// The rejects file could not be written.
+        case rejects
+    }
+
+    /// The part of the run that failed.
+    public var kind: Kind
+    /// What happened.
+    public var message: String
+
+    /// Creates a failure.
+    public init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+
+    /// The message.
+    public var description: String { message }
 }
 
 /// What a sink did with records that carry a key (and a content hash): new, changed, unchanged, purged.
@@ -144,6 +184,11 @@ public struct RunReport: Sendable, Codable {
     public var childRowsOut: Int64 = 0
     /// Summary lines added by stages (an I/O stage's requests, retries and failures).
     public var notes: [ReportLine] = []
+    /// Records a stage failed and wrote with their reason (fetches that failed after their retries); the CLI
+    /// exits with status 4 when a clean run has any.
+    public var recordsFailed: Int64 = 0
+    /// Why the run was aborted, typed; nil unless ``outcome`` is ``RunOutcome/aborted``.
+    public var failure: RunFailure?
 
     /// Creates a report; the bottleneck is the non-detail stage with the highest utilization.
     public init(
@@ -175,6 +220,24 @@ public struct RunReport: Sendable, Codable {
         self.batchRows = batchRows
         self.chunkBytes = chunkBytes
         self.memoryBudgetBytes = memoryBudgetBytes
+    }
+
+    /// Creates the report of a run from its last snapshot: the same numbers its observers saw.
+    public init(
+        outcome: RunOutcome, failure: RunFailure?, target: String, snapshot: RunSnapshot, peakRSSBytes: Int64,
+        rejectsFile: String?, batchRows: Int, chunkBytes: Int, memoryBudgetBytes: Int64, changes: ChangeCounts?,
+        notes: [ReportLine]
+    ) {
+        let wall = snapshot.elapsedSeconds
+        self.init(
+            outcome: outcome, abortReason: failure?.message, target: target, wallSeconds: wall,
+            recordsIn: snapshot.recordsIn, recordsOut: snapshot.recordsOut, recordsRejected: snapshot.recordsRejected,
+            bytesIn: snapshot.bytesRead, bytesDecoded: snapshot.bytesDecoded, peakRSSBytes: peakRSSBytes,
+            rejectsFile: rejectsFile, stages: snapshot.stages.map { StageReport($0, wallSeconds: wall) },
+            batchRows: batchRows, chunkBytes: chunkBytes, memoryBudgetBytes: memoryBudgetBytes, changes: changes,
+            childRowsOut: snapshot.childRowsOut, notes: notes)
+        self.failure = failure
+        recordsFailed = snapshot.recordsFailed
     }
 
     /// The report as pretty JSON.

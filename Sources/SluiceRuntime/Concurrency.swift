@@ -40,7 +40,8 @@ final class BoundedQueue<Element>: @unchecked Sendable {
     private var slots: [Element?]
     private var head = 0
     private var count = 0
-    private let capacity: Int
+    /// Items the queue holds at most.
+    let capacity: Int
     private var closed = false
     private var cancelled = false
 
@@ -82,6 +83,13 @@ final class BoundedQueue<Element>: @unchecked Sendable {
         return item
     }
 
+    /// Items queued now.
+    var depth: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return count
+    }
+
     /// No more items will be pushed; consumers drain what is queued.
     func close() {
         condition.lock()
@@ -108,6 +116,8 @@ final class ReorderBuffer<Element>: @unchecked Sendable {
     private var pending: [Int: Element] = [:]
     private var next = 0
     private let window: Int
+    /// Items held at most (the reorder window).
+    var capacity: Int { window }
     private var producers: Int
     private var cancelled = false
 
@@ -129,6 +139,13 @@ final class ReorderBuffer<Element>: @unchecked Sendable {
         pending[sequence] = item
         condition.broadcast()
         return true
+    }
+
+    /// Items waiting to be taken now.
+    var depth: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return pending.count
     }
 
     /// One producer has finished.

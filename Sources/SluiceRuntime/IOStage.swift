@@ -39,11 +39,16 @@ public protocol IOTransform: AnyObject, Sendable {
     func close()
     /// Summary lines for the run report.
     var reportLines: [ReportLine] { get }
+    /// Records that failed after their retries and were written with their reason (a clean run with any exits
+    /// with status 4). Safe to read from any thread. Default: 0.
+    var failedRecords: Int64 { get }
 }
 
 extension IOTransform {
     /// Does nothing.
     public func interrupt() {}
+    /// None.
+    public var failedRecords: Int64 { 0 }
 }
 
 /// The handle of one started record: call ``finish(_:)`` once with its output values.
@@ -98,6 +103,7 @@ final class IOStageRunner: @unchecked Sendable {
     private var lastEvent: UInt64
     private var clock = StageClock()
     private var emitClock = StageClock()
+    private var accountingStopped = false
 
     init(
         transform: any IOTransform, input: Schema, output: Schema, batching: BatchingPolicy,
@@ -119,6 +125,7 @@ final class IOStageRunner: @unchecked Sendable {
 
     /// Books the slots' time since the last event. Caller holds `cond`.
     private func account(_ now: UInt64) {
+        if accountingStopped { return }
         let dt = now &- lastEvent
         lastEvent = now
         let idle = UInt64(slotBatch.count - inFlight)
@@ -372,6 +379,14 @@ final class IOStageRunner: @unchecked Sendable {
                 return nil
             }
         }
+    }
+
+    /// Ends the slot accounting: the stage is done, and time after this is not the stage's.
+    func stopAccounting() {
+        cond.lock()
+        account(MonotonicClock.now())
+        accountingStopped = true
+        cond.unlock()
     }
 
     /// The stage's slot accounting so far.

@@ -79,6 +79,10 @@ public protocol Source: AnyObject, Sendable {
     /// Hands the source what the sink already holds, after the sink opened and before the first `next`, so its
     /// decoders can skip records whose raw bytes are unchanged. Default: nothing.
     func useStoredSourceHashes(_ stored: StoredSourceHashes)
+    /// Called once when the run has ended, after the sink finished: `committedAll` is true when every record
+    /// read was committed (a complete run without failure). A push source fails what is still waiting for
+    /// its acknowledgement here. Default: nothing.
+    func runEnded(committedAll: Bool)
 }
 
 extension Source {
@@ -86,4 +90,6 @@ extension Source {
     public func committed(_ batch: RecordBatch) {}
     /// Does nothing.
     public func useStoredSourceHashes(_ stored: StoredSourceHashes) {}
+    /// Does nothing.
+    public func runEnded(committedAll: Bool) {}
 }

@@ -64,8 +64,10 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
     private var sources: StoredSourceHashes?
     /// Keys of records the decoders skipped as unchanged, not yet in the seen table, and how many were skipped.
     private let skipped = Mutex<(keys: [Int64], count: Int64)>(([], 0))
-    /// Per-phase timings.
-    public private(set) var timings = SinkTimings()
+    /// Per-phase timings, written by the writer thread once per batch and read by the run's monitor.
+    private let timingBox = Mutex(SinkTimings())
+    /// Per-phase timings so far.
+    public var timings: SinkTimings { timingBox.withLock { $0 } }
 
     /// Creates a sink for `table` in the database at `path`.
     public init(
@@ -454,11 +456,13 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
         try finishTransaction(failure, db, commit)
         let t2 = MonotonicClock.now()
         counts.add(local)
-        timings.write.busy += t1 - t0
-        timings.write.records += Int64(batch.count)
-        timings.commit.busy += t2 - t1
-        timings.commit.records += Int64(batch.count)
-        timings.commit.batches += 1
+        timingBox.withLock { timings in
+            timings.write.busy += t1 - t0
+            timings.write.records += Int64(batch.count)
+            timings.commit.busy += t2 - t1
+            timings.commit.records += Int64(batch.count)
+            timings.commit.batches += 1
+        }
         return SinkWriteOutcome(written: batch.count, childRows: childRows)
     }
 
@@ -623,13 +627,15 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
         let loop = t1 - t0
         let encodeShare = bindSample + stepSample > 0 ? Double(bindSample) / Double(bindSample + stepSample) : 0
         let encode = UInt64(Double(loop) * encodeShare)
-        timings.encode.busy += encode
-        timings.encode.records += Int64(n)
-        timings.write.busy += loop - encode
-        timings.write.records += Int64(n)
-        timings.commit.busy += t2 - t1
-        timings.commit.records += Int64(n)
-        timings.commit.batches += 1
+        timingBox.withLock { timings in
+            timings.encode.busy += encode
+            timings.encode.records += Int64(n)
+            timings.write.busy += loop - encode
+            timings.write.records += Int64(n)
+            timings.commit.busy += t2 - t1
+            timings.commit.records += Int64(n)
+            timings.commit.batches += 1
+        }
         return SinkWriteOutcome(written: n - rejected.count, rejected: rejected)
     }
 
