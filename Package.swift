@@ -1,7 +1,9 @@
 // swift-tools-version: 6.0
 import PackageDescription
 
-let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
+// The project's own targets build without warnings: any warning is an error (dependencies are not affected).
+let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny"), .unsafeFlags(["-warnings-as-errors"])]
+let testSettings: [SwiftSetting] = [.unsafeFlags(["-warnings-as-errors"])]
 
 let package = Package(
     name: "sluice",
@@ -126,36 +128,48 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strict),
-        .testTarget(name: "SluiceCoreTests", dependencies: ["SluiceCore"]),
-        .testTarget(name: "SluiceRuntimeTests", dependencies: ["SluiceRuntime", "SluiceTesting", "SluiceCSV"]),
-        .testTarget(name: "SluiceReportTests", dependencies: ["SluiceReport"]),
-        .testTarget(name: "SluiceCSVTests", dependencies: ["SluiceCSV", "SluiceRuntime", "SluiceTesting"]),
-        .testTarget(name: "SluiceJSONLinesTests", dependencies: ["SluiceJSONLines", "SluiceRuntime", "SluiceTesting"]),
-        .testTarget(name: "SluiceXMLTests", dependencies: ["SluiceXML", "SluiceRuntime", "SluiceTesting"]),
+        .testTarget(name: "SluiceCoreTests", dependencies: ["SluiceCore"], swiftSettings: testSettings),
+        .testTarget(
+            name: "SluiceRuntimeTests", dependencies: ["SluiceRuntime", "SluiceTesting", "SluiceCSV"],
+            swiftSettings: testSettings),
+        .testTarget(name: "SluiceReportTests", dependencies: ["SluiceReport"], swiftSettings: testSettings),
+        .testTarget(
+            name: "SluiceCSVTests", dependencies: ["SluiceCSV", "SluiceRuntime", "SluiceTesting"],
+            swiftSettings: testSettings),
+        .testTarget(
+            name: "SluiceJSONLinesTests", dependencies: ["SluiceJSONLines", "SluiceRuntime", "SluiceTesting"],
+            swiftSettings: testSettings),
+        .testTarget(
+            name: "SluiceXMLTests",
+            dependencies: [
+                "SluiceXML", "SluiceRuntime", "SluiceTesting", .product(name: "Crypto", package: "swift-crypto"),
+            ], swiftSettings: testSettings),
         .testTarget(
             name: "SluiceSQLiteTests",
-            dependencies: ["SluiceSQLite", "SluiceRuntime", "SluiceTesting", "SluiceCSV", "CSQLite"]),
+            dependencies: ["SluiceSQLite", "SluiceRuntime", "SluiceTesting", "SluiceCSV", "SluiceXML", "CSQLite"],
+            swiftSettings: testSettings),
         .testTarget(
             name: "SluicePostgresTests",
             dependencies: [
-                "SluicePostgres", "SluiceRuntime", "SluiceTesting",
+                "SluicePostgres", "SluiceRuntime", "SluiceTesting", "SluiceCSV",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
-            ]),
+            ], swiftSettings: testSettings),
         .testTarget(
             name: "SluiceHTTPTests",
             dependencies: [
                 "SluiceHTTP", "SluiceRuntime", "SluiceTesting", "SluiceContent", "SluiceSQLite", "SluiceReport",
                 "SluicePostgres",
-            ]),
+            ], swiftSettings: testSettings),
         .testTarget(
             name: "SluiceContentTests",
-            dependencies: ["SluiceContent", "SluiceRuntime", "SluiceTesting", "SluiceWorkloads"]),
+            dependencies: ["SluiceContent", "SluiceRuntime", "SluiceTesting", "SluiceWorkloads"],
+            swiftSettings: testSettings),
         .testTarget(
             name: "SluiceCLITests",
             dependencies: [
                 "SluiceWorkloads", "SluiceRuntime", "SluiceCSV", "SluiceSQLite", "SluiceTesting", "SluiceConfig",
                 "SluiceCLI", "SluiceReport",
-            ]),
+            ], swiftSettings: testSettings),
     ],
     swiftLanguageModes: [.v6]
 )

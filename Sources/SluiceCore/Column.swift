@@ -256,8 +256,15 @@ public final class Column: @unchecked Sendable {
         }
     }
 
-    /// Appends a row-level ``Value``; a value of the wrong type is converted where lossless, else appended as null.
-    public func append(_ value: Value) {
+    /// Appends a row-level ``Value``, converting it where that is lossless (an integer into a `float64` or
+    /// `timestamp` column, a string into a `json` or `bytes` column).
+    ///
+    /// - Throws: ``SluiceError`` (`.format`) when the value does not fit the column's type; nothing is
+    ///   appended (a value is never silently turned into a null).
+    public func append(_ value: Value) throws(SluiceError) {
+        guard Self.fits(value, type) else {
+            throw SluiceError(.format, "a \(value.typeName) value does not fit a \(type) column")
+        }
         switch (value, type) {
         case (.null, _): appendNull()
         case (.int64(let v), .int64), (.timestamp(let v), .timestamp), (.int64(let v), .timestamp): append(int64: v)
@@ -268,6 +275,18 @@ public final class Column: @unchecked Sendable {
         case (.bytes(let b), _) where !type.isFixedWidth: b.withUnsafeBytes { append(bytes: $0) }
         case (.string(let s), .bytes): append(string: s)
         default: appendNull()
+        }
+    }
+
+    /// Whether ``append(_:)`` takes `value` into a column of `type`.
+    static func fits(_ value: Value, _ type: FieldType) -> Bool {
+        switch (value, type) {
+        case (.null, _), (.int64, .int64), (.timestamp, .timestamp), (.int64, .timestamp), (.int64, .float64),
+            (.float64, .float64), (.bool, .bool), (.string, .string), (.json, .json), (.string, .json),
+            (.string, .bytes):
+            return true
+        case (.bytes, _): return !type.isFixedWidth
+        default: return false
         }
     }
 
@@ -303,6 +322,20 @@ public enum Value: Sendable, Hashable, CustomStringConvertible {
     case timestamp(Int64)
     /// JSON text.
     case json(String)
+
+    /// The kind of value, as a schema names it (`int64`, `string`, …), for error messages.
+    public var typeName: String {
+        switch self {
+        case .null: return "null"
+        case .int64: return "int64"
+        case .float64: return "float64"
+        case .bool: return "bool"
+        case .string: return "string"
+        case .bytes: return "bytes"
+        case .timestamp: return "timestamp"
+        case .json: return "json"
+        }
+    }
 
     /// The value as text, timestamps in RFC 3339.
     public var description: String {

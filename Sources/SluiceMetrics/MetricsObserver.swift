@@ -72,9 +72,11 @@ public final class MetricsObserver: PipelineObserver, Sendable {
                     let key = label + "\u{0}" + state.description
                     let v = stage.clock[state]
                     let old = st.seconds[key] ?? 0
+                    // Made at first sight, so that every state is exported, at 0 until it grows.
+                    let c = floatCounter(
+                        &st, "sluice_stage_seconds_total", [("stage", label), ("state", state.description)])
                     guard v > old else { continue }
-                    floatCounter(&st, "sluice_stage_seconds_total", [("stage", label), ("state", state.description)])
-                        .increment(by: Double(v - old) / 1e9)
+                    c.increment(by: Double(v - old) / 1e9)
                     st.seconds[key] = v
                 }
             }

@@ -233,7 +233,10 @@ final class IOStageRunner: @unchecked Sendable {
         let row = slotRow[slot]
         let cols = builder.columns
         for c in 0..<inputFields { cols[c].append(from: batch.columns[c], at: row) }
-        for (k, v) in values.enumerated() { cols[inputFields + k].append(v) }
+        for (k, v) in values.enumerated() {
+            // The transform's values must match the output schema it declared: a mismatch is its bug.
+            do { try cols[inputFields + k].append(v) } catch { preconditionFailure("\(transform.name): \(error)") }
+        }
         let pos = batch.position(ofRow: row)
         builder.finishRow(
             line: UInt32(clamping: max(0, pos.line ?? 0)), offset: UInt32(clamping: max(0, pos.offset ?? 0)))

@@ -33,7 +33,7 @@ public final class ArraySource: Source, @unchecked Sendable {
         let end = min(rows.count, position + batchSize)
         let builder = RecordBatchBuilder(schema: schema, rowCapacity: end - position)
         for r in position..<end {
-            for (c, v) in rows[r].enumerated() { builder.columns[c].append(v) }
+            for (c, v) in rows[r].enumerated() { try builder.columns[c].append(v) }
             builder.finishRow()
         }
         let batch = builder.build(origin: BatchOrigin(file: "array", firstRecord: Int64(position + 1)))

@@ -621,6 +621,17 @@ struct RecordState {
 
     /// Appends the record's parent values, child rows and hash to the bound builder (without finishing the
     /// parent row). Returns a reason when a value does not convert to its column's type.
+    ///
+    /// **`content_hash` (persisted; pinned by `PersistedHashTests`)** is SHA-256 over this canonical
+    /// encoding, integers little-endian:
+    /// 1. each parent field in mapping order (the hash and source-hash columns excluded): absent or empty
+    ///    non-text → `0x00`; int64 and timestamp → `0x01` + 8-byte value; float64 → `0x02` + 8-byte IEEE 754
+    ///    bit pattern; bool → `0x03` + one byte 0/1; string, bytes and json → `0x04` + 4-byte length + bytes;
+    /// 2. each child table in mapping order (JSON list columns excluded): for each row in document order,
+    ///    `0x01` + 8-byte position (1-based), then its fields encoded as in 1; then `0x09` + 4-byte row count;
+    /// 3. each JSON list column in mapping order: `0x04` + 4-byte length + its JSON text.
+    /// Attribute order and whitespace between elements never reach the encoding; values and list order do.
+    /// `source_hash` is ``SourceHash`` over the record's raw bytes, seeded with the mapping's fingerprint.
     mutating func flush(parentRow: Int) -> String? {
         let t = tables
         canonical.count = 0

@@ -142,3 +142,20 @@ func parse<T>(_ s: String, _ f: (UnsafePointer<UInt8>, Int) -> T?) -> T? {
         #expect(b.count == 0)
     }
 }
+
+@Suite struct ColumnValueAppendTests {
+    @Test func aValueOfTheWrongTypeIsAnErrorNotANull() throws {
+        let c = Column(type: .int64)
+        try c.append(.int64(5))
+        try c.append(.null)
+        #expect(throws: SluiceError.self) { try c.append(.string("x")) }
+        #expect(throws: SluiceError.self) { try c.append(.float64(1.5)) }
+        #expect(c.count == 2 && c.value(at: 0) == .int64(5) && c.isNull(1))
+        let f = Column(type: .float64)
+        try f.append(.int64(2))
+        #expect(f.value(at: 0) == .float64(2))
+        let j = Column(type: .json)
+        try j.append(.string("[1]"))
+        #expect(throws: SluiceError.self) { try Column(type: .bool).append(.bytes([1])) }
+    }
+}

@@ -40,6 +40,8 @@ struct FetchRun {
         po.batching = BatchingPolicy(maxRows: batchRows, maxBytes: 1 << 20, maxLatency: .milliseconds(200))
         po.rejectsPath = dir.file("rejects.jsonl")
         let report = try await Pipeline(source: source, io: fetch, sink: sink, options: po).run()
+        #expect(ReportInvariants.overbooked(report).isEmpty, "\(ReportInvariants.overbooked(report))")
+        #expect(report.recordsFailed == fetch.counts.failed)
         return (report, fetch.counts)
     }
 

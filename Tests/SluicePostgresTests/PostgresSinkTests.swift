@@ -1,4 +1,5 @@
 import Foundation
+import SluiceCSV
 import SluiceCore
 import SluicePostgres
 import SluiceRuntime
@@ -262,5 +263,32 @@ struct PostgresSinkTests {
         let e = #expect(throws: SluiceError.self) { try unreachable.open(schema: schema) }
         #expect(e?.code == .io)
         #expect(e?.message == "cannot connect to postgres://postgres@127.0.0.1:1/x: Connection refused")
+    }
+}
+
+@Suite(.enabled(if: PG.available, "SLUICE_PG_URL is not set: run scripts/test, which starts PostgreSQL"))
+struct PostgresRunAccountingTests {
+    @Test func aFileIntoPostgreSQLWithThreeWritersBooksEachThreadOnce() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        var csv = "id,name\n"
+        for i in 1...40_000 { csv += "\(i),n\(i % 97)\n" }
+        let path = try dir.write("e.csv", bytes: Array(csv.utf8))
+        let t = PG.table("acct")
+        var o = PipelineOptions()
+        o.batching = BatchingPolicy(maxRows: 1_000, maxBytes: 16 << 10, maxLatency: .seconds(1))
+        o.rejectsPath = nil
+        var so = PostgresSinkOptions()
+        so.writers = 3
+        let report = try Pipeline(
+            source: FileSource(paths: [path], format: CSVFormat(), schema: try Schema.parse("id:int64,name:string")),
+            sink: PostgresSink(url: PG.url, table: t, mode: .upsert(key: ["id"]), options: so), options: o
+        ).runBlocking()
+        #expect(report.outcome == .clean && report.recordsOut == 40_000, "\(report.text)")
+        let write = try #require(report.stages.first { $0.name.hasPrefix("write ") })
+        #expect(write.threads == 3)
+        #expect(report.stages.filter(\.isDetail).allSatisfy { $0.threads == 3 })
+        #expect(ReportInvariants.overbooked(report).isEmpty, "\(ReportInvariants.overbooked(report))\n\(report.text)")
+        #expect(try PG.texts("SELECT count(*) FROM \(t)") == [["40000"]])
     }
 }

@@ -5,6 +5,7 @@ import SluicePostgres
 import SluiceRuntime
 import SluiceTesting
 import Synchronization
+import Testing
 
 /// The throwaway server `scripts/test` starts (`SLUICE_PG_URL`); tests that need it are disabled without it.
 enum PG {
@@ -40,10 +41,12 @@ enum PG {
         o.rejectsPath = rejects
         var so = PostgresSinkOptions()
         so.writers = writers
-        return try Pipeline(
+        let report = try Pipeline(
             source: ArraySource(schema: schema, rows: rows, batchSize: batchSize),
             sink: PostgresSink(url: url, table: table, mode: mode, options: so), options: o
         ).runBlocking()
+        #expect(ReportInvariants.overbooked(report).isEmpty, "\(ReportInvariants.overbooked(report))")
+        return report
     }
 
     /// Reads a query back through the keyset source.
@@ -51,9 +54,10 @@ enum PG {
         let sink = CollectingSink()
         var o = PipelineOptions()
         o.rejectsPath = nil
-        _ = try Pipeline(
+        let report = try Pipeline(
             source: PostgresSource(url: url, query: query, key: key, pageRows: pageRows), sink: sink, options: o
         ).runBlocking()
+        #expect(ReportInvariants.overbooked(report).isEmpty, "\(ReportInvariants.overbooked(report))")
         return (sink.schema, sink.rows)
     }
 }

@@ -196,22 +196,24 @@ private func batch(_ ids: ClosedRange<Int>) -> RecordBatch {
 
     @Test func aFullInletMakesProducersWaitAndAStoppedRunFailsWhatItDidNotCommit() async throws {
         let inlet = IngestInlet(schema: pair, capacity: 1)
-        let sink = SlowSink(delayMicros: 50_000)
+        let sink = SlowSink(delayMicros: 30_000)
         let pipeline = Pipeline(source: inlet, sink: sink)
         let run = Task { try await pipeline.run() }
         final class Senders: Sendable {
             let inFlight = Atomic<Int>(0)
             let peak = Atomic<Int>(0)
+            let acknowledged = Atomic<Int>(0)
         }
         let senders = Senders()
         let outcomes = try await withThrowingTaskGroup(of: Bool.self) { group in
-            for k in 0..<12 {
+            for k in 0..<100 {
                 group.addTask {
                     let n = senders.inFlight.add(1, ordering: .relaxed).newValue
                     senders.peak.max(n, ordering: .relaxed)
                     defer { senders.inFlight.subtract(1, ordering: .relaxed) }
                     do {
                         try await inlet.send(batch((k * 3 + 1)...(k * 3 + 3)))
+                        senders.acknowledged.add(1, ordering: .relaxed)
                         return true
                     } catch let e as SluiceError {
                         #expect(e.code == .interrupted)
@@ -219,7 +221,11 @@ private func batch(_ ids: ClosedRange<Int>) -> RecordBatch {
                     }
                 }
             }
-            try await Task.sleep(for: .milliseconds(200))
+            // Stop once the first batch is acknowledged (each takes the sink 30 ms; a hundred take 3 s, more than
+            // the run's queues hold).
+            for _ in 0..<2000 where senders.acknowledged.load(ordering: .relaxed) == 0 {
+                try await Task.sleep(for: .milliseconds(10))
+            }
             pipeline.cancel()
             var results: [Bool] = []
             for try await ok in group { results.append(ok) }
@@ -230,9 +236,10 @@ private func batch(_ ids: ClosedRange<Int>) -> RecordBatch {
         // Every acknowledged batch is stored, and nothing else is.
         let acknowledged = outcomes.filter { $0 }.count
         #expect(sink.rows.load(ordering: .relaxed) == acknowledged * 3)
-        #expect(acknowledged >= 1 && acknowledged < 12, "\(acknowledged) acknowledged")
-        #expect(outcomes.count == 12)
-        #expect(senders.peak.load(ordering: .relaxed) == 12)
+        #expect(acknowledged >= 1 && acknowledged < 100, "\(acknowledged) acknowledged")
+        #expect(outcomes.count == 100)
+        // A send waits for its commit, which the slow sink gives one batch per 30 ms: many senders wait at once.
+        #expect(senders.peak.load(ordering: .relaxed) >= 10)
     }
 
     @Test func aBatchOfAnotherSchemaIsRefused() async throws {

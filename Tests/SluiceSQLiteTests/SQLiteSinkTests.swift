@@ -17,10 +17,12 @@ func load(
 ) throws -> RunReport {
     var o = PipelineOptions()
     o.rejectsPath = db + ".rejects.jsonl"
-    return try Pipeline(
+    let report = try Pipeline(
         source: ArraySource(schema: schema, rows: rows, batchSize: batchSize),
         sink: SQLiteSink(path: db, table: table, mode: mode), options: o
     ).runBlocking()
+    #expect(ReportInvariants.overbooked(report).isEmpty, "\(ReportInvariants.overbooked(report))")
+    return report
 }
 
 @Suite struct SQLiteSinkTests {
