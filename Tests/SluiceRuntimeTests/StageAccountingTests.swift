@@ -91,8 +91,8 @@ private final class RecordingObserver: PipelineObserver, @unchecked Sendable {
     }
 
     @Test func aThreadTimerBooksEveryNanosecondOnce() {
-        var t = ThreadTimer()
         let start = MonotonicClock.now()
+        var t = ThreadTimer()
         usleep(2_000)
         t.mark(.busy)
         usleep(1_000)
