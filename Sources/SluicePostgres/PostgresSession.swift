@@ -177,78 +177,87 @@ extension Result where Failure == any Error {
     }
 }
 
-/// A failure reported by PostgreSQL or the connection, with its SQLSTATE when the server sent one.
-public struct PostgresFailure: Error, Sendable, CustomStringConvertible {
-    /// The five-character SQLSTATE (`23505`), or nil for connection-level failures.
-    public var sqlState: String?
-    /// The server's message with its detail and hint, or the connection error.
-    public var message: String
-    /// Whether the connection is gone (it must be reopened).
-    public var connectionLost: Bool
-
-    /// `message (SQLSTATE 23505)`.
-    public var description: String { sqlState.map { "\(message) (SQLSTATE \($0))" } ?? message }
-
-    /// Converts any error thrown by PostgresNIO.
-    init(_ error: any Error) {
-        if let f = error as? PostgresFailure {
-            self = f
-            return
-        }
+extension SluiceError {
+    /// Converts any error thrown by PostgresNIO (or passes a ``SluiceError`` through): the server's message
+    /// with its SQLSTATE and, apart, its DETAIL and HINT (which may quote row values); a lost connection has
+    /// code ``SluiceError/Code/connectionLost``. The kind says what the runtime may do: retry (a lost
+    /// connection, serialization failures, deadlocks, lock timeouts, cancels, insufficient resources), bisect
+    /// (constraints and bad values, SQLSTATE classes 22 and 23), or stop.
+    static func postgres(_ error: any Error, file: String = #fileID, line: Int = #line) -> SluiceError {
+        if let f = error as? SluiceError { return f }
         guard let e = error as? PSQLError else {
-            sqlState = nil
-            message = "\(error)"
-            connectionLost = false
-            return
+            return SluiceError(.sink, "\(error)", file: file, line: line)
         }
         if let info = e.serverInfo {
-            sqlState = info[.sqlState]
-            var m = info[.message] ?? "server error"
-            if let d = info[.detail] { m += " — \(d)" }
-            if let h = info[.hint] { m += " (hint: \(h))" }
-            message = m
+            let state = info[.sqlState]
+            var detail = info[.detail]
+            if let h = info[.hint] { detail = (detail.map { $0 + " " } ?? "") + "(hint: \(h))" }
             // 57P01 admin_shutdown (pg_terminate_backend), 08xxx connection exceptions: the session is gone.
-            connectionLost = sqlState == "57P01" || sqlState?.hasPrefix("08") == true
-        } else {
-            sqlState = nil
-            message = Self.connectionReason(e)
-            connectionLost = true
+            let lost = state == "57P01" || state?.hasPrefix("08") == true
+            return SluiceError(
+                lost ? .connectionLost : .sink, info[.message] ?? "server error",
+                kind: kind(sqlState: state, lost: lost),
+                sqlState: state, detail: detail, underlying: e, file: file, line: line)
         }
+        return SluiceError(
+            .connectionLost, connectionReason(e), kind: .retry, errno: connectionErrno(e), underlying: e, file: file,
+            line: line)
+    }
+
+    /// Whether PostgreSQL (or the connection to it) reported this error, as opposed to the sink's own checks.
+    var fromPostgres: Bool {
+        underlying is PSQLError || sqlState != nil || code == .connectionLost
+            || file.hasPrefix("SluicePostgres/PostgresSession")
+    }
+
+    /// Whether the connection this error came from is gone (it must be opened again).
+    var connectionLost: Bool { code == .connectionLost }
+
+    /// What the runtime may do about a failure with this SQLSTATE.
+    static func kind(sqlState: String?, lost: Bool) -> Kind {
+        if lost { return .retry }
+        guard let s = sqlState else { return .fatal }
+        switch s {
+        case "40001", "40P01", "55P03", "57014": return .retry  // serialization, deadlock, lock, cancel
+        case _ where s.hasPrefix("53"): return .retry  // insufficient resources
+        case _ where s.hasPrefix("23") || s.hasPrefix("22"): return .bisect  // constraint, bad value
+        default: return .fatal
+        }
+    }
+
+    /// The errno PostgresNIO wraps in a connection error, if any.
+    static func connectionErrno(_ e: PSQLError) -> Int32? {
+        guard let u = e.underlying else { return nil }
+        let text = "\(u)"
+        guard let r = text.range(of: "(errno: ", options: .backwards),
+            let end = text[r.upperBound...].firstIndex(of: ")")
+        else { return nil }
+        return Int32(text[r.upperBound..<end])
     }
 
     /// The reason a connection failed, as short as it can be said: the system's words for the socket error
     /// PostgresNIO wraps (`Connection refused`), else its own description.
     static func connectionReason(_ e: PSQLError) -> String {
+        if let code = connectionErrno(e) { return String(cString: strerror(code)) }
         guard let u = e.underlying else { return "PostgreSQL connection: \(e.code)" }
-        let text = "\(u)"
-        if let r = text.range(of: "(errno: ", options: .backwards),
-            let end = text[r.upperBound...].firstIndex(of: ")"),
-            let code = Int32(text[r.upperBound..<end])
-        {
-            return String(cString: strerror(code))
-        }
-        return "PostgreSQL connection: \(e.code) (\(text))"
+        return "PostgreSQL connection: \(e.code) (\(u))"
     }
 
-    init(message: String) {
-        sqlState = nil
-        self.message = message
-        connectionLost = false
+    /// The same error as a sink failure of the PostgreSQL sink (`PostgreSQL: …`), keeping its kind.
+    var asSinkFailure: SluiceError {
+        var e = self
+        if !e.message.hasPrefix("PostgreSQL") { e.message = "PostgreSQL: " + e.message }
+        return e
     }
 
-    /// How the runtime should treat this failure.
-    var sinkKind: SinkError.Kind {
-        if connectionLost { return .transient }
-        guard let s = sqlState else { return .fatal }
-        switch s {
-        case "40001", "40P01", "55P03", "57014": return .transient  // serialization, deadlock, lock, cancel
-        case _ where s.hasPrefix("53"): return .transient  // insufficient resources
-        case _ where s.hasPrefix("23") || s.hasPrefix("22"): return .rejectedData  // constraint, bad value
-        default: return .fatal
-        }
+    /// The same error made fatal, with `context` before its message (`PostgreSQL: purging missing records: …`).
+    func fatal(_ context: String) -> SluiceError {
+        var e = self
+        e.message = context + e.message
+        e.kind = .fatal
+        if e.code == .connectionLost { e.code = .sink }
+        return e
     }
-
-    var sinkError: SinkError { SinkError(sinkKind, "PostgreSQL: \(description)") }
 }
 
 /// One PostgreSQL connection used from a single pipeline thread, with blocking calls.
@@ -259,7 +268,7 @@ public final class PostgresSession: @unchecked Sendable {
     private static let logger = Logger(label: "sluice.postgres")
 
     /// Connects.
-    /// - Throws: ``PostgresFailure``.
+    /// - Throws: ``SluiceError``.
     public init(_ location: PostgresLocation) throws {
         self.location = location
         let configuration = location.configuration
@@ -268,7 +277,7 @@ public final class PostgresSession: @unchecked Sendable {
                 try await PostgresConnection.connect(configuration: configuration, id: 1, logger: Self.logger)
             }
         } catch {
-            var f = PostgresFailure(error)
+            var f = SluiceError.postgres(error)
             f.message = "cannot connect to \(location): \(f.message)"
             throw f
         }
@@ -289,7 +298,7 @@ public final class PostgresSession: @unchecked Sendable {
     }
 
     /// Runs one statement and discards its rows.
-    /// - Throws: ``PostgresFailure``.
+    /// - Throws: ``SluiceError``.
     public func execute(_ sql: String, _ binds: PostgresBindings = PostgresBindings()) throws {
         let c = connection
         let q = PostgresQuery(unsafeSQL: sql, binds: binds)
@@ -298,21 +307,21 @@ public final class PostgresSession: @unchecked Sendable {
                 let rows = try await c.query(q, logger: Self.logger)
                 for try await _ in rows {}
             }
-        } catch { throw PostgresFailure(error) }
+        } catch { throw SluiceError.postgres(error) }
     }
 
     /// Runs one statement and returns its rows.
-    /// - Throws: ``PostgresFailure``.
+    /// - Throws: ``SluiceError``.
     public func rows(_ sql: String, _ binds: PostgresBindings = PostgresBindings()) throws -> [PostgresRow] {
         let c = connection
         let q = PostgresQuery(unsafeSQL: sql, binds: binds)
         do {
             return try blockingAwait { try await c.query(q, logger: Self.logger).collect() }
-        } catch { throw PostgresFailure(error) }
+        } catch { throw SluiceError.postgres(error) }
     }
 
     /// Runs one statement and hands each row to `body` as it arrives (no array of rows).
-    /// - Throws: ``PostgresFailure``, or what `body` throws.
+    /// - Throws: ``SluiceError``, or what `body` throws.
     public func forEachRow(
         _ sql: String, _ binds: PostgresBindings = PostgresBindings(),
         _ body: @escaping @Sendable (PostgresRow) throws -> Void
@@ -325,7 +334,7 @@ public final class PostgresSession: @unchecked Sendable {
             }
         } catch let e as SluiceError {
             throw e
-        } catch { throw PostgresFailure(error) }
+        } catch { throw SluiceError.postgres(error) }
     }
 
     /// Runs `statement` (a `COPY … FROM STDIN` with the options it needs, e.g. `(FORMAT binary)`) and sends
@@ -335,7 +344,7 @@ public final class PostgresSession: @unchecked Sendable {
     /// name it is given after `COPY "` unchanged. The statement is passed through that parameter, ending in a
     /// comment that absorbs the text options PostgresNIO appends. The integration tests load binary data
     /// through this path, so a PostgresNIO that builds the statement differently fails them.
-    /// - Throws: ``PostgresFailure``.
+    /// - Throws: ``SluiceError``.
     public func copyIn(statement: String, data: ByteBuffer) throws {
         precondition(statement.hasPrefix("COPY \""), "copyIn statement must start with COPY \"")
         precondition(!statement.contains("\n"), "copyIn statement must be one line")
@@ -351,6 +360,6 @@ public final class PostgresSession: @unchecked Sendable {
                     }
                 }
             }
-        } catch { throw PostgresFailure(error) }
+        } catch { throw SluiceError.postgres(error) }
     }
 }

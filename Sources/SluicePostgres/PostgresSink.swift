@@ -171,23 +171,23 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
     /// Connects, creates the table if it does not exist, checks the columns and opens the writers.
     public func open(schema: Schema) throws {
         let first: PostgresSession
-        do { first = try PostgresSession(location) } catch let f as PostgresFailure {
+        do { first = try PostgresSession(location) } catch let f as SluiceError {
             // Nothing has run yet: a server that cannot be reached is a setup problem, like a bad path.
             throw SluiceError(.io, f.message)
         }
         do {
             try setUp(schema: schema, on: first)
-        } catch let f as PostgresFailure {
+        } catch let f as SluiceError where f.fromPostgres {
             first.close()
-            throw SinkError(.fatal, "PostgreSQL: \(f.description)")
+            throw f.fatal("PostgreSQL: ")
         } catch {
             first.close()
             throw error
         }
         let n = max(1, options.writers ?? PostgresSinkOptions.defaultWriters)
         for setting in sessionSettings {
-            do { try first.execute(setting) } catch let f as PostgresFailure {
-                throw SinkError(.fatal, "PostgreSQL: \(f.description)")
+            do { try first.execute(setting) } catch let f as SluiceError where f.fromPostgres {
+                throw f.fatal("PostgreSQL: ")
             }
         }
         lanes = [Lane()]
@@ -207,7 +207,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
 
     /// Reads the named columns of the stored table, as text, on the first writer's session. A table that does
     /// not exist has no rows.
-    /// - Throws: ``SinkError`` when the table lacks a column or the query fails.
+    /// - Throws: ``SluiceError`` when the table lacks a column or the query fails.
     public func readStored(columns: [String], _ body: ([String?]) throws -> Void) throws -> Bool {
         guard let first = lanes.first?.session else { return false }
         let rows = Mutex<[[String?]]>([])
@@ -216,7 +216,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
             if existing.isEmpty { return true }
             let missing = columns.filter { !existing.contains($0) }
             guard missing.isEmpty else {
-                throw SinkError(
+                throw SluiceError.sink(
                     .fatal, "table \(table) has no column(s) \(missing.joined(separator: ", ")) to resume from")
             }
             let n = columns.count
@@ -228,7 +228,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
                 for cell in row { values.append(try cell.decode(String?.self)) }
                 rows.withLock { $0.append(values) }
             }
-        } catch let f as PostgresFailure { throw SinkError(.fatal, "PostgreSQL: \(f.description)") }
+        } catch let f as SluiceError where f.fromPostgres { throw f.fatal("PostgreSQL: ") }
         for r in rows.withLock({ $0 }) { try body(r) }
         return true
     }
@@ -252,21 +252,21 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         try options.changes.validate(mode: mode, schema: schema)
         let key = mode.keyColumns
         for k in key where schema.index(of: k) == nil {
-            throw SinkError(.fatal, "key column '\(k)' is not in the input (\(schema))")
+            throw SluiceError.sink(.fatal, "key column '\(k)' is not in the input (\(schema))")
         }
         var existing = try tableColumns(table, on: s)
         if existing.isEmpty {
             if case .update = mode {
-                throw SinkError(.fatal, "update mode needs an existing table; \(table) is not in \(location)")
+                throw SluiceError.sink(.fatal, "update mode needs an existing table; \(table) is not in \(location)")
             }
             try s.execute(Self.createTableSQL(SQL.table(table), schema: schema, key: key))
             existing = try tableColumns(table, on: s)
         }
         var needed = schema.fields.map(\.name)
         if case .update(let k, let set, _) = mode {
-            guard !set.isEmpty else { throw SinkError(.fatal, "update mode needs at least one column to set") }
+            guard !set.isEmpty else { throw SluiceError.sink(.fatal, "update mode needs at least one column to set") }
             for c in set where schema.index(of: c) == nil {
-                throw SinkError(.fatal, "column '\(c)' to set is not in the input (\(schema))")
+                throw SluiceError.sink(.fatal, "column '\(c)' to set is not in the input (\(schema))")
             }
             needed = k + set
         }
@@ -280,7 +280,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         let byName = Dictionary(existing.map { ($0.0, $0) }, uniquingKeysWith: { a, _ in a })
         let missing = needed.filter { byName[$0] == nil }
         if !missing.isEmpty {
-            throw SinkError(
+            throw SluiceError.sink(
                 .fatal,
                 "table \(table) has no column(s) \(missing.joined(separator: ", ")) (it has \(existing.map(\.0).joined(separator: ", ")))"
             )
@@ -382,7 +382,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
             var cols: [PostgresColumn] = []
             for f in child.schema.fields {
                 guard let (_, oid, sqlType) = byName[f.name] else {
-                    throw SinkError(
+                    throw SluiceError.sink(
                         .fatal,
                         "child table \(child.name) has no column \(f.name) (it has \(existing.map(\.0).joined(separator: ", ")))"
                     )
@@ -391,7 +391,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
                     name: f.name, oid: oid, sqlType: sqlType, input: f.type,
                     encoding: PostgresColumn.encoding(input: f.type, oid: oid))
                 guard !c.needsCast else {
-                    throw SinkError(
+                    throw SluiceError.sink(
                         .fatal,
                         "child table \(child.name): column \(f.name) is \(sqlType), which rows cannot be copied into in binary; use \(PostgresColumn.createType(f.type).0)"
                     )
@@ -412,7 +412,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         if case .upsert(let key) = mode, let k = key.first, let ci = columns.firstIndex(where: { $0.name == k }) {
             let kc = columns[ci]
             guard kc.encoding == .int8 || (kc.input == .string && kc.encoding == .raw) else {
-                throw SinkError(
+                throw SluiceError.sink(
                     .fatal, "the key \(k) must be bigint or text for nested or hashed upserts (it is \(kc.sqlType))")
             }
             n.keyColumn = kc
@@ -524,8 +524,10 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
             for setting in sessionSettings { try s.execute(setting) }
             lane.session = s
             return s
-        } catch let f as PostgresFailure {
-            throw SinkError(.transient, f.message)
+        } catch let f as SluiceError where f.fromPostgres {
+            var retry = f.asSinkFailure
+            retry.kind = .retry
+            throw retry
         }
     }
 
@@ -545,7 +547,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
     }
 
     private func write(_ batch: RecordBatch, writer: Int, sequence: Int?) throws -> SinkWriteOutcome {
-        guard writer < lanes.count else { throw SinkError(.fatal, "the PostgreSQL sink is not open") }
+        guard writer < lanes.count else { throw SluiceError.sink(.fatal, "the PostgreSQL sink is not open") }
         let lane = lanes[writer]
         let s = try session(lane)
         var t = SinkTimings()
@@ -584,9 +586,9 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
             sinkTimings.commit.merge(t.commit)
             timingLock.unlock()
             return outcome
-        } catch let f as PostgresFailure {
+        } catch let f as SluiceError where f.fromPostgres {
             if !f.connectionLost { _ = try? s.execute("ROLLBACK") } else { lane.session = nil }
-            throw f.sinkError
+            throw f.asSinkFailure
         }
     }
 
@@ -613,7 +615,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         if let sequence { keyOrder?.waitForEarlierBatchesSharingKeys(sequence) }
         do {
             try s.execute(statements.merge)
-        } catch let f as PostgresFailure where f.sqlState == "21000" && !statements.mergeDedup.isEmpty {
+        } catch let f as SluiceError where f.sqlState == "21000" && !statements.mergeDedup.isEmpty {
             // A key repeats inside the batch: merge its last occurrence only.
             try s.execute("ROLLBACK")
             try s.execute("BEGIN")
@@ -742,7 +744,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         var buffer = ByteBufferAllocator().buffer(capacity: e.count)
         buffer.writeBytes(e.bytes)
         guard let arrayOID = PostgresOID.array(of: col.wireOID) else {
-            throw SinkError(.fatal, "no array type for column \(col.name) (\(col.sqlType))")
+            throw SluiceError.sink(.fatal, "no array type for column \(col.name) (\(col.sqlType))")
         }
         return PostgresData(type: PostgresDataType(arrayOID), formatCode: .binary, value: buffer)
     }
@@ -773,7 +775,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
                 stored.remember(batch, rows: c.changed, key: n.keyIndex, hash: n.hashIndex)
                 addCounts(local)
                 return SinkWriteOutcome(written: batch.count, childRows: kids)
-            } catch let f as PostgresFailure where f.sqlState == "23505" {
+            } catch let f as SluiceError where f.sqlState == "23505" {
                 // A key new to the stored set was inserted earlier in this run: classify this batch against the
                 // table itself.
                 try s.execute("ROLLBACK")
@@ -811,7 +813,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         if !newRows.isEmpty && directCopy {
             let part = all ? batch : batch.select(rows: newRows)
             let (data, rejected) = encodeCopy(part, lane.encoder, ordinal: false)
-            if let r = rejected.first { throw SinkError(.rejectedData, r.reason) }
+            if let r = rejected.first { throw SluiceError.sink(.bisect, r.reason) }
             try s.copyIn(statement: statements.copy, data: data)
         }
         let merged = directCopy ? changedRows : (newRows + changedRows).sorted()
@@ -822,7 +824,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
                 lane.stageReady = true
             }
             let (data, rejected) = encodeCopy(batch.select(rows: merged), lane.encoder, ordinal: true)
-            if let r = rejected.first { throw SinkError(.rejectedData, r.reason) }
+            if let r = rejected.first { throw SluiceError.sink(.bisect, r.reason) }
             try s.copyIn(statement: statements.copyStage, data: data)
             try s.execute(statements.merge)
         }
@@ -835,7 +837,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         for (c, child) in n.children.enumerated() where written.children[c].count > 0 {
             let (data, rejected) = encodeCopy(
                 written.children[c], lane.encoder, ordinal: false, columns: child.columns, inputIndex: child.inputIndex)
-            if let r = rejected.first { throw SinkError(.rejectedData, "\(child.table): \(r.reason)") }
+            if let r = rejected.first { throw SluiceError.sink(.bisect, "\(child.table): \(r.reason)") }
             try s.copyIn(statement: child.copy, data: data)
             childRows += written.children[c].count
         }
@@ -879,7 +881,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         var parentBinds = PostgresBindings(capacity: columns.count)
         for (i, c) in columns.enumerated() {
             if let reason = firstUnrepresentable(written, column: inputIndex[i], as: c) {
-                throw SinkError(.rejectedData, reason)
+                throw SluiceError.sink(.bisect, reason)
             }
             parentBinds.append(try arrayParameter(written, column: inputIndex[i], as: c, rows: nil, e))
         }
@@ -918,7 +920,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
                 if kids.count > 0 {
                     for (i, col) in child.columns.enumerated() {
                         if let reason = firstUnrepresentable(kids, column: child.inputIndex[i], as: col) {
-                            throw SinkError(.rejectedData, "\(child.table): \(reason)")
+                            throw SluiceError.sink(.bisect, "\(child.table): \(reason)")
                         }
                         childBinds.append(try arrayParameter(kids, column: child.inputIndex[i], as: col, rows: nil, e))
                     }
@@ -1083,8 +1085,8 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         }
         if !deferredKeys.isEmpty, let lane = lanes.first {
             // Built even after an aborted run: the rows that committed are there to stay.
-            do { try buildDeferredKeys(on: try session(lane)) } catch let f as PostgresFailure {
-                throw SinkError(.fatal, "PostgreSQL: building the child tables' keys: \(f.description)")
+            do { try buildDeferredKeys(on: try session(lane)) } catch let f as SluiceError where f.fromPostgres {
+                throw f.fatal("PostgreSQL: building the child tables' keys: ")
             }
         }
         if let n = nested, options.changes.purgeMissing, let kc = n.keyColumn, let lane = lanes.first,
@@ -1126,8 +1128,8 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
                     }
                     try s.execute("DROP TABLE IF EXISTS \(SQL.table(seen))")
                 }
-            } catch let f as PostgresFailure {
-                throw SinkError(.fatal, "PostgreSQL: purging missing records: \(f.description)")
+            } catch let f as SluiceError where f.fromPostgres {
+                throw f.fatal("PostgreSQL: purging missing records: ")
             }
         }
         guard case .replace = mode, let lane = lanes.first else { return }
@@ -1143,8 +1145,8 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
             } else {
                 try s.execute("DROP TABLE IF EXISTS \(SQL.table(writeTable))")
             }
-        } catch let f as PostgresFailure {
-            throw SinkError(.fatal, "PostgreSQL: \(f.description)")
+        } catch let f as SluiceError where f.fromPostgres {
+            throw f.fatal("PostgreSQL: ")
         }
     }
 }

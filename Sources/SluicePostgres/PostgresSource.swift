@@ -73,7 +73,7 @@ public final class PostgresSource: Source, @unchecked Sendable {
     /// Connects and learns the query's columns.
     public func open(context: SourceContext) throws -> Schema {
         let s: PostgresSession
-        do { s = try PostgresSession(location) } catch let f as PostgresFailure {
+        do { s = try PostgresSession(location) } catch let f as SluiceError where f.fromPostgres {
             throw SluiceError(.io, f.message)
         }
         session = s
@@ -88,7 +88,7 @@ public final class PostgresSource: Source, @unchecked Sendable {
                 """)
             columns = try rows.map { try $0.decode((String, Int64, String).self) }
             try s.execute("DROP VIEW sluice_source_probe")
-        } catch let f as PostgresFailure {
+        } catch let f as SluiceError where f.fromPostgres {
             throw SluiceError(.config, "source query: \(f.description)")
         }
         guard let k = columns.firstIndex(where: { $0.0 == key }) else {
@@ -164,7 +164,7 @@ public final class PostgresSource: Source, @unchecked Sendable {
                 builder.finishRow()
                 bytes.add(n, ordering: .relaxed)
             }
-        } catch let f as PostgresFailure {
+        } catch let f as SluiceError where f.fromPostgres {
             throw SluiceError(.io, "source query: \(f.description)")
         }
         let batch = builder.build(

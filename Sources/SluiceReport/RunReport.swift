@@ -1,4 +1,5 @@
 import Foundation
+import SluiceCore
 
 /// One stage's row of the run report.
 public struct StageReport: Sendable, Codable {
@@ -66,13 +67,28 @@ public struct RunFailure: Sendable, Codable, Equatable, CustomStringConvertible 
 
     /// The part of the run that failed.
     public var kind: Kind
-    /// What happened.
+    /// What happened (never row data).
     public var message: String
+    /// The error's code (`sink`, `connection-lost`, `io` …), when it was a ``SluiceError``.
+    public var code: String?
+    /// The database's SQLSTATE, when a database reported it.
+    public var sqlState: String?
 
     /// Creates a failure.
-    public init(_ kind: Kind, _ message: String) {
+    public init(_ kind: Kind, _ message: String, code: String? = nil, sqlState: String? = nil) {
         self.kind = kind
         self.message = message
+        self.code = code
+        self.sqlState = sqlState
+    }
+
+    /// The failure of `kind` that `error` describes, keeping a ``SluiceError``'s code and SQLSTATE.
+    public init(_ kind: Kind, _ error: any Error) {
+        if let e = error as? SluiceError {
+            self.init(kind, e.description, code: e.code.description, sqlState: e.sqlState)
+        } else {
+            self.init(kind, "\(error)")
+        }
     }
 
     /// The message.

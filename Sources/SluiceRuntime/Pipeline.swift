@@ -178,7 +178,7 @@ public final class Pipeline: Sendable {
         let interrupted = control.stopRequested
         let complete = control.failure == nil && !interrupted
         writers.finish(complete: complete, clean: complete && control.rejected.load(ordering: .relaxed) == 0)
-        do { try rejects.close() } catch { control.fail(RunFailure(.rejects, "\(error)")) }
+        do { try rejects.close() } catch { control.fail(RunFailure(.rejects, error)) }
         source.runEnded(committedAll: complete)
         monitor.stop()
 
@@ -210,11 +210,7 @@ public final class Pipeline: Sendable {
         for t in transforms { schema = try t.outputSchema(for: schema) }
         let ioInputSchema = schema
         if let io { schema = try io.outputSchema(for: schema) }
-        do {
-            try sink.open(schema: schema)
-        } catch let e as SinkError {
-            throw SluiceError(.sink, e.message)
-        }
+        try sink.open(schema: schema)
         if let io {
             do { try io.open(sink: sink) } catch let e as SluiceError { throw e } catch {
                 throw SluiceError(.sink, "\(io.name): cannot read the state of earlier runs: \(error)")

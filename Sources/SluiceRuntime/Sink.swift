@@ -59,17 +59,17 @@ public struct ChangeTracking: Sendable, Hashable {
     }
 
     /// Checks the settings against the mode and schema.
-    /// - Throws: ``SinkError`` (`.fatal`) naming what is missing.
+    /// - Throws: ``SluiceError`` (`.sink`, kind `.fatal`) naming what is missing.
     public func validate(mode: WriteMode, schema: Schema) throws {
         if skipUnchanged || purgeMissing {
             guard case .upsert(let key) = mode, key.count == 1 else {
-                throw SinkError(
+                throw SluiceError.sink(
                     .fatal, "--skip-unchanged and --purge-missing need --mode upsert with a single key column")
             }
         }
         if skipUnchanged {
             guard let h = hashColumn, schema.index(of: h) != nil else {
-                throw SinkError(
+                throw SluiceError.sink(
                     .fatal,
                     "--skip-unchanged needs a content-hash column in the input (\(hashColumn ?? "none configured"))")
             }
@@ -79,7 +79,7 @@ public struct ChangeTracking: Sendable, Hashable {
             case .append: break
             case .upsert(let key) where key.count == 1: break
             default:
-                throw SinkError(
+                throw SluiceError.sink(
                     .fatal, "nested records (child tables) are written with --mode append or upsert on one key column")
             }
         }
@@ -97,33 +97,6 @@ public struct SinkTimings: Sendable {
 
     /// Zeroed timings.
     public init() {}
-}
-
-/// A failure inside a sink, classified so the runtime knows whether to retry, bisect or abort.
-public struct SinkError: Error, Sendable, CustomStringConvertible {
-    /// The classification.
-    public enum Kind: Sendable {
-        /// Worth retrying the same batch (busy database, reset connection).
-        case transient
-        /// Something in the batch's data was refused; the runtime bisects to find the rows.
-        case rejectedData
-        /// Nothing more can be written.
-        case fatal
-    }
-
-    /// The classification.
-    public var kind: Kind
-    /// What went wrong.
-    public var message: String
-
-    /// Creates an error.
-    public init(_ kind: Kind, _ message: String) {
-        self.kind = kind
-        self.message = message
-    }
-
-    /// The message.
-    public var description: String { message }
 }
 
 /// The rows of a batch that a sink refused while writing the rest.
@@ -147,7 +120,8 @@ public struct SinkWriteOutcome: Sendable {
 ///
 /// `write` commits each batch on its own (one transaction per batch), so that a crash leaves only whole
 /// batches. A sink that can tell exactly which rows failed returns them in ``SinkWriteOutcome``; one that
-/// can only fail the whole batch throws ``SinkError`` with kind `.rejectedData`, and the runtime bisects.
+/// can only fail the whole batch throws ``SluiceError`` with kind ``SluiceError/Kind/bisect``, and the runtime
+/// bisects; kind ``SluiceError/Kind/retry`` is retried with back-off.
 ///
 /// A sink with ``writers`` = 1 (the default) gets every `write` from one thread, in input order. A sink with
 /// more writers gets `write(_:writer:sequence:)` calls from that many threads at once, each thread always

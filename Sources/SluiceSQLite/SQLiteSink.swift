@@ -121,11 +121,11 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
         let q = SQLiteConnection.quote
         func param(_ name: String) throws -> String {
             guard let i = schema.index(of: name) else {
-                throw SinkError(.fatal, "column '\(name)' is not in the input schema (\(schema))")
+                throw SluiceError.sink(.fatal, "column '\(name)' is not in the input schema (\(schema))")
             }
             return "?\(i + 1)"
         }
-        guard !set.isEmpty else { throw SinkError(.fatal, "update needs at least one column to set") }
+        guard !set.isEmpty else { throw SluiceError.sink(.fatal, "update needs at least one column to set") }
         var sql = "UPDATE \(q(table)) SET " + (try set.map { "\(q($0)) = \(try param($0))" }.joined(separator: ", "))
         sql += " WHERE " + (try key.map { "\(q($0)) = \(try param($0))" }.joined(separator: " AND "))
         if let filter { sql += " AND (\(filter))" }
@@ -190,26 +190,26 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
             sqlite3_bind_int64(seen.handle, 1, k)
             let rc = sqlite3_step(seen.handle)
             sqlite3_reset(seen.handle)
-            if rc != SQLITE_DONE { throw SinkError(.fatal, db.lastError(rc, sql: seen.sql).description) }
+            if rc != SQLITE_DONE { throw SluiceError.sink(.fatal, db.lastError(rc, sql: seen.sql).description) }
         }
     }
 
     /// Opens the database, sets bulk pragmas, creates the table if needed and prepares the insert.
     public func open(schema: Schema) throws {
         self.schema = schema
-        do { try options.changes.validate(mode: mode, schema: schema) } catch let e as SinkError { throw e }
-        guard schema.count <= 64 else { throw SinkError(.fatal, "the SQLite sink takes at most 64 columns") }
+        do { try options.changes.validate(mode: mode, schema: schema) } catch let e as SluiceError { throw e }
+        guard schema.count <= 64 else { throw SluiceError.sink(.fatal, "the SQLite sink takes at most 64 columns") }
         let db: SQLiteConnection
         do {
             db = try SQLiteConnection(path: path)
             try db.exec(
                 "PRAGMA synchronous=\(options.synchronous); PRAGMA cache_size=-\(options.cacheKiB); PRAGMA temp_store=MEMORY;"
             )
-        } catch let e as SQLiteError { throw SinkError(.fatal, e.description) }
+        } catch let e as SQLiteError { throw SluiceError.sink(.fatal, e.description) }
         connection = db
         let q = SQLiteConnection.quote
         for k in key where schema.index(of: k) == nil {
-            throw SinkError(.fatal, "key column '\(k)' is not in the schema (\(schema))")
+            throw SluiceError.sink(.fatal, "key column '\(k)' is not in the schema (\(schema))")
         }
         do {
             if case .replace = mode {
@@ -223,7 +223,8 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
                 var needed = schema.fields.map(\.name)
                 if case .update(let k, let set, _) = mode {
                     guard !existing.isEmpty else {
-                        throw SinkError(.fatal, "update mode needs an existing table; \(table) is not in \(path)")
+                        throw SluiceError.sink(
+                            .fatal, "update mode needs an existing table; \(table) is not in \(path)")
                     }
                     needed = k + set
                 }
@@ -237,7 +238,7 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
                     }
                     let missing = needed.filter { !existing.contains($0) }
                     if !missing.isEmpty {
-                        throw SinkError(
+                        throw SluiceError.sink(
                             .fatal,
                             "table \(table) in \(path) has no column(s) \(missing.joined(separator: ", ")) (it has \(existing.joined(separator: ", ")))"
                         )
@@ -272,7 +273,7 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
                     insertMany = try db.prepare(insertSQL(rows: perStatement))
                 }
             } catch let e as SQLiteError where !key.isEmpty && e.message.contains("ON CONFLICT") {
-                throw SinkError(
+                throw SluiceError.sink(
                     .fatal,
                     "upsert needs a PRIMARY KEY or UNIQUE index on (\(key.joined(separator: ", "))) in table \(table): \(e.message)"
                 )
@@ -281,7 +282,7 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
             commit = try db.prepare("COMMIT")
             try openNested(db)
         } catch let e as SQLiteError {
-            throw SinkError(.fatal, e.description)
+            throw SluiceError.sink(.fatal, e.description)
         }
     }
 
@@ -305,7 +306,7 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
             } else {
                 let missing = child.schema.fields.map(\.name).filter { !existing.contains($0) }
                 if !missing.isEmpty {
-                    throw SinkError(
+                    throw SluiceError.sink(
                         .fatal,
                         "child table \(child.name) in \(path) has no column(s) \(missing.joined(separator: ", "))")
                 }
@@ -353,7 +354,9 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
     /// so a bad record is rejected whole, with its children.
     private func writeNested(_ batch: RecordBatch, _ nested: Nested, _ db: SQLiteConnection) throws -> SinkWriteOutcome
     {
-        guard let single = insert, let begin, let commit else { throw SinkError(.fatal, "the SQLite sink is not open") }
+        guard let single = insert, let begin, let commit else {
+            throw SluiceError.sink(.fatal, "the SQLite sink is not open")
+        }
         let t0 = MonotonicClock.now()
         try run(begin)
         do { try recordSkippedKeys(db) } catch {
@@ -369,17 +372,17 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
         let keyView = nested.keyColumn >= 0 ? [views[nested.keyColumn]] : []
         let keyType = nested.keyColumn >= 0 ? [types[nested.keyColumn]] : []
         let skip = options.changes.skipUnchanged
-        func fail(_ rc: Int32, _ stmt: SQLiteStatement) -> SinkError {
+        func fail(_ rc: Int32, _ stmt: SQLiteStatement) -> SluiceError {
             let e = db.lastError(rc, sql: stmt.sql)
-            if e.isConstraint { return SinkError(.rejectedData, e.message) }
-            return SinkError(e.isTransient ? .transient : .fatal, e.description)
+            if e.isConstraint { return SluiceError.sink(.bisect, e.message) }
+            return SluiceError.sink(e.isTransient ? .retry : .fatal, e.description)
         }
         func step(_ stmt: SQLiteStatement) -> Int32 {
             let rc = sqlite3_step(stmt.handle)
             sqlite3_reset(stmt.handle)
             return rc
         }
-        let failure: SinkError? = withExtendedLifetime(batch) {
+        let failure: SluiceError? = withExtendedLifetime(batch) {
             keyView.withUnsafeBufferPointer { kv in
                 keyType.withUnsafeBufferPointer { kt in
                     views.withUnsafeBufferPointer { views in
@@ -427,7 +430,7 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
                                     let ins = nested.insertChild[c]
                                     let range = child.rows(ofParents: row..<(row + 1))
                                     childRows += range.count
-                                    let failed: SinkError? = childViews[c].withUnsafeBufferPointer { cv in
+                                    let failed: SluiceError? = childViews[c].withUnsafeBufferPointer { cv in
                                         childTypes[c].withUnsafeBufferPointer { ct in
                                             for r in range {
                                                 bind(ins.handle, 1, r, cv, ct)
@@ -467,14 +470,14 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
     }
 
     /// Rolls the batch's transaction back and throws `failure`, or commits it (rolling back if that fails).
-    private func finishTransaction(_ failure: SinkError?, _ db: SQLiteConnection, _ commit: SQLiteStatement) throws {
+    private func finishTransaction(_ failure: SluiceError?, _ db: SQLiteConnection, _ commit: SQLiteStatement) throws {
         if let failure {
             _ = try? db.exec("ROLLBACK")
             throw failure
         }
         do {
             try run(commit)
-        } catch let e as SinkError {
+        } catch let e as SluiceError {
             _ = try? db.exec("ROLLBACK")
             throw e
         }
@@ -482,7 +485,7 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
 
     /// Reads the named columns of the stored table (before this run's writes commit, in `replace` mode the
     /// old table). A table that does not exist has no rows.
-    /// - Throws: ``SinkError`` when the table lacks a column.
+    /// - Throws: ``SluiceError`` when the table lacks a column.
     public func readStored(columns: [String], _ body: ([String?]) throws -> Void) throws -> Bool {
         guard let db = connection else { return false }
         let q = SQLiteConnection.quote
@@ -491,7 +494,7 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
             if existing.isEmpty { return true }
             let missing = columns.filter { !existing.contains($0) }
             guard missing.isEmpty else {
-                throw SinkError(
+                throw SluiceError.sink(
                     .fatal,
                     "table \(table) in \(path) has no column(s) \(missing.joined(separator: ", ")) to resume from")
             }
@@ -506,7 +509,7 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
                             ? nil : String(cString: sqlite3_column_text(stmt.handle, i))
                     })
             }
-        } catch let e as SQLiteError { throw SinkError(.fatal, e.description) }
+        } catch let e as SQLiteError { throw SluiceError.sink(.fatal, e.description) }
         return true
     }
 
@@ -517,7 +520,7 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
         sqlite3_reset(stmt.handle)
         if rc != SQLITE_DONE {
             let e = connection!.lastError(rc, sql: stmt.sql)
-            throw SinkError(e.isTransient ? .transient : .fatal, e.description)
+            throw SluiceError.sink(e.isTransient ? .retry : .fatal, e.description)
         }
     }
 
@@ -561,7 +564,7 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
     /// constraint is redone row by row so that only the offending rows are rejected.
     public func write(_ batch: RecordBatch) throws -> SinkWriteOutcome {
         guard let single = insert, let multi = insertMany, let begin, let commit, let db = connection else {
-            throw SinkError(.fatal, "the SQLite sink is not open")
+            throw SluiceError.sink(.fatal, "the SQLite sink is not open")
         }
         if let nested { return try writeNested(batch, nested, db) }
         try run(begin)
@@ -573,7 +576,7 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
         var bindSample: UInt64 = 0
         var stepSample: UInt64 = 0
         let t0 = MonotonicClock.now()
-        let failure: SinkError? = withExtendedLifetime(batch) {
+        let failure: SluiceError? = withExtendedLifetime(batch) {
             views.withUnsafeBufferPointer { views in
                 types.withUnsafeBufferPointer { types in
                     var row = 0
@@ -597,7 +600,7 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
                             continue
                         }
                         let e = db.lastError(rc, sql: group > 1 ? multi.sql : single.sql)
-                        if !e.isConstraint { return SinkError(e.isTransient ? .transient : .fatal, e.description) }
+                        if !e.isConstraint { return SluiceError.sink(e.isTransient ? .retry : .fatal, e.description) }
                         if group == 1 {
                             rejected.append((row, e.message))
                             row += 1
@@ -611,7 +614,7 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
                             if rc1 == SQLITE_DONE { continue }
                             let e1 = db.lastError(rc1, sql: single.sql)
                             if !e1.isConstraint {
-                                return SinkError(e1.isTransient ? .transient : .fatal, e1.description)
+                                return SluiceError.sink(e1.isTransient ? .retry : .fatal, e1.description)
                             }
                             rejected.append((row + k, e1.message))
                         }
@@ -670,7 +673,7 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
                     try db.exec("COMMIT; DROP TABLE temp.sluice_seen")
                 } catch {
                     _ = try? db.exec("ROLLBACK")
-                    throw SinkError(.fatal, "purging missing records: \(error)")
+                    throw SluiceError.sink(.fatal, "purging missing records: \(error)")
                 }
             } else {
                 counts.purgeSkipped =
@@ -691,7 +694,7 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
                 }
             } catch let e as SQLiteError {
                 _ = try? db.exec("ROLLBACK")
-                throw SinkError(.fatal, e.description)
+                throw SluiceError.sink(.fatal, e.description)
             }
         }
     }

@@ -83,10 +83,10 @@ public final class CollectingSink: BatchSink, @unchecked Sendable {
             $0 += 1
             return $0
         }
-        if n <= transientFailures { throw SinkError(.transient, "simulated transient failure \(n)") }
+        if n <= transientFailures { throw SluiceError.sink(.retry, "simulated transient failure \(n)") }
         let rows = (0..<batch.count).map { batch.row($0) }
-        if rows.contains(where: refuse) { throw SinkError(.rejectedData, "simulated constraint violation") }
-        if rows.contains(where: refuseFatally) { throw SinkError(.fatal, "simulated fatal failure") }
+        if rows.contains(where: refuse) { throw SluiceError.sink(.bisect, "simulated constraint violation") }
+        if rows.contains(where: refuseFatally) { throw SluiceError.sink(.fatal, "simulated fatal failure") }
         state.withLock { $0.append(contentsOf: rows) }
         return SinkWriteOutcome(written: batch.count)
     }

@@ -159,3 +159,19 @@ func parse<T>(_ s: String, _ f: (UnsafePointer<UInt8>, Int) -> T?) -> T? {
         #expect(throws: SluiceError.self) { try Column(type: .bool).append(.bytes([1])) }
     }
 }
+
+@Suite struct SluiceErrorTests {
+    @Test func theDescriptionKeepsRowDataOutAndTheErrorKnowsWhereItWasThrown() {
+        let e = SluiceError.sink(
+            .bisect, "duplicate key value violates unique constraint \"t_pkey\"", sqlState: "23505",
+            detail: "Key (id)=(5) already exists.")
+        #expect(e.description == "duplicate key value violates unique constraint \"t_pkey\" (SQLSTATE 23505)")
+        #expect(!e.description.contains("(5)"))
+        #expect(e.debugDescription.contains("Key (id)=(5) already exists."))
+        #expect(e.debugDescription.contains("SluiceCoreTests/ValueParsingTests.swift:"))
+        #expect(e.rejectReason.hasSuffix("— Key (id)=(5) already exists."))
+        #expect(e.kind == .bisect && e.code == .sink && e.file == "SluiceCoreTests/ValueParsingTests.swift")
+        let plain = SluiceError(.io, "no such file", position: SourcePosition(file: "a.csv", line: 3))
+        #expect(plain.description == "a.csv:3: no such file" && plain.kind == .fatal)
+    }
+}

@@ -60,7 +60,7 @@ final class DispatchStage: Sendable {
             seen += item.records
             control.recordsSeen.store(seen, ordering: .relaxed)
             if let error = item.error {
-                control.fail(RunFailure(.decode, "\(error)"))
+                control.fail(RunFailure(.decode, error))
                 break
             }
             do {
@@ -72,7 +72,7 @@ final class DispatchStage: Sendable {
                             stage: "parse", reason: r.reason, raw: String(decoding: r.raw, as: UTF8.self)))
                 }
             } catch {
-                control.fail(RunFailure(.rejects, "\(error)"))
+                control.fail(RunFailure(.rejects, error))
                 break
             }
             timer.mark(.busy)

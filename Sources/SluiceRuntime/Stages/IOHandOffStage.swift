@@ -32,7 +32,7 @@ final class IOHandOffStage: Sendable {
             seq += 1
             return ok
         }
-        if let error { control.fail(RunFailure(.stage, "\(error)")) }
+        if let error { control.fail(RunFailure(.stage, error)) }
     }
 
     /// Ends the stage once the dispatcher has fed everything: waits for the records in flight (cancelled,

@@ -35,7 +35,7 @@ final class ReaderStage: Sendable {
             let item: SourceItem?
             do { item = try source.next() } catch {
                 timer.mark(.busy)
-                control.fail(RunFailure(.read, "\((error as? SluiceError) ?? SluiceError(.io, "\(error)"))"))
+                control.fail(RunFailure(.read, (error as? SluiceError) ?? SluiceError(.io, "\(error)")))
                 break
             }
             // Waiting for a pipe to deliver is starvation, not work.

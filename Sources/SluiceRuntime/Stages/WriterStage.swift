@@ -50,7 +50,7 @@ final class WriterStage: Sendable {
         do {
             try sink.finish(complete: complete, clean: clean)
         } catch {
-            control.fail(RunFailure(.write, "\(error)"))
+            control.fail(RunFailure(.write, error))
         }
         meter.add(.busy, MonotonicClock.now() - a)
     }
@@ -81,7 +81,7 @@ final class WriterStage: Sendable {
                 timer.mark(.overhead)
             } catch {
                 timer.mark(.busy)
-                control.fail(RunFailure(.write, "\(error)"))
+                control.fail(RunFailure(.write, error))
             }
             meter.publish(&timer)
         }
@@ -107,16 +107,16 @@ final class WriterStage: Sendable {
                 return Written(
                     written: outcome.written, rejected: outcome.rejected.map { ($0.row, $0.reason) },
                     childRows: outcome.childRows)
-            } catch let e as SinkError {
+            } catch let e as SluiceError {
                 switch e.kind {
-                case .transient where attempt + 1 < options.retry.maxAttempts:
+                case .retry where attempt + 1 < options.retry.maxAttempts:
                     timer.mark(.busy)
                     let d = options.retry.delay(retry: attempt, unit: Double.random(in: 0...1))
                     usleep(UInt32(min(d.nanoseconds / 1000, 60_000_000)))
                     timer.mark(.blocked)
                     attempt += 1
-                case .rejectedData:
-                    if batch.count == 1 { return Written(rejected: [(0, e.message)]) }
+                case .bisect:
+                    if batch.count == 1 { return Written(rejected: [(0, e.rejectReason)]) }
                     let mid = batch.count / 2
                     let first = try write(batch.slice(0..<mid), lane: lane, sequence: sequence, timer: &timer)
                     let second = try write(
@@ -126,7 +126,7 @@ final class WriterStage: Sendable {
                         rejected: first.rejected + second.rejected.map { ($0.0 + mid, $0.1) },
                         childRows: first.childRows + second.childRows)
                 default:
-                    throw SluiceError(.sink, e.message)
+                    throw e
                 }
             }
         }
