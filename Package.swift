@@ -165,6 +165,8 @@ let package = Package(
             dependencies: ["SluiceContent", "SluiceRuntime", "SluiceTesting", "SluiceWorkloads"],
             swiftSettings: testSettings),
         .testTarget(
+            name: "SluiceConfigTests", dependencies: ["SluiceConfig", "SluiceCore"], swiftSettings: testSettings),
+        .testTarget(
             name: "SluiceCLITests",
             dependencies: [
                 "SluiceWorkloads", "SluiceRuntime", "SluiceCSV", "SluiceSQLite", "SluiceTesting", "SluiceConfig",

@@ -91,10 +91,10 @@ public enum PipelineFile {
             root, "the pipeline", allowed: ["vars", "source", "transforms", "sink", "batching", "errors"])
         guard let source = top["source"] else { throw r.error(root, "missing 'source'") }
         guard let sink = top["sink"] else { throw r.error(root, "missing 'sink'") }
-        var vars: [String: String] = [:]
+        var vars: [String: (text: String, fromEnvironment: Bool)] = [:]
         if let v = top["vars"] {
             guard case .mapping(let m) = v else { throw r.error(v, "'vars' must be a mapping") }
-            for (k, val) in m { vars[try r.string(k, "a var name")] = try r.expanded(val, "vars entry") }
+            for (k, val) in m { vars[try r.string(k, "a var name")] = try r.scalar(val, "vars entry") }
         }
 
         try parseSink(sink, r, &spec)
@@ -109,13 +109,13 @@ public enum PipelineFile {
             guard let url = src["url"], let query = src["query"], let key = src["key"] else {
                 throw r.error(source, "a postgres source needs 'url', 'query' and 'key'")
             }
-            let u = try r.expanded(url, "source.url")
+            let u = try r.string(url, "source.url")
             do { _ = try PostgresLocation(url: u) } catch let e as SluiceError { throw r.error(url, e.message) }
             spec.postgresSource = LoadSpec.PostgresSourceSpec(
                 url: u, query: try r.string(query, "source.query"), key: try r.string(key, "source.key"),
                 pageRows: try src["page_rows"].map { try r.int($0, "source.page_rows", min: 1) },
                 startAfter: try src["start_after"].map { try r.string($0, "source.start_after") },
-                checkpoint: try src["checkpoint"].map { r.path(try r.string($0, "source.checkpoint")) })
+                checkpoint: try src["checkpoint"].map { try r.path($0, "source.checkpoint") })
         } else {
             try parseFileSource(source, r, &spec)
         }
@@ -129,7 +129,7 @@ public enum PipelineFile {
     }
 
     private static func parseTransform(
-        _ item: Node, _ r: Reader, vars: [String: String]
+        _ item: Node, _ r: Reader, vars: [String: (text: String, fromEnvironment: Bool)]
     ) throws
         -> LoadSpec.TransformSpec
     {
@@ -143,13 +143,24 @@ public enum PipelineFile {
         case "read_head":
             let b = try r.mapping(body, "read_head", allowed: ["path", "bytes", "as"])
             guard let p = b["path"] else { throw r.error(body, "read_head needs 'path' (a template like {root}/{id})") }
-            let path = try r.string(p, "read_head.path")
-            do { _ = try PathTemplate(path, variables: vars) } catch let e as SluiceError {
+            var path = try r.string(p, "read_head.path")
+            // The template is a path: a leading {var} is resolved as the path it holds (relative to this file
+            // when the file wrote it, to the working directory when the environment gave it); a template that
+            // starts with text is relative to this file.
+            var values = vars.mapValues(\.text)
+            if path.hasPrefix("{"), let close = path.firstIndex(of: "}"),
+                let v = vars[String(path[path.index(after: path.startIndex)..<close])]
+            {
+                values[String(path[path.index(after: path.startIndex)..<close])] = r.resolve(v)
+            } else {
+                path = r.resolve((path, false))
+            }
+            do { _ = try PathTemplate(path, variables: values) } catch let e as SluiceError {
                 throw r.error(p, e.message)
             }
             return .readHead(
                 path: path, bytes: try b["bytes"].map { try r.int($0, "read_head.bytes", min: 1) } ?? 2048,
-                column: try b["as"].map { try r.string($0, "read_head.as") } ?? "head", variables: vars)
+                column: try b["as"].map { try r.string($0, "read_head.as") } ?? "head", variables: values)
         default:
             let b = try r.mapping(body, "mime", allowed: ["from", "as", "fast_signatures"])
             return .mime(
@@ -170,7 +181,7 @@ public enum PipelineFile {
         var o = FetchOptions()
         func duration(_ key: String) throws -> Duration? {
             guard let v = b[key] else { return nil }
-            guard let d = Units.duration(try r.expanded(v, "fetch.\(key)")), d > .zero else {
+            guard let d = Units.duration(try r.string(v, "fetch.\(key)")), d > .zero else {
                 throw r.error(v, "fetch.\(key) must be a positive duration (e.g. 500ms, 30s)")
             }
             return d
@@ -178,7 +189,7 @@ public enum PipelineFile {
         if let v = b["url"] { o.urlColumn = try r.string(v, "fetch.url") }
         if let v = b["concurrency"] { o.concurrency = try r.int(v, "fetch.concurrency", min: 1) }
         if let v = b["rate"] {
-            guard let x = Double(try r.expanded(v, "fetch.rate")), x > 0 else {
+            guard let x = Double(try r.string(v, "fetch.rate")), x > 0 else {
                 throw r.error(v, "fetch.rate must be a positive number of requests per second per host")
             }
             o.rate = x
@@ -187,7 +198,7 @@ public enum PipelineFile {
         if let d = try duration("timeout") { o.timeout = d }
         if let d = try duration("connect_timeout") { o.connectTimeout = d }
         if let v = b["max_body"] {
-            guard let n = Units.bytes(try r.expanded(v, "fetch.max_body")), n >= 1 else {
+            guard let n = Units.bytes(try r.string(v, "fetch.max_body")), n >= 1 else {
                 throw r.error(v, "fetch.max_body must be a size (e.g. 64MiB)")
             }
             o.maxBodyBytes = n
@@ -200,7 +211,7 @@ public enum PipelineFile {
         if let v = b["max_redirects"] { o.maxRedirects = try r.int(v, "fetch.max_redirects", min: 0) }
         if let v = b["headers"] {
             guard case .mapping(let hm) = v else { throw r.error(v, "fetch.headers must be a mapping of name: value") }
-            o.headers = try hm.map { (try r.string($0.key, "header name"), try r.expanded($0.value, "header value")) }
+            o.headers = try hm.map { (try r.string($0.key, "header name"), try r.string($0.value, "header value")) }
         }
         var root: String?
         var durability = BlobStore.Durability.batch
@@ -208,7 +219,7 @@ public enum PipelineFile {
             if case .mapping = v {
                 let bm = try r.mapping(v, "fetch.blobs", allowed: ["root", "fsync"])
                 guard let rv = bm["root"] else { throw r.error(v, "fetch.blobs needs 'root' (a directory)") }
-                root = r.path(try r.expanded(rv, "fetch.blobs.root"))
+                root = try r.path(rv, "fetch.blobs.root")
                 if let f = bm["fsync"] {
                     let text = try r.string(f, "fetch.blobs.fsync")
                     guard let d = BlobStore.Durability(rawValue: text) else {
@@ -217,7 +228,7 @@ public enum PipelineFile {
                     durability = d
                 }
             } else {
-                root = r.path(try r.expanded(v, "fetch.blobs"))
+                root = try r.path(v, "fetch.blobs")
             }
         }
         do { try o.validate() } catch let e as SluiceError { throw r.error(body, e.message) }
@@ -231,10 +242,11 @@ public enum PipelineFile {
                 "path", "paths", "format", "schema", "delimiter", "null", "header", "record", "key", "hash", "fields",
                 "children", "tolerant", "source_hash",
             ])
-        if let p = src["path"] { spec.inputs = [r.path(try r.expanded(p, "source.path"))] }
+        if let p = src["path"] { spec.inputs = [try r.path(p, "source.path")] }
         if let ps = src["paths"] {
             if src["path"] != nil { throw r.error(ps, "give either source.path or source.paths, not both") }
-            spec.inputs = try r.strings(ps, "source.paths").map(r.path)
+            guard case .sequence(let seq) = ps else { throw r.error(ps, "source.paths must be a list") }
+            spec.inputs = try seq.map { try r.path($0, "an entry of source.paths") }
         }
         if spec.inputs.isEmpty { throw r.error(source, "source needs 'path' or 'paths'") }
         if let f = src["format"] { spec.format = try r.string(f, "source.format") }
@@ -347,10 +359,10 @@ public enum PipelineFile {
             sink, "sink",
             allowed: ["url", "table", "mode", "key", "set", "where", "writers", "skip_unchanged", "purge_missing"])
         guard let url = snk["url"] else { throw r.error(sink, "sink needs 'url' (sqlite:PATH or postgres://…)") }
-        var u = try r.expanded(url, "sink.url")
+        let value = try r.scalar(url, "sink.url")
+        var u = value.text
         if u.hasPrefix("sqlite:") && !u.hasPrefix("sqlite://") {
-            let p = String(u.dropFirst(7))
-            u = "sqlite:" + r.path(p)
+            u = "sqlite:" + r.resolve((String(u.dropFirst(7)), value.fromEnvironment))
         }
         do { _ = try LoadSpec.Store.parse(u) } catch let e as SluiceError { throw r.error(url, e.message) }
         spec.into = u
@@ -400,7 +412,7 @@ public enum PipelineFile {
         }
         if let e = top["errors"] {
             let em = try r.mapping(e, "errors", allowed: ["rejects", "max_errors"])
-            if let v = em["rejects"] { spec.rejects = r.path(try r.string(v, "errors.rejects")) }
+            if let v = em["rejects"] { spec.rejects = try r.path(v, "errors.rejects") }
             if let v = em["max_errors"] {
                 let s = try r.string(v, "errors.max_errors")
                 guard ErrorLimitCheck.valid(s) else {
@@ -435,15 +447,15 @@ public enum PipelineFile {
             return out
         }
 
-        func string(_ node: Node, _ what: String) throws -> String {
-            guard case .scalar(let s) = node else { throw error(node, "\(what) must be a single value") }
-            return s.string
-        }
-
-        /// A scalar with `${NAME}` and `${NAME:-default}` replaced from the environment.
-        func expanded(_ node: Node, _ what: String) throws -> String {
-            let s = try string(node, what)
+        /// A scalar's text with `${NAME}` and `${NAME:-default}` replaced from the environment: every value of
+        /// a pipeline file is expanded, here and only here. `fromEnvironment` says whether the text starts with
+        /// a value the environment supplied (not a default written in the file), which decides what a relative
+        /// path is relative to.
+        func scalar(_ node: Node, _ what: String) throws -> (text: String, fromEnvironment: Bool) {
+            guard case .scalar(let sc) = node else { throw error(node, "\(what) must be a single value") }
+            let s = sc.string
             var out = ""
+            var fromEnvironment = false
             var rest = Substring(s)
             while let open = rest.range(of: "${") {
                 out += rest[..<open.lowerBound]
@@ -454,6 +466,7 @@ public enum PipelineFile {
                 let parts = inner.split(separator: ":-", maxSplits: 1, omittingEmptySubsequences: false)
                 let name = String(parts[0])
                 if let v = ProcessInfo.processInfo.environment[name], !v.isEmpty {
+                    if out.isEmpty { fromEnvironment = true }
                     out += v
                 } else if parts.count == 2 {
                     out += parts[1]
@@ -462,7 +475,21 @@ public enum PipelineFile {
                 }
                 rest = rest[rest.index(after: close)...]
             }
-            return out + rest
+            return (out + rest, fromEnvironment)
+        }
+
+        /// A scalar's expanded text.
+        func string(_ node: Node, _ what: String) throws -> String { try scalar(node, what).text }
+
+        /// A path: one written in the pipeline file is relative to the file's directory; one that comes from
+        /// the environment (`${DUMP}`) is relative to the working directory, as on the command line.
+        func path(_ node: Node, _ what: String) throws -> String { resolve(try scalar(node, what)) }
+
+        /// ``path(_:_:)`` for text already expanded.
+        func resolve(_ value: (text: String, fromEnvironment: Bool)) -> String {
+            let p = value.text
+            if p == "-" || p.hasPrefix("/") || value.fromEnvironment || base.isEmpty || p.isEmpty { return p }
+            return base + "/" + p
         }
 
         /// A list of names, or one comma-separated string.
@@ -479,20 +506,21 @@ public enum PipelineFile {
         }
 
         func bool(_ node: Node, _ what: String) throws -> Bool {
-            guard case .scalar = node, let b = node.bool else { throw error(node, "\(what) must be true or false") }
-            return b
+            guard case .scalar = node else { throw error(node, "\(what) must be true or false") }
+            switch try string(node, what).lowercased() {
+            case "true", "yes", "on": return true
+            case "false", "no", "off": return false
+            default: throw error(node, "\(what) must be true or false")
+            }
         }
 
         func int(_ node: Node, _ what: String, min: Int) throws -> Int {
-            guard case .scalar = node, let i = node.int, i >= min else {
+            guard case .scalar = node, let i = Int(try string(node, what).replacingOccurrences(of: "_", with: "")),
+                i >= min
+            else {
                 throw error(node, "\(what) must be an integer ≥ \(min)")
             }
             return i
-        }
-
-        func path(_ p: String) -> String {
-            if p == "-" || p.hasPrefix("/") || base.isEmpty { return p }
-            return base + "/" + p
         }
     }
 }

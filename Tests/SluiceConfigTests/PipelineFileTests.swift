@@ -1,0 +1,73 @@
+import Foundation
+import SluiceConfig
+import SluiceCore
+import Testing
+
+/// Sets an environment variable for the life of the value (each test uses names of its own).
+private struct Env: ~Copyable {
+    let names: [String]
+    init(_ values: [String: String]) {
+        names = Array(values.keys)
+        for (k, v) in values { setenv(k, v, 1) }
+    }
+    deinit { for k in names { unsetenv(k) } }
+}
+
+@Suite struct PipelineFilePathTests {
+    @Test func aPathWrittenInTheFileIsRelativeToItAndOneFromTheEnvironmentToTheWorkingDirectory() throws {
+        let yaml = """
+            source: { path: "${SLUICE_T1_DUMP:-data/in.csv}", format: csv }
+            sink: { url: "${SLUICE_T1_DB:-sqlite:out.db}", table: t }
+            errors: { rejects: rejects.jsonl }
+            """
+        let fromFile = try PipelineFile.parse(yaml, file: "p.yaml", baseDirectory: "/base")
+        #expect(fromFile.inputs == ["/base/data/in.csv"])
+        #expect(fromFile.into == "sqlite:/base/out.db")
+        #expect(fromFile.rejects == "/base/rejects.jsonl")
+        let env = Env(["SLUICE_T1_DUMP": "dumps/x.csv", "SLUICE_T1_DB": "sqlite:here.db"])
+        let fromEnv = try PipelineFile.parse(yaml, file: "p.yaml", baseDirectory: "/base")
+        #expect(fromEnv.inputs == ["dumps/x.csv"])
+        #expect(fromEnv.into == "sqlite:here.db")
+        _ = consume env
+    }
+
+    @Test func everyValueIsExpandedNumbersAndFlagsToo() throws {
+        let env = Env(["SLUICE_T2_ROWS": "5000", "SLUICE_T2_TABLE": "events", "SLUICE_T2_SKIP": "true"])
+        let yaml = """
+            source: { path: in.csv, format: csv }
+            sink: { url: "sqlite:x.db", table: "${SLUICE_T2_TABLE}", mode: upsert, key: id, skip_unchanged: "${SLUICE_T2_SKIP}" }
+            batching: { max_rows: "${SLUICE_T2_ROWS}", workers: "${SLUICE_T2_WORKERS:-3}" }
+            """
+        let spec = try PipelineFile.parse(yaml, file: "p.yaml", baseDirectory: "")
+        #expect(spec.table == "events")
+        #expect(spec.batching.maxRows == 5000 && spec.workers == 3 && spec.skipUnchanged)
+        _ = consume env
+    }
+
+    @Test func anUnsetVariableWithoutADefaultNamesTheFileLineAndVariable() throws {
+        let yaml = "source: { path: in.csv }\nsink: { url: \"sqlite:x.db\", table: \"${SLUICE_T3_UNSET}\" }\n"
+        #expect {
+            try PipelineFile.parse(yaml, file: "p.yaml", baseDirectory: "")
+        } throws: { e in
+            let text = "\(e)"
+            return text.contains("p.yaml:2") && text.contains("SLUICE_T3_UNSET is not set")
+        }
+    }
+
+    @Test func aReadHeadTemplateFollowsTheSameRule() throws {
+        let yaml = """
+            vars: { root: "${SLUICE_T4_ROOT:-blobs}" }
+            source: { path: in.csv, format: csv }
+            transforms: [ { read_head: { path: "{root}/{blobid}" } } ]
+            sink: { url: "sqlite:x.db", table: t }
+            """
+        func root(_ spec: LoadSpec) -> String? {
+            guard case .readHead(_, _, _, let variables) = spec.transforms.first else { return nil }
+            return variables["root"]
+        }
+        #expect(root(try PipelineFile.parse(yaml, file: "p.yaml", baseDirectory: "/base")) == "/base/blobs")
+        let env = Env(["SLUICE_T4_ROOT": "/srv/blobs"])
+        #expect(root(try PipelineFile.parse(yaml, file: "p.yaml", baseDirectory: "/base")) == "/srv/blobs")
+        _ = consume env
+    }
+}
