@@ -225,24 +225,26 @@ public final class FetchTransform: IOTransform, @unchecked Sendable {
 
     private func retryOrFail(_ item: FetchItem, status: Int?, reason: String, retryAfter: RetryAfter?) {
         stats.note(retryReason: reason)
-        guard item.attempts < options.retry.maxAttempts else {
+        let asked = retryAfter.map { Duration.nanoseconds($0.nanoseconds(now: Date())) }
+        let wait: Int64
+        switch options.retry.decide(
+            afterAttempt: item.attempts, unit: Double.random(in: 0...1), retryAfter: asked,
+            maxRetryAfter: options.maxRetryAfter)
+        {
+        case .attemptsExhausted:
             let tries = item.attempts == 1 ? "1 attempt" : "\(item.attempts) attempts"
             finish(item, status: status, error: "\(reason) (after \(tries))")
             return
-        }
-        var wait = options.retry.delay(retry: item.attempts - 1, unit: Double.random(in: 0...1)).nanoseconds
-        if let ra = retryAfter {
-            let asked = ra.nanoseconds(now: Date())
-            if asked > options.maxRetryAfter.nanoseconds {
-                finish(
-                    item, status: status,
-                    error:
-                        "\(reason): the server asked to retry after \(asked / 1_000_000_000) s, more than max_retry_after (\(Int64(options.maxRetryAfter.seconds)) s)"
-                )
-                return
-            }
-            wait = max(wait, asked)
-            stats.retryAfterHonoured.add(1, ordering: .relaxed)
+        case .waitTooLong(let d):
+            finish(
+                item, status: status,
+                error:
+                    "\(reason): the server asked to retry after \(d.nanoseconds / 1_000_000_000) s, more than max_retry_after (\(Int64(options.maxRetryAfter.seconds)) s)"
+            )
+            return
+        case .retry(let d):
+            wait = d.nanoseconds
+            if asked != nil { stats.retryAfterHonoured.add(1, ordering: .relaxed) }
         }
         if item.attempts == 1 { stats.retriedItems.add(1, ordering: .relaxed) }
         stats.backoffNanos.add(wait, ordering: .relaxed)

@@ -96,38 +96,34 @@ final class WriterStage: Sendable {
         var childRows = 0
     }
 
-    /// Writes a batch, retrying transient failures with back-off and bisecting batches the sink refuses.
+    /// Writes a batch as its ``WriteAttemptStateMachine`` says: retrying transient failures after a back-off
+    /// (booked as blocked), bisecting batches the sink refuses.
     private func write(
         _ batch: RecordBatch, lane: Int, sequence: Int, timer: inout ThreadTimer
     ) throws -> Written {
-        var attempt = 0
+        var machine = WriteAttemptStateMachine(rows: batch.count, policy: options.retry)
+        var action = machine.start()
         while true {
-            do {
-                let outcome = try sink.write(batch, writer: lane, sequence: sequence)
-                return Written(
-                    written: outcome.written, rejected: outcome.rejected.map { ($0.row, $0.reason) },
-                    childRows: outcome.childRows)
-            } catch let e as SluiceError {
-                switch e.kind {
-                case .retry where attempt + 1 < options.retry.maxAttempts:
-                    timer.mark(.busy)
-                    let d = options.retry.delay(retry: attempt, unit: Double.random(in: 0...1))
-                    usleep(UInt32(min(d.nanoseconds / 1000, 60_000_000)))
-                    timer.mark(.blocked)
-                    attempt += 1
-                case .bisect:
-                    if batch.count == 1 { return Written(rejected: [(0, e.rejectReason)]) }
-                    let mid = batch.count / 2
-                    let first = try write(batch.slice(0..<mid), lane: lane, sequence: sequence, timer: &timer)
-                    let second = try write(
-                        batch.slice(mid..<batch.count), lane: lane, sequence: sequence, timer: &timer)
-                    return Written(
-                        written: first.written + second.written,
-                        rejected: first.rejected + second.rejected.map { ($0.0 + mid, $0.1) },
-                        childRows: first.childRows + second.childRows)
-                default:
-                    throw e
+            switch action {
+            case .write(let rows):
+                let part = rows.count == batch.count ? batch : batch.slice(rows)
+                do {
+                    let o = try sink.write(part, writer: lane, sequence: sequence)
+                    action = machine.succeeded(written: o.written, refused: o.rejected, childRows: o.childRows)
+                } catch let e as SluiceError {
+                    action = machine.failed(e, unit: Double.random(in: 0...1))
+                } catch {
+                    action = machine.failed(SluiceError(.sink, "\(error)"), unit: 0)
                 }
+            case .sleep(let d):
+                timer.mark(.busy)
+                usleep(UInt32(min(d.nanoseconds / 1000, 60_000_000)))
+                timer.mark(.blocked)
+                action = machine.resume()
+            case .done(let written, let rejected, let childRows):
+                return Written(written: written, rejected: rejected.map { ($0.row, $0.reason) }, childRows: childRows)
+            case .fail(let error):
+                throw error
             }
         }
     }

@@ -1,0 +1,227 @@
+import Crypto
+import SluiceCore
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// The per-call state of a decode: the captured values of the current record and scratch buffers.
+///
+/// Columns are reached through unmanaged references bound once per call (the builder replaces its columns
+/// only between calls), so filling a row costs no reference counting.
+struct RecordState {
+    let compiled: CompiledMapping
+    let tables: MappingTables
+    let recordName: UnsafeMutablePointer<UInt8>
+    let recordNameLength: Int
+    let base: UnsafePointer<UInt8>
+    let count: Int
+    var slots: RawArray<Slot>
+    /// Child rows of the current record: (child mapping, first slot in `rowSlots`).
+    var rows = RawArray<RowRef>(capacity: 64)
+    var rowSlots = RawArray<Slot>(capacity: 512)
+    var currentRow: RawArray<Int>
+    var nodes = RawArray<Int>(capacity: 32)
+    var scratch = RawBytes(capacity: 4096)
+    var canonical = RawBytes(capacity: 8192)
+    var json = RawBytes(capacity: 1024)
+    /// Unmanaged parent columns, then each child table's columns (`childColumnStart[t]` is table t's first),
+    /// and the child builders.
+    var columns: UnsafeMutablePointer<Unmanaged<Column>>
+    var childColumnStart: [Int] = []
+    var childBuilders: [Unmanaged<RecordBatchBuilder>] = []
+    var columnCapacity: Int
+
+    init(compiled: CompiledMapping, base: UnsafePointer<UInt8>, count: Int) {
+        self.compiled = compiled
+        tables = compiled.tables
+        recordName = tables.recordName
+        recordNameLength = compiled.recordName.count
+        self.base = base
+        self.count = count
+        slots = RawArray(repeating: Slot(), count: compiled.parentTypes.count)
+        currentRow = RawArray(repeating: -1, count: compiled.children.count)
+        columnCapacity = compiled.schema.count + compiled.schema.children.reduce(0) { $0 + $1.schema.count }
+        columns = .allocate(capacity: max(columnCapacity, 1))
+    }
+
+    /// Frees the scratch buffers.
+    func free() {
+        scratch.free()
+        canonical.free()
+        json.free()
+        columns.deallocate()
+        slots.free()
+        rows.free()
+        rowSlots.free()
+        currentRow.free()
+        nodes.free()
+    }
+
+    /// Binds the builder's current columns (call before filling rows, after any `build`).
+    mutating func bind(_ builder: RecordBatchBuilder) {
+        var i = 0
+        for c in builder.columns {
+            columns[i] = Unmanaged.passUnretained(c)
+            i += 1
+        }
+        childColumnStart.removeAll(keepingCapacity: true)
+        childBuilders.removeAll(keepingCapacity: true)
+        for cb in builder.children {
+            childColumnStart.append(i)
+            childBuilders.append(Unmanaged.passUnretained(cb))
+            for c in cb.columns {
+                columns[i] = Unmanaged.passUnretained(c)
+                i += 1
+            }
+        }
+    }
+
+    /// Reads the record whose start tag the scanner just returned, up to and including its end tag.
+    mutating func read(_ scanner: inout XMLScanner, recordStart: Int) throws(XMLError) {
+        for i in slots.indices { slots[i] = Slot() }
+        rows.removeAll()
+        rowSlots.removeAll()
+        scratch.count = 0
+        for i in currentRow.indices { currentRow[i] = -1 }
+        nodes.removeAll()
+        nodes.append(0)
+        let t = tables
+        attributes(of: 0, &scanner)
+        let depth = scanner.depth - 1
+        while true {
+            let event = try scanner.next()
+            switch event {
+            case .start(let name):
+                if nodes.count == 1 && name.count == recordNameLength
+                    && XMLText.same(base + name.start, recordName, recordNameLength)
+                {
+                    throw XMLError(
+                        offset: recordStart,
+                        reason: "<\(scanner.string(name))> is not closed before the next one starts")
+                }
+                let node = t.child(of: nodes[nodes.count - 1], base, name.start, name.count)
+                if node < 0 {
+                    try scanner.skipElement()
+                    continue
+                }
+                nodes.append(node)
+                let table = Int(t.rowTable[node])
+                if table >= 0 {
+                    rows.append(RowRef(table: table, first: rowSlots.count))
+                    for _ in 0..<Int(t.childFields[table]) { rowSlots.append(Slot()) }
+                    currentRow[table] = rows.count - 1
+                }
+                if t.attrCount[node] > 0 { attributes(of: node, &scanner) }
+            case .end:
+                let node = nodes.removeLast()
+                let table = Int(t.textTable[node])
+                if table != -2 { markFinal(SlotTarget(table: table, column: Int(t.textColumn[node]))) }
+                if scanner.depth == depth { return }
+            case .text(let span):
+                let node = nodes[nodes.count - 1]
+                let table = Int(t.textTable[node])
+                if table != -2 {
+                    addText(span, literal: false, to: SlotTarget(table: table, column: Int(t.textColumn[node])))
+                }
+            case .cdata(let span):
+                let node = nodes[nodes.count - 1]
+                let table = Int(t.textTable[node])
+                if table != -2 {
+                    addText(span, literal: true, to: SlotTarget(table: table, column: Int(t.textColumn[node])))
+                }
+            case .endOfInput:
+                throw XMLError(offset: recordStart, reason: "the record is not closed before the input ends")
+            case .comment, .processingInstruction, .doctype:
+                continue
+            }
+        }
+    }
+
+    mutating func attributes(of node: Int, _ scanner: inout XMLScanner) {
+        let t = tables
+        let first = Int(t.attrStart[node])
+        let n = Int(t.attrCount[node])
+        if n == 0 { return }
+        scanner.withAttributes { attrs in
+            for a in attrs {
+                for k in first..<(first + n) where Int(t.attrLength[k]) == a.name.count {
+                    if XMLText.same(base + a.name.start, t.names + Int(t.attrName[k]), a.name.count) {
+                        let target = SlotTarget(table: Int(t.attrTable[k]), column: Int(t.attrColumn[k]))
+                        if let i = slotIndex(target), slot(i, target.table).kind == .none {
+                            setSlot(
+                                i, target.table,
+                                Slot(
+                                    kind: .span, final: true, refs: a.value.hasReferences, trim: false,
+                                    start: a.value.start, end: a.value.end))
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The index of a target's slot (in `slots` for the parent, `rowSlots` for a child row), if it has one.
+    @inline(__always)
+    func slotIndex(_ target: SlotTarget) -> Int? {
+        if target.table < 0 { return target.column }
+        let r = currentRow[target.table]
+        return r >= 0 ? rows[r].first + target.column : nil
+    }
+
+    @inline(__always)
+    func slot(_ i: Int, _ table: Int) -> Slot { table < 0 ? slots[i] : rowSlots[i] }
+
+    @inline(__always)
+    mutating func setSlot(_ i: Int, _ table: Int, _ s: Slot) {
+        if table < 0 { slots[i] = s } else { rowSlots[i] = s }
+    }
+
+    mutating func markFinal(_ target: SlotTarget) {
+        guard let i = slotIndex(target) else { return }
+        if target.table < 0 { slots[i].final = true } else { rowSlots[i].final = true }
+    }
+
+    mutating func addText(_ span: XMLSpan, literal: Bool, to target: SlotTarget) {
+        guard let i = slotIndex(target) else { return }
+        var s = slot(i, target.table)
+        if s.final { return }
+        switch s.kind {
+        case .none:
+            s = Slot(
+                kind: literal ? .literal : .span, final: false, refs: span.hasReferences, trim: true,
+                start: span.start, end: span.end)
+        case .span, .literal:
+            let first = scratch.count
+            appendDecoded(s.kind == .literal, s.refs, s.start, s.end)
+            appendDecoded(literal, span.hasReferences, span.start, span.end)
+            s = Slot(kind: .scratch, final: false, refs: false, trim: true, start: first, end: scratch.count)
+        case .scratch:
+            if s.end != scratch.count {
+                // Another value was written after this one: move this one to the end first.
+                let n = s.end - s.start
+                let at = scratch.reserve(n)
+                at.update(from: scratch.base + s.start, count: n)
+                s.start = scratch.count
+                scratch.count += n
+            }
+            appendDecoded(literal, span.hasReferences, span.start, span.end)
+            s.end = scratch.count
+        }
+        setSlot(i, target.table, s)
+    }
+
+    /// Appends the decoded bytes of input `[start, end)` to `scratch`.
+    mutating func appendDecoded(_ literal: Bool, _ refs: Bool, _ start: Int, _ end: Int) {
+        let n = end - start
+        let at = scratch.reserve(n)
+        if !literal && refs {
+            scratch.count += XMLText.decode(base, start, end, into: at)
+        } else {
+            at.update(from: base + start, count: n)
+            scratch.count += n
+        }
+    }
+}
