@@ -12,7 +12,10 @@ let package = Package(
         .executable(name: "sluice", targets: ["SluiceCLI"]),
         .executable(name: "sluice-bench", targets: ["SluiceBench"]),
         .library(name: "SluiceCore", targets: ["SluiceCore"]),
+        .library(name: "SluiceInterfaces", targets: ["SluiceInterfaces"]),
         .library(name: "SluiceRuntime", targets: ["SluiceRuntime"]),
+        .library(name: "SluiceFiles", targets: ["SluiceFiles"]),
+        .library(name: "SluiceBlobStore", targets: ["SluiceBlobStore"]),
         .library(name: "SluiceReport", targets: ["SluiceReport"]),
         .library(name: "SluiceCSV", targets: ["SluiceCSV"]),
         .library(name: "SluiceJSONLines", targets: ["SluiceJSONLines"]),
@@ -55,10 +58,17 @@ let package = Package(
             name: "SluiceMetrics",
             dependencies: ["SluiceReport", .product(name: "CoreMetrics", package: "swift-metrics")],
             swiftSettings: strict),
+        // The contracts adapters implement (sources, sinks, transforms, write modes, batching and retry
+        // policies): no threads, no I/O.
+        .target(name: "SluiceInterfaces", dependencies: ["SluiceCore", "SluiceReport"], swiftSettings: strict),
+        .target(
+            name: "SluiceFiles", dependencies: ["SluiceCore", "SluiceInterfaces", "CZlib"], swiftSettings: strict),
+        .target(
+            name: "SluiceBlobStore", dependencies: ["SluiceCore", "CSluiceSupport"], swiftSettings: strict),
         .target(
             name: "SluiceRuntime",
             dependencies: [
-                "SluiceCore", "SluiceReport", "CZlib", "CSluiceSupport",
+                "SluiceCore", "SluiceReport", "SluiceInterfaces", "CSluiceSupport",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -68,21 +78,22 @@ let package = Package(
         .target(
             name: "SluiceXML", dependencies: ["SluiceCore", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict),
-        .target(name: "SluiceSQLite", dependencies: ["SluiceCore", "SluiceRuntime", "CSQLite"], swiftSettings: strict),
+        .target(
+            name: "SluiceSQLite", dependencies: ["SluiceCore", "SluiceInterfaces", "CSQLite"], swiftSettings: strict),
         .target(
             name: "SluicePostgres",
             dependencies: [
-                "SluiceCore", "SluiceRuntime", .product(name: "PostgresNIO", package: "postgres-nio"),
+                "SluiceCore", "SluiceInterfaces", .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
         .target(
-            name: "SluiceContent", dependencies: ["SluiceCore", "SluiceRuntime", "CMagic", "CSluiceSupport"],
+            name: "SluiceContent", dependencies: ["SluiceCore", "SluiceInterfaces", "CMagic", "CSluiceSupport"],
             swiftSettings: strict),
         .target(
             name: "SluiceHTTP",
             dependencies: [
-                "SluiceCore", "SluiceRuntime", "SluiceReport", "SluiceContent",
+                "SluiceCore", "SluiceInterfaces", "SluiceReport", "SluiceBlobStore",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "Crypto", package: "swift-crypto"),
@@ -91,7 +102,8 @@ let package = Package(
         .target(
             name: "SluiceTesting",
             dependencies: [
-                "SluiceCore", "SluiceRuntime", "SluiceReport", .product(name: "Hummingbird", package: "hummingbird"),
+                "SluiceCore", "SluiceRuntime", "SluiceReport", "SluiceFiles",
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
             ],
@@ -101,8 +113,9 @@ let package = Package(
         .target(
             name: "SluiceConfig",
             dependencies: [
-                "SluiceCore", "SluiceRuntime", "SluiceCSV", "SluiceJSONLines", "SluiceSQLite", "SluicePostgres",
-                "SluiceContent", "SluiceXML", "SluiceHTTP", .product(name: "Yams", package: "Yams"),
+                "SluiceCore", "SluiceRuntime", "SluiceFiles", "SluiceCSV", "SluiceJSONLines", "SluiceSQLite",
+                "SluicePostgres", "SluiceContent", "SluiceBlobStore", "SluiceXML", "SluiceHTTP",
+                .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: strict),
         .executableTarget(
@@ -123,6 +136,7 @@ let package = Package(
             dependencies: [
                 "SluiceCore", "SluiceRuntime", "SluiceReport", "SluiceCSV", "SluiceJSONLines", "SluiceSQLite",
                 "SluiceWorkloads", "SluiceTesting", "CAllocCounter", "SluicePostgres", "SluiceContent", "SluiceConfig",
+                "SluiceBlobStore", "SluiceFiles",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -146,18 +160,20 @@ let package = Package(
             ], swiftSettings: testSettings),
         .testTarget(
             name: "SluiceSQLiteTests",
-            dependencies: ["SluiceSQLite", "SluiceRuntime", "SluiceTesting", "SluiceCSV", "SluiceXML", "CSQLite"],
+            dependencies: [
+                "SluiceSQLite", "SluiceRuntime", "SluiceFiles", "SluiceTesting", "SluiceCSV", "SluiceXML", "CSQLite",
+            ],
             swiftSettings: testSettings),
         .testTarget(
             name: "SluicePostgresTests",
             dependencies: [
-                "SluicePostgres", "SluiceRuntime", "SluiceTesting", "SluiceCSV",
+                "SluicePostgres", "SluiceRuntime", "SluiceFiles", "SluiceTesting", "SluiceCSV",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
             ], swiftSettings: testSettings),
         .testTarget(
             name: "SluiceHTTPTests",
             dependencies: [
-                "SluiceHTTP", "SluiceRuntime", "SluiceTesting", "SluiceContent", "SluiceSQLite", "SluiceReport",
+                "SluiceHTTP", "SluiceRuntime", "SluiceTesting", "SluiceBlobStore", "SluiceSQLite", "SluiceReport",
                 "SluicePostgres",
             ], swiftSettings: testSettings),
         .testTarget(
@@ -169,7 +185,8 @@ let package = Package(
         .testTarget(
             name: "SluiceCLITests",
             dependencies: [
-                "SluiceWorkloads", "SluiceRuntime", "SluiceCSV", "SluiceSQLite", "SluiceTesting", "SluiceConfig",
+                "SluiceWorkloads", "SluiceRuntime", "SluiceFiles", "SluiceCSV", "SluiceSQLite", "SluiceTesting",
+                "SluiceConfig",
                 "SluiceCLI", "SluiceReport",
             ], swiftSettings: testSettings),
     ],

@@ -2,7 +2,7 @@ import ArgumentParser
 import AsyncHTTPClient
 import Foundation
 import NIOCore
-import SluiceContent
+import SluiceBlobStore
 import SluiceReport
 import SluiceSQLite
 import SluiceTesting

@@ -1,7 +1,9 @@
 import Foundation
+import SluiceBlobStore
 import SluiceCSV
 import SluiceContent
 import SluiceCore
+import SluiceFiles
 import SluiceHTTP
 import SluiceJSONLines
 import SluicePostgres

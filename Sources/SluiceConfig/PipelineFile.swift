@@ -1,6 +1,8 @@
 import Foundation
+import SluiceBlobStore
 import SluiceContent
 import SluiceCore
+import SluiceFiles
 import SluiceHTTP
 import SluicePostgres
 import SluiceRuntime

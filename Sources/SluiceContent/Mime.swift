@@ -1,7 +1,7 @@
 import CMagic
 import Foundation
 import SluiceCore
-import SluiceRuntime
+import SluiceInterfaces
 
 /// A libmagic handle, loaded with the system database once.
 public final class MagicHandle: @unchecked Sendable {

@@ -1,6 +1,6 @@
 import Foundation
 import SluiceCore
-import SluiceRuntime
+import SluiceInterfaces
 
 #if canImport(Glibc)
     import Glibc

@@ -1,6 +1,6 @@
 import Foundation
 import SluiceCore
-import SluiceRuntime
+import SluiceInterfaces
 
 /// Settings of a ``FetchTransform``. The defaults suit many small objects from a few hosts.
 public struct FetchOptions: Sendable {

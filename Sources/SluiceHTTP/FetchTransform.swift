@@ -4,10 +4,10 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-import SluiceContent
+import SluiceBlobStore
 import SluiceCore
+import SluiceInterfaces
 import SluiceReport
-import SluiceRuntime
 import Synchronization
 
 /// Fetches each record's URL and stores the body by its SHA-256 in a ``BlobStore``: the W1 bulk downloader

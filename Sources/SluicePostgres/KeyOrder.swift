@@ -1,6 +1,6 @@
 import Foundation
 import SluiceCore
-import SluiceRuntime
+import SluiceInterfaces
 
 /// Keeps batches that share keys in input order when several writers upsert or update at once: the
 /// ``KeyOrderStateMachine`` under a condition variable. The dispatching thread registers each batch

@@ -3,7 +3,7 @@ import Logging
 import NIOCore
 import PostgresNIO
 import SluiceCore
-import SluiceRuntime
+import SluiceInterfaces
 
 /// Where a PostgreSQL server is and who to be there, parsed from a URL.
 ///

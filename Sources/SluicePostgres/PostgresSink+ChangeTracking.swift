@@ -2,8 +2,8 @@ import Foundation
 import NIOCore
 import PostgresNIO
 import SluiceCore
+import SluiceInterfaces
 import SluiceReport
-import SluiceRuntime
 import Synchronization
 
 // Nested records and content hashes: classify a batch against the stored keys and hashes, copy new records,

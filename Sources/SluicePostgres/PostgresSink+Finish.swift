@@ -2,21 +2,18 @@ import Foundation
 import NIOCore
 import PostgresNIO
 import SluiceCore
+import SluiceInterfaces
 import SluiceReport
-import SluiceRuntime
 import Synchronization
 
 // The end of a run: keys deferred to after the load, purging records the run did not contain, the replace
 // swap, closing the connections.
 extension PostgresSink {
-    /// Ends the run: for `replace`, swaps the new table in if the run was complete, else drops it; closes
-    /// the connections.
-    public func finish(complete: Bool) throws { try finish(complete: complete, clean: false) }
-
     /// Ends the run: with `--purge-missing` and a `clean` run, deletes stored records (and their child rows)
     /// the run did not contain; for `replace`, swaps the new table in if the run was complete, else drops it;
     /// closes the connections.
-    public func finish(complete: Bool, clean: Bool) throws {
+    public func finish(_ end: RunEnd) throws {
+        let (complete, clean) = (end.complete, end.clean)
         defer {
             for l in lanes { l.session?.close() }
             lanes = []

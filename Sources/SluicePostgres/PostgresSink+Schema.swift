@@ -2,8 +2,8 @@ import Foundation
 import NIOCore
 import PostgresNIO
 import SluiceCore
+import SluiceInterfaces
 import SluiceReport
-import SluiceRuntime
 import Synchronization
 
 // Catalog introspection, table creation and migration (source-hash columns, staging for replace, child

@@ -2,8 +2,8 @@ import Foundation
 import NIOCore
 import PostgresNIO
 import SluiceCore
+import SluiceInterfaces
 import SluiceReport
-import SluiceRuntime
 import Synchronization
 
 // The write paths of flat batches: binary COPY (append), COPY into a staging table and one merge (upsert),

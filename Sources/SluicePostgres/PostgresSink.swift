@@ -2,8 +2,8 @@ import Foundation
 import NIOCore
 import PostgresNIO
 import SluiceCore
+import SluiceInterfaces
 import SluiceReport
-import SluiceRuntime
 import Synchronization
 
 /// Options of the PostgreSQL sink.
@@ -250,19 +250,12 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         }
     }
 
-    /// Writes and commits one batch on writer 0.
-    public func write(_ batch: RecordBatch) throws -> SinkWriteOutcome { try write(batch, writer: 0) }
-
-    /// Writes and commits one batch on writer `writer`, in no particular order with other writers.
-    public func write(_ batch: RecordBatch, writer: Int) throws -> SinkWriteOutcome {
-        try write(batch, writer: writer, sequence: nil)
-    }
-
-    /// Writes and commits batch `sequence` on writer `writer`. With several writers, an upsert or update
-    /// first waits for every earlier batch that shares a key with it to be done, so the last occurrence of a
-    /// key in the input is the one that stays, as with one writer; batches without shared keys do not wait.
-    public func write(_ batch: RecordBatch, writer: Int, sequence: Int) throws -> SinkWriteOutcome {
-        try write(batch, writer: writer, sequence: Optional(sequence))
+    /// Writes and commits one batch on the context's writer. With several writers and a sequence, an upsert
+    /// or update first waits for every earlier batch that shares a key with it to be done, so the last
+    /// occurrence of a key in the input is the one that stays, as with one writer; batches without shared
+    /// keys do not wait.
+    public func write(_ batch: RecordBatch, context: WriteContext) throws -> SinkWriteOutcome {
+        try write(batch, writer: context.writer, sequence: context.sequence)
     }
 
     func write(_ batch: RecordBatch, writer: Int, sequence: Int?) throws -> SinkWriteOutcome {

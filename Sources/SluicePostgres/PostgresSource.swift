@@ -2,7 +2,7 @@ import Foundation
 import NIOCore
 import PostgresNIO
 import SluiceCore
-import SluiceRuntime
+import SluiceInterfaces
 import Synchronization
 
 /// Reads the rows of a query page by page with keyset pagination:

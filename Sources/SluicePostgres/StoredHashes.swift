@@ -2,8 +2,8 @@ import Foundation
 import NIOCore
 import PostgresNIO
 import SluiceCore
+import SluiceInterfaces
 import SluiceReport
-import SluiceRuntime
 import Synchronization
 
 /// The keys and content hashes (their first 16 bytes) of every stored record, read once when an upsert of

@@ -1,2 +1,4 @@
-// `Pipeline.run()` returns a `RunReport`; users of the runtime get the report types with it.
+// `Pipeline.run()` returns a `RunReport`, and a pipeline is built from the contracts' types: users of the
+// runtime get both with it.
+@_exported import SluiceInterfaces
 @_exported import SluiceReport

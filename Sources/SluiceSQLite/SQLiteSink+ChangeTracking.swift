@@ -1,7 +1,7 @@
 import CSQLite
 import SluiceCore
+import SluiceInterfaces
 import SluiceReport
-import SluiceRuntime
 import Synchronization
 
 #if canImport(Glibc)

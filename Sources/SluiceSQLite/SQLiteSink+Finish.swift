@@ -1,7 +1,7 @@
 import CSQLite
 import SluiceCore
+import SluiceInterfaces
 import SluiceReport
-import SluiceRuntime
 import Synchronization
 
 #if canImport(Glibc)
@@ -10,12 +10,10 @@ import Synchronization
 
 // The end of a run: purging records the run did not contain, the replace swap.
 extension SQLiteSink {
-    /// Ends the run; for `replace`, swaps the staging table in if the run was complete, else drops it.
-    public func finish(complete: Bool) throws { try finish(complete: complete, clean: false) }
-
     /// Ends the run: purges records the run did not contain if asked and the run was `clean`; for `replace`,
     /// swaps the staging table in if the run was complete, else drops it.
-    public func finish(complete: Bool, clean: Bool) throws {
+    public func finish(_ end: RunEnd) throws {
+        let (complete, clean) = (end.complete, end.clean)
         guard let db = connection else { return }
         defer {
             nested = nil

@@ -1,7 +1,7 @@
 import CSQLite
 import SluiceCore
+import SluiceInterfaces
 import SluiceReport
-import SluiceRuntime
 import Synchronization
 
 #if canImport(Glibc)
@@ -90,7 +90,7 @@ extension SQLiteSink {
 
     /// Inserts the batch in one transaction, `rowsPerStatement` rows per statement; a statement that hits a
     /// constraint is redone row by row so that only the offending rows are rejected.
-    public func write(_ batch: RecordBatch) throws -> SinkWriteOutcome {
+    public func write(_ batch: RecordBatch, context: WriteContext) throws -> SinkWriteOutcome {
         guard let single = insert, let multi = insertMany, let begin, let commit, let db = connection else {
             throw SluiceError.sink(.fatal, "the SQLite sink is not open")
         }

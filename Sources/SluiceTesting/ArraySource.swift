@@ -78,7 +78,7 @@ public final class CollectingSink: BatchSink, @unchecked Sendable {
     public func open(schema: Schema) throws { self.schema = schema }
 
     /// Keeps the rows, or fails as configured.
-    public func write(_ batch: RecordBatch) throws -> SinkWriteOutcome {
+    public func write(_ batch: RecordBatch, context: WriteContext) throws -> SinkWriteOutcome {
         let n = calls.withLock {
             $0 += 1
             return $0
@@ -92,7 +92,7 @@ public final class CollectingSink: BatchSink, @unchecked Sendable {
     }
 
     /// Records completion.
-    public func finish(complete: Bool) throws { finishedComplete = complete }
+    public func finish(_ end: RunEnd) throws { finishedComplete = end.complete }
     /// No phases.
     public var timings: SinkTimings { SinkTimings() }
 }

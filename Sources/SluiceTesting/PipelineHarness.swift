@@ -1,5 +1,6 @@
 import Foundation
 import SluiceCore
+import SluiceFiles
 import SluiceReport
 import SluiceRuntime
 

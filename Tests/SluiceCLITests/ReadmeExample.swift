@@ -1,5 +1,6 @@
 import SluiceCSV
 import SluiceCore
+import SluiceFiles
 import SluiceRuntime
 import SluiceSQLite
 

@@ -1,5 +1,5 @@
 import Foundation
-import SluiceContent
+import SluiceBlobStore
 import SluiceCore
 import SluiceTesting
 import Testing

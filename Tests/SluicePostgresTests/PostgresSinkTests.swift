@@ -1,6 +1,7 @@
 import Foundation
 import SluiceCSV
 import SluiceCore
+import SluiceFiles
 import SluicePostgres
 import SluiceRuntime
 import SluiceTesting

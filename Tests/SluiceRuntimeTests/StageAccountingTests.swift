@@ -43,12 +43,12 @@ private final class SlowSink: BatchSink, @unchecked Sendable {
     }
     var target: String { "slow" }
     func open(schema: Schema) throws {}
-    func write(_ batch: RecordBatch) throws -> SinkWriteOutcome {
+    func write(_ batch: RecordBatch, context: WriteContext) throws -> SinkWriteOutcome {
         usleep(delayMicros)
         rows.add(batch.count, ordering: .relaxed)
         return SinkWriteOutcome(written: batch.count)
     }
-    func finish(complete: Bool) throws {}
+    func finish(_ end: RunEnd) throws {}
     var timings: SinkTimings { SinkTimings() }
 }
 

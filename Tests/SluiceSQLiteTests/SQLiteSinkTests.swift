@@ -1,6 +1,7 @@
 import Foundation
 import SluiceCSV
 import SluiceCore
+import SluiceFiles
 import SluiceRuntime
 import SluiceSQLite
 import SluiceTesting

@@ -48,7 +48,7 @@ final class WriterStage: Sendable {
     func finish(complete: Bool, clean: Bool) {
         let a = MonotonicClock.now()
         do {
-            try sink.finish(complete: complete, clean: clean)
+            try sink.finish(RunEnd(complete: complete, clean: clean))
         } catch {
             control.fail(RunFailure(.write, error))
         }
@@ -108,7 +108,7 @@ final class WriterStage: Sendable {
             case .write(let rows):
                 let part = rows.count == batch.count ? batch : batch.slice(rows)
                 do {
-                    let o = try sink.write(part, writer: lane, sequence: sequence)
+                    let o = try sink.write(part, context: WriteContext(writer: lane, sequence: sequence))
                     action = machine.succeeded(written: o.written, refused: o.rejected, childRows: o.childRows)
                 } catch let e as SluiceError {
                     action = machine.failed(e, unit: Double.random(in: 0...1))

@@ -1,5 +1,6 @@
 import Foundation
 import SluiceCore
+import SluiceInterfaces
 import SluiceReport
 
 /// Reads records of a ``RecordFormat`` from files (gzip detected by magic bytes), cutting them into chunks

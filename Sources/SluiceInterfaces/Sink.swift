@@ -116,17 +116,47 @@ public struct SinkWriteOutcome: Sendable {
     }
 }
 
+/// Which writer writes a batch, and which batch it is.
+public struct WriteContext: Sendable, Hashable {
+    /// The writer (0 ..< ``BatchSink/writers``): a sink keeps one connection per writer.
+    public var writer: Int
+    /// The batch's number in input order (the one ``BatchSink/willWrite(_:sequence:)`` saw), or nil when
+    /// the caller keeps no order (a sink then orders nothing).
+    public var sequence: Int?
+
+    /// A context: writer 0, no sequence, unless given.
+    public init(writer: Int = 0, sequence: Int? = nil) {
+        self.writer = writer
+        self.sequence = sequence
+    }
+}
+
+/// How a run ended, for a sink's last step.
+public struct RunEnd: Sendable, Hashable {
+    /// The whole input was read (e.g. `replace` swaps tables only then).
+    public var complete: Bool
+    /// Complete, with no record rejected anywhere: destructive steps such as purging records absent from
+    /// the input require it.
+    public var clean: Bool
+
+    /// An end.
+    public init(complete: Bool, clean: Bool) {
+        self.complete = complete
+        self.clean = clean
+    }
+}
+
 /// Where batches go.
 ///
-/// `write` commits each batch on its own (one transaction per batch), so that a crash leaves only whole
-/// batches. A sink that can tell exactly which rows failed returns them in ``SinkWriteOutcome``; one that
-/// can only fail the whole batch throws ``SluiceError`` with kind ``SluiceError/Kind/bisect``, and the runtime
-/// bisects; kind ``SluiceError/Kind/retry`` is retried with back-off.
+/// ``write(_:context:)`` commits each batch on its own (one transaction per batch), so that a crash leaves
+/// only whole batches. A sink that can tell exactly which rows failed returns them in ``SinkWriteOutcome``; one
+/// that can only fail the whole batch throws ``SluiceError`` with kind ``SluiceError/Kind/bisect``, and the
+/// runtime bisects; kind ``SluiceError/Kind/retry`` is retried with back-off.
 ///
-/// A sink with ``writers`` = 1 (the default) gets every `write` from one thread, in input order. A sink with
-/// more writers gets `write(_:writer:sequence:)` calls from that many threads at once, each thread always
-/// passing its own `writer` index (so it can keep one connection per writer); batches then commit in no fixed
-/// order unless the sink orders them itself: ``willWrite(_:sequence:)`` sees every batch on one thread in input
+/// A sink with ``writers`` = 1 (the default) gets every write from one thread, in input order. A sink with
+/// more writers gets writes from that many threads at once, each thread always passing its own
+/// ``WriteContext/writer`` (so it can keep one connection per writer); batches then commit in no fixed order
+/// unless the sink orders them itself: ``willWrite(_:sequence:)`` sees every batch on one thread in input
 /// order before any writer does, and ``didWrite(sequence:)`` says when a batch is done for good, so a sink can
 /// make a batch wait for an earlier one it conflicts with (the same keys, for upserts).
 public protocol BatchSink: AnyObject, Sendable {
@@ -136,25 +166,17 @@ public protocol BatchSink: AnyObject, Sendable {
     var writers: Int { get }
     /// Prepares the target for rows of `schema` (creates the table, prepares statements).
     func open(schema: Schema) throws
-    /// Writes and commits one batch.
-    func write(_ batch: RecordBatch) throws -> SinkWriteOutcome
-    /// Writes and commits one batch on writer `writer` (0 ..< ``writers``). Default: ``write(_:)``.
-    func write(_ batch: RecordBatch, writer: Int) throws -> SinkWriteOutcome
     /// Called on the dispatching thread, in input order, before batch number `sequence` goes to a writer.
     /// Default: nothing.
     func willWrite(_ batch: RecordBatch, sequence: Int)
-    /// Writes and commits batch number `sequence` (or, after a bisection, part of it) on writer `writer`.
-    /// Default: ``write(_:writer:)``.
-    func write(_ batch: RecordBatch, writer: Int, sequence: Int) throws -> SinkWriteOutcome
+    /// Writes and commits one batch (or, after a bisection, part of it) on the context's writer.
+    func write(_ batch: RecordBatch, context: WriteContext) throws -> SinkWriteOutcome
     /// Called once batch `sequence` is done for good — committed, rejected, or failed — after every retry
     /// and bisection, and for a batch announced to ``willWrite(_:sequence:)`` that was never written because
     /// the run stopped. Default: nothing.
     func didWrite(sequence: Int)
-    /// Ends the run: `complete` is true when the whole input was read (e.g. `replace` swaps tables only then).
-    func finish(complete: Bool) throws
-    /// Ends the run, also saying whether it was `clean` (complete, with no record rejected anywhere), which
-    /// destructive steps such as purging records absent from the input require. Default: ``finish(complete:)``.
-    func finish(complete: Bool, clean: Bool) throws
+    /// Ends the run.
+    func finish(_ end: RunEnd) throws
     /// Inserted / updated / unchanged / purged counts, for sinks that tell them apart. Default: nil.
     var changes: ChangeCounts? { get }
     /// With `--skip-unchanged` and a source-hash column: the stored records' source hashes, read at open, so
@@ -163,7 +185,7 @@ public protocol BatchSink: AnyObject, Sendable {
     /// Records the decoders skipped as unchanged (``storedSourceHashes``), by key: the sink counts them as
     /// unchanged and as seen (for `--purge-missing`). Called on one thread, in input order. Default: nothing.
     func noteUnchanged(keys: [Int64])
-    /// Per-phase timings so far.
+    /// Per-phase timings so far; read from any thread while the run goes.
     var timings: SinkTimings { get }
     /// Reads the named columns of every row stored in the target table, as text (nil for NULL), calling
     /// `body` once per row; called after ``open(schema:)`` and before any write, so that a stage can resume
@@ -175,18 +197,10 @@ public protocol BatchSink: AnyObject, Sendable {
 extension BatchSink {
     /// One writer.
     public var writers: Int { 1 }
-    /// Calls ``write(_:)``.
-    public func write(_ batch: RecordBatch, writer: Int) throws -> SinkWriteOutcome { try write(batch) }
     /// Does nothing.
     public func willWrite(_ batch: RecordBatch, sequence: Int) {}
-    /// Calls ``write(_:writer:)``.
-    public func write(_ batch: RecordBatch, writer: Int, sequence: Int) throws -> SinkWriteOutcome {
-        try write(batch, writer: writer)
-    }
     /// Does nothing.
     public func didWrite(sequence: Int) {}
-    /// Calls ``finish(complete:)``.
-    public func finish(complete: Bool, clean: Bool) throws { try finish(complete: complete) }
     /// None.
     public var changes: ChangeCounts? { nil }
     /// None.
@@ -208,12 +222,12 @@ public final class DiscardSink: BatchSink, @unchecked Sendable {
     /// Does nothing.
     public func open(schema: Schema) throws {}
     /// Counts and drops the batch.
-    public func write(_ batch: RecordBatch) throws -> SinkWriteOutcome {
+    public func write(_ batch: RecordBatch, context: WriteContext) throws -> SinkWriteOutcome {
         rows += batch.count
         return SinkWriteOutcome(written: batch.count)
     }
     /// Does nothing.
-    public func finish(complete: Bool) throws {}
+    public func finish(_ end: RunEnd) throws {}
     /// No phases.
     public var timings: SinkTimings { SinkTimings() }
 }

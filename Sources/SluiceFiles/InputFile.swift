@@ -1,6 +1,7 @@
 import CZlib
 import Foundation
 import SluiceCore
+import SluiceInterfaces
 
 #if canImport(Glibc)
     import Glibc
