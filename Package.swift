@@ -115,7 +115,7 @@ let package = Package(
             dependencies: [
                 "SluiceCore", "SluiceRuntime", "SluiceFiles", "SluiceCSV", "SluiceJSONLines", "SluiceSQLite",
                 "SluicePostgres", "SluiceContent", "SluiceBlobStore", "SluiceXML", "SluiceHTTP",
-                .product(name: "Yams", package: "Yams"),
+                .product(name: "Yams", package: "Yams"), .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
         .executableTarget(

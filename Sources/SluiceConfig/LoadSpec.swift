@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import SluiceBlobStore
 import SluiceCSV
 import SluiceContent
@@ -60,6 +61,8 @@ public struct LoadSpec: Sendable {
     public var progress = true
     /// Observers of the run besides the progress line (metrics). Default: none.
     public var observers: [any PipelineObserver] = []
+    /// Where the stores' connections log. Default: `sluice`.
+    public var logger = Logger(label: "sluice")
     /// XML input: the record path and, optionally, an explicit mapping.
     public var xml: XMLSourceSpec?
     /// Upserts: write only records whose content hash changed.
@@ -304,7 +307,7 @@ public struct LoadSpec: Sendable {
             guard inputs.isEmpty else { throw SluiceError(.config, "give input files or a postgres source, not both") }
             source = try PostgresSource(
                 url: pg.url, query: pg.query, key: pg.key, pageRows: pg.pageRows, startAfter: pg.startAfter,
-                checkpoint: pg.checkpoint)
+                checkpoint: pg.checkpoint, logger: logger)
         } else {
             guard !inputs.isEmpty else { throw SluiceError(.config, "no input files") }
             let format = try recordFormat()
@@ -340,7 +343,7 @@ public struct LoadSpec: Sendable {
                 guard writers >= 1 else { throw SluiceError(.config, "writers must be at least 1") }
                 o.writers = writers
             }
-            sink = try PostgresSink(url: url, table: tableName, mode: mode, options: o)
+            sink = try PostgresSink(url: url, table: tableName, mode: mode, options: o, logger: logger)
         }
         if !self.transforms.isEmpty, let x = xml, !x.children.filter({ !$0.asJSON }).isEmpty || x.fields == nil {
             throw SluiceError(

@@ -265,16 +265,18 @@ public final class PostgresSession: @unchecked Sendable {
     /// Where it is connected.
     public let location: PostgresLocation
     let connection: PostgresConnection
-    private static let logger = Logger(label: "sluice.postgres")
+    /// Where the connection logs (the caller's; the executable bootstraps the backend).
+    let logger: Logger
 
-    /// Connects.
+    /// Connects, logging to `logger`.
     /// - Throws: ``SluiceError``.
-    public init(_ location: PostgresLocation) throws {
+    public init(_ location: PostgresLocation, logger: Logger = Logger(label: "sluice.postgres")) throws {
         self.location = location
+        self.logger = logger
         let configuration = location.configuration
         do {
             connection = try blockingAwait {
-                try await PostgresConnection.connect(configuration: configuration, id: 1, logger: Self.logger)
+                try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)
             }
         } catch {
             var f = SluiceError.postgres(error)
@@ -300,11 +302,11 @@ public final class PostgresSession: @unchecked Sendable {
     /// Runs one statement and discards its rows.
     /// - Throws: ``SluiceError``.
     public func execute(_ sql: String, _ binds: PostgresBindings = PostgresBindings()) throws {
-        let c = connection
+        let (c, logger) = (connection, logger)
         let q = PostgresQuery(unsafeSQL: sql, binds: binds)
         do {
             try blockingAwait {
-                let rows = try await c.query(q, logger: Self.logger)
+                let rows = try await c.query(q, logger: logger)
                 for try await _ in rows {}
             }
         } catch { throw SluiceError.postgres(error) }
@@ -313,10 +315,10 @@ public final class PostgresSession: @unchecked Sendable {
     /// Runs one statement and returns its rows.
     /// - Throws: ``SluiceError``.
     public func rows(_ sql: String, _ binds: PostgresBindings = PostgresBindings()) throws -> [PostgresRow] {
-        let c = connection
+        let (c, logger) = (connection, logger)
         let q = PostgresQuery(unsafeSQL: sql, binds: binds)
         do {
-            return try blockingAwait { try await c.query(q, logger: Self.logger).collect() }
+            return try blockingAwait { try await c.query(q, logger: logger).collect() }
         } catch { throw SluiceError.postgres(error) }
     }
 
@@ -326,11 +328,11 @@ public final class PostgresSession: @unchecked Sendable {
         _ sql: String, _ binds: PostgresBindings = PostgresBindings(),
         _ body: @escaping @Sendable (PostgresRow) throws -> Void
     ) throws {
-        let c = connection
+        let (c, logger) = (connection, logger)
         let q = PostgresQuery(unsafeSQL: sql, binds: binds)
         do {
             try blockingAwait {
-                for try await row in try await c.query(q, logger: Self.logger) { try body(row) }
+                for try await row in try await c.query(q, logger: logger) { try body(row) }
             }
         } catch let e as SluiceError {
             throw e
@@ -348,11 +350,11 @@ public final class PostgresSession: @unchecked Sendable {
     public func copyIn(statement: String, data: ByteBuffer) throws {
         precondition(statement.hasPrefix("COPY \""), "copyIn statement must start with COPY \"")
         precondition(!statement.contains("\n"), "copyIn statement must be one line")
-        let c = connection
+        let (c, logger) = (connection, logger)
         let passThrough = String(statement.dropFirst(6)) + " --"
         do {
             try blockingAwait {
-                try await c.copyFrom(table: passThrough, logger: Self.logger) { writer in
+                try await c.copyFrom(table: passThrough, logger: logger) { writer in
                     var rest = data
                     while rest.readableBytes > 0 {
                         let piece = rest.readSlice(length: min(rest.readableBytes, 1 << 20))!

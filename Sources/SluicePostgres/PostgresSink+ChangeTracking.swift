@@ -147,7 +147,7 @@ extension PostgresSink {
         }
         let t0 = SQL.table(table)
         let names = columns.map { SQL.ident($0.name) }.joined(separator: ", ")
-        let conflict = statements.merge[statements.merge.range(of: " ON CONFLICT")!.lowerBound...]
+        let conflict = statements.conflict
         var parentSQL =
             "INSERT INTO \(t0) (\(names)) SELECT * FROM unnest(\(Self.arrays(columns, from: 1)))\(conflict)"
         // Tables without a unique (link, position) key: the changed records' old children are deleted first.
@@ -221,18 +221,8 @@ extension PostgresSink {
     /// `ON CONFLICT (link, position) DO UPDATE …` for a changed record's child rows: a row is rewritten only
     /// when one of its values differs.
     static func childConflict(_ child: ChildTarget, table: String) -> String {
-        let key = child.columns.prefix(2).map { SQL.ident($0.name) }.joined(separator: ", ")
-        let others = child.columns.dropFirst(2)
-        guard !others.isEmpty else { return " ON CONFLICT (\(key)) DO NOTHING" }
-        func value(_ prefix: String, _ c: PostgresColumn) -> String {
-            // json and xml have no equality operator; compare their text.
-            let v = "\(prefix).\(SQL.ident(c.name))"
-            return c.oid == PostgresOID.json || c.oid == 142 ? "\(v)::text" : v
-        }
-        let set = others.map { "\(SQL.ident($0.name)) = EXCLUDED.\(SQL.ident($0.name))" }.joined(separator: ", ")
-        let mine = others.map { value(table, $0) }.joined(separator: ", ")
-        let theirs = others.map { value("EXCLUDED", $0) }.joined(separator: ", ")
-        return " ON CONFLICT (\(key)) DO UPDATE SET \(set) WHERE ROW(\(mine)) IS DISTINCT FROM ROW(\(theirs))"
+        SQL.onConflict(
+            key: child.columns.prefix(2).map(\.name), others: Array(child.columns.dropFirst(2)), table: table)
     }
 
     /// Why a value of `column` cannot be written as `col` (an integer out of range), for the first such row.

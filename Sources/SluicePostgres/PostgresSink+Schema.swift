@@ -242,27 +242,8 @@ extension PostgresSink {
         case .append, .replace:
             st.merge = "INSERT INTO \(t) (\(names)) SELECT \(casted) FROM sluice_stage s"
         case .upsert(let key):
-            let others = columns.filter { !key.contains($0.name) }
-            var conflict = " ON CONFLICT (\(key.map(SQL.ident).joined(separator: ", "))) DO "
-            if others.isEmpty {
-                conflict += "NOTHING"
-            } else {
-                func cmp(_ prefix: String, _ c: PostgresColumn) -> String {
-                    // json and xml have no equality operator; compare their text.
-                    let v = "\(prefix).\(SQL.ident(c.name))"
-                    return c.oid == PostgresOID.json || c.oid == 142 ? "\(v)::text" : v
-                }
-                conflict += "UPDATE SET "
-                conflict += others.map { "\(SQL.ident($0.name)) = EXCLUDED.\(SQL.ident($0.name))" }.joined(
-                    separator: ", ")
-                conflict += " WHERE (" + others.map { cmp(t, $0) }.joined(separator: ", ") + ") IS DISTINCT FROM ("
-                conflict += others.map { cmp("EXCLUDED", $0) }.joined(separator: ", ") + ")"
-                if others.count == 1 {
-                    // A one-column row constructor needs ROW(...).
-                    conflict = conflict.replacingOccurrences(of: " WHERE (", with: " WHERE ROW(")
-                    conflict = conflict.replacingOccurrences(of: "IS DISTINCT FROM (", with: "IS DISTINCT FROM ROW(")
-                }
-            }
+            let conflict = SQL.onConflict(key: key, others: columns.filter { !key.contains($0.name) }, table: t)
+            st.conflict = conflict
             st.merge = "INSERT INTO \(t) (\(names)) SELECT \(casted) FROM sluice_stage s" + conflict
             let keyList = key.map { "s.\(SQL.ident($0))" }.joined(separator: ", ")
             st.mergeDedup =

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOCore
 import PostgresNIO
 import SluiceCore
@@ -74,12 +75,17 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
     let deferredLock = NSLock()
     var counts = ChangeCounts()
 
-    /// Creates a sink for `table` at `url` (`postgres://user@host/db`).
+    /// Where its connections log.
+    public let logger: Logger
+
+    /// Creates a sink for `table` at `url` (`postgres://user@host/db`), its connections logging to `logger`.
     /// - Throws: ``SluiceError`` (`.config`) for a bad URL.
     public init(
-        url: String, table: String, mode: WriteMode = .append, options: PostgresSinkOptions = PostgresSinkOptions()
+        url: String, table: String, mode: WriteMode = .append, options: PostgresSinkOptions = PostgresSinkOptions(),
+        logger: Logger = Logger(label: "sluice.postgres")
     ) throws {
         location = try PostgresLocation(url: url)
+        self.logger = logger
         self.table = table
         self.mode = mode
         self.options = options
@@ -106,6 +112,8 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         var createStage = ""
         var merge = ""
         var mergeDedup = ""
+        /// The merge's `ON CONFLICT` clause (upserts), for statements that merge rows from elsewhere.
+        var conflict = ""
         var update = ""
     }
 
@@ -171,7 +179,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
     /// Connects, creates the table if it does not exist, checks the columns and opens the writers.
     public func open(schema: Schema) throws {
         let first: PostgresSession
-        do { first = try PostgresSession(location) } catch let f as SluiceError {
+        do { first = try PostgresSession(location, logger: logger) } catch let f as SluiceError {
             // Nothing has run yet: a server that cannot be reached is a setup problem, like a bad path.
             throw SluiceError(.io, f.message)
         }
@@ -239,7 +247,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         lane.session = nil
         lane.stageReady = false
         do {
-            let s = try PostgresSession(location)
+            let s = try PostgresSession(location, logger: logger)
             for setting in sessionSettings { try s.execute(setting) }
             lane.session = s
             return s

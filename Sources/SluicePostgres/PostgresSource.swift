@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOCore
 import PostgresNIO
 import SluiceCore
@@ -45,13 +46,17 @@ public final class PostgresSource: Source, @unchecked Sendable {
     private var kinds: [CellKind] = []
     private let committedKey = Mutex<String?>(nil)
 
-    /// Creates a source.
+    /// Where its connection logs.
+    public let logger: Logger
+
+    /// Creates a source whose connection logs to `logger`.
     /// - Throws: ``SluiceError`` (`.config`) for a bad URL.
     public init(
         url: String, query: String, key: String, pageRows: Int? = nil, startAfter: String? = nil,
-        checkpoint: String? = nil
+        checkpoint: String? = nil, logger: Logger = Logger(label: "sluice.postgres")
     ) throws {
         location = try PostgresLocation(url: url)
+        self.logger = logger
         self.query = query
         self.key = key
         self.pageRows = pageRows
@@ -73,7 +78,7 @@ public final class PostgresSource: Source, @unchecked Sendable {
     /// Connects and learns the query's columns.
     public func open(context: SourceContext) throws -> Schema {
         let s: PostgresSession
-        do { s = try PostgresSession(location) } catch let f as SluiceError where f.fromPostgres {
+        do { s = try PostgresSession(location, logger: logger) } catch let f as SluiceError where f.fromPostgres {
             throw SluiceError(.io, f.message)
         }
         session = s

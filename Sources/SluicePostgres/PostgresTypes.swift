@@ -36,6 +36,7 @@ enum PostgresOID {
     static let int4: UInt32 = 23
     static let text: UInt32 = 25
     static let json: UInt32 = 114
+    static let xml: UInt32 = 142
     static let float4: UInt32 = 700
     static let float8: UInt32 = 701
     static let bpchar: UInt32 = 1042
@@ -355,4 +356,22 @@ enum SQL {
 
     /// `'text'` with embedded quotes doubled.
     static func literal(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "''") + "'" }
+
+    /// `prefix."column"`, as text for the types without an equality operator (json, xml).
+    static func comparable(_ prefix: String, _ c: PostgresColumn) -> String {
+        let v = "\(prefix).\(ident(c.name))"
+        return c.oid == PostgresOID.json || c.oid == PostgresOID.xml ? "\(v)::text" : v
+    }
+
+    /// The `ON CONFLICT (key) DO …` clause of a merge into `table`: nothing when every column is a key
+    /// column, else an update of `others` only where one of their values differs (so unchanged rows cost
+    /// no write). `ROW(…)` makes a one-column comparison a row comparison too.
+    static func onConflict(key: [String], others: [PostgresColumn], table: String) -> String {
+        let keyList = key.map(ident).joined(separator: ", ")
+        guard !others.isEmpty else { return " ON CONFLICT (\(keyList)) DO NOTHING" }
+        let set = others.map { "\(ident($0.name)) = EXCLUDED.\(ident($0.name))" }.joined(separator: ", ")
+        let mine = others.map { comparable(table, $0) }.joined(separator: ", ")
+        let theirs = others.map { comparable("EXCLUDED", $0) }.joined(separator: ", ")
+        return " ON CONFLICT (\(keyList)) DO UPDATE SET \(set) WHERE ROW(\(mine)) IS DISTINCT FROM ROW(\(theirs))"
+    }
 }
