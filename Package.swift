@@ -122,7 +122,8 @@ let package = Package(
             name: "SluiceCLI",
             dependencies: [
                 "SluiceCore", "SluiceRuntime", "SluiceReport", "SluiceSQLite", "SluiceConfig", "SluiceWorkloads",
-                "SluiceMetrics", "CSluiceSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "SluiceMetrics", "SluiceCSV", "CSluiceSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -5,6 +5,7 @@ import Logging
 import Metrics
 import Prometheus
 import ServiceLifecycle
+import SluiceCSV
 import SluiceConfig
 import SluiceCore
 import SluiceMetrics
@@ -93,7 +94,7 @@ struct ReportOptions: ParsableArguments {
 
 /// Runs a spec as a service group (the pipeline, and the metrics endpoint if asked for) with signal handling,
 /// prints the report and exits with the matching status.
-func execute(_ spec: LoadSpec, reportJSON: String?, metrics: String?) async throws {
+func execute(_ spec: PipelineSpec, reportJSON: String?, metrics: String?) async throws {
     var spec = spec
     var endpoint: MetricsEndpoint?
     if let address = metrics {
@@ -232,22 +233,32 @@ struct Load: AsyncParsableCommand {
     @OptionGroup var report: ReportOptions
 
     func run() async throws {
-        var spec = LoadSpec()
+        // Every option becomes a typed value here, once; errors are usage errors (exit status 2).
+        func names(_ text: String?) -> [String] {
+            text.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } } ?? []
+        }
+        var spec = PipelineSpec()
         spec.inputs = files
-        spec.into = into
+        spec.store = try Store.parse(into)
         spec.table = table
         spec.format = format
-        spec.schema = schema
-        spec.key = key.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } } ?? []
-        spec.mode = mode
-        spec.set = set.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } } ?? []
-        spec.filter = filter
+        spec.schema = try schema.map { try Schema.parse($0) }
+        spec.mode = try WriteMode.parse(mode, key: names(key), set: names(set), filter: filter)
         spec.writers = writers
-        spec.delimiter = delimiter
-        spec.nullTokens = nullTokens.isEmpty ? nil : nullTokens
-        spec.header = !noHeader
+        if let delimiter {
+            spec.csv.delimiter = try CSVOptions.delimiter(delimiter)
+            spec.csvDelimiterGiven = true
+        }
+        spec.csv.nullTokens = nullTokens.isEmpty ? nil : nullTokens
+        spec.csv.header = !noHeader
         spec.rejects = rejects
-        spec.maxErrors = maxErrors
+        if let maxErrors {
+            guard let limit = ErrorLimit(maxErrors) else {
+                throw SluiceError(
+                    .config, "--max-errors takes a count (100) or a percentage (0.5%), got '\(maxErrors)'")
+            }
+            spec.maxErrors = limit
+        }
         if let batchRows {
             guard batchRows >= 1 else { throw ValidationError("--batch-rows must be at least 1") }
             spec.batching.maxRows = batchRows
@@ -310,13 +321,12 @@ struct Quickstart: AsyncParsableCommand {
         print(String(format: "  generated in %.2f s", Double(MonotonicClock.now() - t0) / 1e9))
         print("sluice quickstart: sluice load \(csv) --into sqlite:\(database) --table events --key id --mode upsert\n")
         fflush(nil)  // all output streams: keeps stdout ordered with the report on stderr when redirected
-        var spec = LoadSpec()
+        var spec = PipelineSpec()
         spec.inputs = [csv]
-        spec.into = "sqlite:" + database
+        spec.store = try Store.parse("sqlite:" + database)
         spec.table = "events"
-        spec.key = ["id"]
-        spec.mode = "upsert"
-        spec.schema = W0Generator.schemaSpec
+        spec.mode = .upsert(key: ["id"])
+        spec.schema = try Schema.parse(W0Generator.schemaSpec)
         do {
             try await execute(spec, reportJSON: nil, metrics: nil)
         } catch let e as ExitCode where e.rawValue != 0 {

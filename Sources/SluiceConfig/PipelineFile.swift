@@ -1,5 +1,6 @@
 import Foundation
 import SluiceBlobStore
+import SluiceCSV
 import SluiceContent
 import SluiceCore
 import SluiceFiles
@@ -9,7 +10,7 @@ import SluiceRuntime
 import SluiceXML
 import Yams
 
-/// Reads a pipeline file (YAML) into a ``LoadSpec``. Unknown keys and wrong types are errors naming the
+/// Reads a pipeline file (YAML) into a ``PipelineSpec``. Unknown keys and wrong types are errors naming the
 /// file, line and column. Relative paths are taken relative to the pipeline file's directory.
 ///
 /// ```yaml
@@ -63,7 +64,7 @@ import Yams
 /// ```
 public enum PipelineFile {
     /// Parses the file at `path`.
-    public static func load(path: String) throws -> LoadSpec {
+    public static func load(path: String) throws -> PipelineSpec {
         let text: String
         do {
             text = try String(contentsOfFile: path, encoding: .utf8)
@@ -77,7 +78,7 @@ public enum PipelineFile {
     }
 
     /// Parses pipeline YAML text; `file` names it in errors.
-    public static func parse(_ text: String, file: String, baseDirectory: String = "") throws -> LoadSpec {
+    public static func parse(_ text: String, file: String, baseDirectory: String = "") throws -> PipelineSpec {
         let root: Node?
         do {
             root = try Yams.compose(yaml: text)
@@ -88,7 +89,7 @@ public enum PipelineFile {
             throw SluiceError(.config, "the pipeline file is empty", position: SourcePosition(file: file))
         }
         let r = Reader(file: file, base: baseDirectory)
-        var spec = LoadSpec()
+        var spec = PipelineSpec()
         let top = try r.mapping(
             root, "the pipeline", allowed: ["vars", "source", "transforms", "sink", "batching", "errors"])
         guard let source = top["source"] else { throw r.error(root, "missing 'source'") }
@@ -113,7 +114,7 @@ public enum PipelineFile {
             }
             let u = try r.string(url, "source.url")
             do { _ = try PostgresLocation(url: u) } catch let e as SluiceError { throw r.error(url, e.message) }
-            spec.postgresSource = LoadSpec.PostgresSourceSpec(
+            spec.postgresSource = PipelineSpec.PostgresSourceSpec(
                 url: u, query: try r.string(query, "source.query"), key: try r.string(key, "source.key"),
                 pageRows: try src["page_rows"].map { try r.int($0, "source.page_rows", min: 1) },
                 startAfter: try src["start_after"].map { try r.string($0, "source.start_after") },
@@ -133,7 +134,7 @@ public enum PipelineFile {
     private static func parseTransform(
         _ item: Node, _ r: Reader, vars: [String: (text: String, fromEnvironment: Bool)]
     ) throws
-        -> LoadSpec.TransformSpec
+        -> PipelineSpec.TransformSpec
     {
         let m = try r.mapping(item, "a transform", allowed: ["read_head", "mime", "fetch"])
         guard m.count == 1, let (name, body) = m.first else {
@@ -173,7 +174,7 @@ public enum PipelineFile {
     }
 
     /// `fetch:` — the HTTP fetch stage and its blob store.
-    private static func parseFetch(_ body: Node, _ r: Reader) throws -> LoadSpec.TransformSpec {
+    private static func parseFetch(_ body: Node, _ r: Reader) throws -> PipelineSpec.TransformSpec {
         let b = try r.mapping(
             body, "fetch",
             allowed: [
@@ -237,7 +238,7 @@ public enum PipelineFile {
         return .fetch(options: o, blobRoot: root, durability: durability)
     }
 
-    private static func parseFileSource(_ source: Node, _ r: Reader, _ spec: inout LoadSpec) throws {
+    private static func parseFileSource(_ source: Node, _ r: Reader, _ spec: inout PipelineSpec) throws {
         let src = try r.mapping(
             source, "source",
             allowed: [
@@ -253,34 +254,40 @@ public enum PipelineFile {
         if spec.inputs.isEmpty { throw r.error(source, "source needs 'path' or 'paths'") }
         if let f = src["format"] { spec.format = try r.string(f, "source.format") }
         if let s = src["schema"] {
-            if case .mapping(let m) = s {
-                var parts: [String] = []
-                for (k, v) in m {
-                    parts.append("\(try r.string(k, "schema field name")):\(try r.string(v, "schema field type"))")
+            do {
+                if case .mapping(let m) = s {
+                    spec.schema = try Schema.fields(
+                        m.map {
+                            (try r.string($0.key, "schema field name"), try r.string($0.value, "schema field type"))
+                        })
+                } else {
+                    spec.schema = try Schema.parse(try r.string(s, "source.schema"))
                 }
-                spec.schema = parts.joined(separator: ",")
-            } else {
-                spec.schema = try r.string(s, "source.schema")
-            }
-            do { _ = try Schema.parse(spec.schema!) } catch let e as SluiceError { throw r.error(s, e.message) }
+            } catch let e as SluiceError where e.position == nil { throw r.error(s, e.message) }
         }
-        if let d = src["delimiter"] { spec.delimiter = try r.string(d, "source.delimiter") }
+        if let d = src["delimiter"] {
+            do { spec.csv.delimiter = try CSVOptions.delimiter(try r.string(d, "source.delimiter")) } catch let e
+                as SluiceError where e.position == nil
+            { throw r.error(d, e.message) }
+            spec.csvDelimiterGiven = true
+        }
         if let n = src["null"] {
             if case .sequence = n {
-                spec.nullTokens = try r.strings(n, "source.null")
+                spec.csv.nullTokens = try r.strings(n, "source.null")
             } else {
-                spec.nullTokens = [try r.string(n, "source.null")]
+                spec.csv.nullTokens = [try r.string(n, "source.null")]
             }
         }
-        if let h = src["header"] { spec.header = try r.bool(h, "source.header") }
+        if let h = src["header"] { spec.csv.header = try r.bool(h, "source.header") }
         try parseXML(src, source, r, &spec)
     }
 
     /// XML record path and mapping.
-    private static func parseXML(_ src: [String: Node], _ source: Node, _ r: Reader, _ spec: inout LoadSpec) throws {
+    private static func parseXML(_ src: [String: Node], _ source: Node, _ r: Reader, _ spec: inout PipelineSpec) throws
+    {
         let isXML =
             spec.format?.lowercased() == "xml"
-            || (spec.format == nil && spec.inputs.first.flatMap(LoadSpec.formatFromName) == "xml")
+            || (spec.format == nil && spec.inputs.first.flatMap(PipelineSpec.formatFromName) == "xml")
         let xmlKeys = ["record", "key", "hash", "fields", "children", "tolerant", "source_hash"]
         guard isXML else {
             if let k = xmlKeys.first(where: { src[$0] != nil }) {
@@ -291,7 +298,7 @@ public enum PipelineFile {
         guard let rec = src["record"] else {
             throw r.error(source, "XML input needs source.record, the record elements' path (e.g. /releases/release)")
         }
-        var x = LoadSpec.XMLSourceSpec(record: try r.string(rec, "source.record"))
+        var x = PipelineSpec.XMLSourceSpec(record: try r.string(rec, "source.record"))
         if let k = src["key"] { x.key = try r.string(k, "source.key") }
         /// A column name, or a boolean: `true` for `name`, `false` for none.
         func column(_ v: Node, _ name: String, _ what: String) throws -> String? {
@@ -323,7 +330,7 @@ public enum PipelineFile {
                         fields: try xmlFields(f, "source.children.\(table).fields", r), asJSON: asJSON))
             }
         }
-        if let mapping = x.mapping(sinkKey: spec.key) {
+        if let mapping = x.mapping(sinkKey: spec.mode.keyColumns) {
             do { _ = try mapping.schema() } catch let e as SluiceError { throw r.error(src["fields"]!, e.message) }
         }
         spec.format = "xml"
@@ -356,7 +363,7 @@ public enum PipelineFile {
         return out
     }
 
-    private static func parseSink(_ sink: Node, _ r: Reader, _ spec: inout LoadSpec) throws {
+    private static func parseSink(_ sink: Node, _ r: Reader, _ spec: inout PipelineSpec) throws {
         let snk = try r.mapping(
             sink, "sink",
             allowed: ["url", "table", "mode", "key", "set", "where", "writers", "skip_unchanged", "purge_missing"])
@@ -366,28 +373,31 @@ public enum PipelineFile {
         if u.hasPrefix("sqlite:") && !u.hasPrefix("sqlite://") {
             u = "sqlite:" + r.resolve((String(u.dropFirst(7)), value.fromEnvironment))
         }
-        do { _ = try LoadSpec.Store.parse(u) } catch let e as SluiceError { throw r.error(url, e.message) }
-        spec.into = u
+        do { spec.store = try Store.parse(u) } catch let e as SluiceError { throw r.error(url, e.message) }
         if let t = snk["table"] { spec.table = try r.string(t, "sink.table") }
+        var mode = "append"
         if let m = snk["mode"] {
-            spec.mode = try r.string(m, "sink.mode")
-            guard ["append", "upsert", "update", "replace"].contains(spec.mode) else {
+            mode = try r.string(m, "sink.mode")
+            guard ["append", "upsert", "update", "replace"].contains(mode) else {
                 throw r.error(m, "sink.mode must be append, upsert, update or replace")
             }
         }
-        if let k = snk["key"] { spec.key = try r.names(k, "sink.key") }
-        if let k = snk["set"] { spec.set = try r.names(k, "sink.set") }
-        if let w = snk["where"] { spec.filter = try r.string(w, "sink.where") }
+        let key = try snk["key"].map { try r.names($0, "sink.key") } ?? []
+        let set = try snk["set"].map { try r.names($0, "sink.set") } ?? []
+        let filter = try snk["where"].map { try r.string($0, "sink.where") }
         if let w = snk["writers"] { spec.writers = try r.int(w, "sink.writers", min: 1) }
         if let v = snk["skip_unchanged"] { spec.skipUnchanged = try r.bool(v, "sink.skip_unchanged") }
         if let v = snk["purge_missing"] { spec.purgeMissing = try r.bool(v, "sink.purge_missing") }
-        if (spec.mode == "upsert" || spec.mode == "update") && spec.key.isEmpty {
-            throw r.error(sink, "sink.mode \(spec.mode) needs sink.key")
+        if (mode == "upsert" || mode == "update") && key.isEmpty {
+            throw r.error(sink, "sink.mode \(mode) needs sink.key")
         }
-        if spec.mode == "update" && spec.set.isEmpty { throw r.error(sink, "sink.mode update needs sink.set") }
+        if mode == "update" && set.isEmpty { throw r.error(sink, "sink.mode update needs sink.set") }
+        do { spec.mode = try WriteMode.parse(mode, key: key, set: set, filter: filter) } catch let e as SluiceError {
+            throw r.error(sink, e.message)
+        }
     }
 
-    private static func parseRest(_ top: [String: Node], _ r: Reader, _ spec: inout LoadSpec) throws {
+    private static func parseRest(_ top: [String: Node], _ r: Reader, _ spec: inout PipelineSpec) throws {
         if let b = top["batching"] {
             let bm = try r.mapping(
                 b, "batching", allowed: ["max_rows", "max_bytes", "max_latency", "workers", "memory_fraction"])
@@ -416,11 +426,10 @@ public enum PipelineFile {
             let em = try r.mapping(e, "errors", allowed: ["rejects", "max_errors"])
             if let v = em["rejects"] { spec.rejects = try r.path(v, "errors.rejects") }
             if let v = em["max_errors"] {
-                let s = try r.string(v, "errors.max_errors")
-                guard ErrorLimitCheck.valid(s) else {
+                guard let limit = ErrorLimit(try r.string(v, "errors.max_errors")) else {
                     throw r.error(v, "errors.max_errors must be a count (100) or a percentage (1%)")
                 }
-                spec.maxErrors = s
+                spec.maxErrors = limit
             }
         }
     }
@@ -525,8 +534,4 @@ public enum PipelineFile {
             return i
         }
     }
-}
-
-enum ErrorLimitCheck {
-    static func valid(_ s: String) -> Bool { ErrorLimit(s) != nil }
 }

@@ -43,6 +43,23 @@ public enum FieldType: String, Sendable, Hashable, CaseIterable, Codable {
 
 /// One named, typed field of a ``Schema``.
 public struct Field: Sendable, Hashable, Codable {
+    /// A field from a type name (`int64`, an alias such as `text`, `!` at the end for not null); `entry`
+    /// names it in the error.
+    /// - Throws: ``SluiceError`` (`.config`) for an unknown type.
+    public static func parse(name: String, type text: String, entry: String) throws -> Field {
+        var typeName = text.sluiceTrimmed()
+        var nullable = true
+        if typeName.hasSuffix("!") {
+            nullable = false
+            typeName.removeLast()
+        }
+        guard let type = FieldType(rawValue: typeName.lowercased()) ?? FieldType.alias(typeName) else {
+            let known = FieldType.allCases.map(\.rawValue).joined(separator: ", ")
+            throw SluiceError(.config, "schema entry '\(entry)': unknown type '\(typeName)' (known: \(known))")
+        }
+        return Field(name, type, nullable: nullable)
+    }
+
     /// The field name, as written in the input header or keys.
     public var name: String
     /// The field type.
@@ -90,20 +107,24 @@ public struct Schema: Sendable, Hashable, Codable, CustomStringConvertible {
             guard parts.count == 2, !parts[0].isEmpty else {
                 throw SluiceError(.config, "schema entry '\(entry)' is not of the form name:type")
             }
-            var typeName = parts[1]
-            var nullable = true
-            if typeName.hasSuffix("!") {
-                nullable = false
-                typeName.removeLast()
-            }
-            guard let type = FieldType(rawValue: typeName.lowercased()) ?? FieldType.alias(typeName) else {
-                let known = FieldType.allCases.map(\.rawValue).joined(separator: ", ")
-                throw SluiceError(.config, "schema entry '\(entry)': unknown type '\(typeName)' (known: \(known))")
-            }
+            let field = try Field.parse(name: parts[0], type: parts[1], entry: entry)
             if fields.contains(where: { $0.name == parts[0] }) {
                 throw SluiceError(.config, "schema names field '\(parts[0])' twice")
             }
-            fields.append(Field(parts[0], type, nullable: nullable))
+            fields.append(field)
+        }
+        return Schema(fields)
+    }
+
+    /// A schema from `(name, type)` pairs, such as a pipeline file's `schema:` mapping.
+    /// - Throws: ``SluiceError`` (`.config`) naming a bad type or a repeated name.
+    public static func fields(_ pairs: [(name: String, type: String)]) throws -> Schema {
+        var fields: [Field] = []
+        for (name, type) in pairs {
+            if fields.contains(where: { $0.name == name }) {
+                throw SluiceError(.config, "schema names field '\(name)' twice")
+            }
+            fields.append(try Field.parse(name: name, type: type, entry: "\(name): \(type)"))
         }
         return Schema(fields)
     }

@@ -1,6 +1,7 @@
 import Foundation
 import SluiceConfig
 import SluiceCore
+import SluiceInterfaces
 import Testing
 
 /// Sets an environment variable for the life of the value (each test uses names of its own).
@@ -22,12 +23,12 @@ private struct Env: ~Copyable {
             """
         let fromFile = try PipelineFile.parse(yaml, file: "p.yaml", baseDirectory: "/base")
         #expect(fromFile.inputs == ["/base/data/in.csv"])
-        #expect(fromFile.into == "sqlite:/base/out.db")
+        #expect(fromFile.store?.url == "sqlite:/base/out.db")
         #expect(fromFile.rejects == "/base/rejects.jsonl")
         let env = Env(["SLUICE_T1_DUMP": "dumps/x.csv", "SLUICE_T1_DB": "sqlite:here.db"])
         let fromEnv = try PipelineFile.parse(yaml, file: "p.yaml", baseDirectory: "/base")
         #expect(fromEnv.inputs == ["dumps/x.csv"])
-        #expect(fromEnv.into == "sqlite:here.db")
+        #expect(fromEnv.store?.url == "sqlite:here.db")
         _ = consume env
     }
 
@@ -61,7 +62,7 @@ private struct Env: ~Copyable {
             transforms: [ { read_head: { path: "{root}/{blobid}" } } ]
             sink: { url: "sqlite:x.db", table: t }
             """
-        func root(_ spec: LoadSpec) -> String? {
+        func root(_ spec: PipelineSpec) -> String? {
             guard case .readHead(_, _, _, let variables) = spec.transforms.first else { return nil }
             return variables["root"]
         }
@@ -69,5 +70,40 @@ private struct Env: ~Copyable {
         let env = Env(["SLUICE_T4_ROOT": "/srv/blobs"])
         #expect(root(try PipelineFile.parse(yaml, file: "p.yaml", baseDirectory: "/base")) == "/srv/blobs")
         _ = consume env
+    }
+}
+
+@Suite struct RegistryTests {
+    @Test func formatsAreFoundByNameAndExtensionAndStoresByScheme() throws {
+        #expect(FormatRegistry.forPath("data/events.csv.gz")?.names.first == "csv")
+        #expect(FormatRegistry.forPath("x.NDJSON")?.names.first == "jsonl")
+        #expect(FormatRegistry.named("tsv") != nil && FormatRegistry.forPath("notes.txt") == nil)
+        #expect(PipelineSpec.tableFromName("data/events.csv.gz") == "events")
+        #expect(PipelineSpec.tableFromName("my-file.v2.jsonl") == "my_file_v2")
+        #expect(try Store.parse("sqlite:a/b.db") == Store(scheme: "sqlite", url: "sqlite:a/b.db", path: "a/b.db"))
+        #expect(try Store.parse("postgres://u@localhost/db").scheme == "postgres")
+        #expect(try Store.parse("discard:").scheme == "discard")
+        #expect(throws: SluiceError.self) { try Store.parse("parquet:lake") }
+        #expect(throws: SluiceError.self) { try Store.parse("sqlite:") }
+    }
+
+    @Test func modesAreParsedOnceWithTheirKeys() throws {
+        #expect(try WriteMode.parse("upsert", key: ["id"]) == .upsert(key: ["id"]))
+        #expect(
+            try WriteMode.parse("update", key: ["k"], set: ["m"], filter: "t.m IS NULL")
+                == .update(key: ["k"], set: ["m"], filter: "t.m IS NULL"))
+        #expect(throws: SluiceError.self) { try WriteMode.parse("upsert", key: []) }
+        #expect(throws: SluiceError.self) { try WriteMode.parse("merge", key: ["id"]) }
+    }
+
+    @Test func aPipelineFileSchemaMappingBecomesTypedFields() throws {
+        let yaml = """
+            source: { path: in.csv, format: csv, schema: { id: "int64!", name: string }, delimiter: tab }
+            sink: { url: "sqlite:x.db", table: t, mode: upsert, key: id }
+            errors: { max_errors: 1% }
+            """
+        let spec = try PipelineFile.parse(yaml, file: "p.yaml", baseDirectory: "")
+        #expect(spec.schema == Schema([Field("id", .int64, nullable: false), Field("name", .string)]))
+        #expect(spec.csv.delimiter == 9 && spec.maxErrors == .percent(1) && spec.mode == .upsert(key: ["id"]))
     }
 }

@@ -145,18 +145,20 @@ private final class RecordingObserver: PipelineObserver, @unchecked Sendable {
     }
 
     @Test func liveSnapshotsExistOnlyWhileTheRunGoes() async throws {
+        // A run that lasts until it is stopped (100 s of input), so a loaded machine cannot end it unobserved.
         let pipeline = Pipeline(
-            source: CountingSource(batches: 200, delayMicros: 1_000), sink: SlowSink(delayMicros: 100))
+            source: CountingSource(batches: 100_000, delayMicros: 1_000), sink: SlowSink(delayMicros: 100))
         #expect(pipeline.snapshot() == nil)
         let task = Task { try await pipeline.run() }
         var seen: RunSnapshot?
-        for _ in 0..<500 {
+        for _ in 0..<4000 {
             if let s = pipeline.snapshot(), s.recordsOut > 0 {
                 seen = s
                 break
             }
             try await Task.sleep(for: .milliseconds(5))
         }
+        pipeline.cancel()
         _ = try await task.value
         let s = try #require(seen)
         #expect(s.queues.map(\.name) == ["chunks", "decoded", "batches"])

@@ -6,39 +6,30 @@ import SluiceContent
 import SluiceCore
 import SluiceFiles
 import SluiceHTTP
-import SluiceJSONLines
 import SluicePostgres
 import SluiceRuntime
-import SluiceSQLite
 import SluiceXML
 
-/// Everything a load needs, from `sluice load` flags or a pipeline file, before it is turned into a
-/// ``Pipeline``. Unset values take the documented defaults.
-public struct LoadSpec: Sendable {
+/// Everything a run needs, from `sluice load` flags or a pipeline file, as typed values: each is parsed once,
+/// where it is read (the command line or the pipeline file), and ``makePipeline()`` only assembles. Unset values
+/// take the documented defaults.
+public struct PipelineSpec: Sendable {
     /// Input files (`-` is standard input).
     public var inputs: [String] = []
-    /// `csv` or `jsonl`; nil means from the first file's name.
+    /// A registered format's name (``FormatRegistry``); nil means from the first file's name.
     public var format: String?
-    /// Declared schema (`id:int64,name:string`); nil means inferred.
-    public var schema: String?
-    /// CSV delimiter (one character, or `tab`).
-    public var delimiter: String?
-    /// CSV null tokens; nil means an unquoted empty field is null.
-    public var nullTokens: [String]?
-    /// Whether CSV input has a header. Default: true.
-    public var header = true
-    /// The target store URL (`sqlite:PATH`).
-    public var into: String?
+    /// Declared schema; nil means inferred.
+    public var schema: Schema?
+    /// CSV settings (delimiter, null tokens, header).
+    public var csv = CSVOptions()
+    /// Whether the delimiter was given (a `tsv` input otherwise uses a tab).
+    public var csvDelimiterGiven = false
+    /// The target store.
+    public var store: Store?
     /// Target table; nil means the first input's base name.
     public var table: String?
-    /// Key columns (for upsert and update).
-    public var key: [String] = []
-    /// `append`, `upsert`, `update` or `replace`. Default: `append`.
-    public var mode = "append"
-    /// Columns an `update` sets.
-    public var set: [String] = []
-    /// SQL condition on the target row that an `update` also requires (`mime_type IS NULL`).
-    public var filter: String?
+    /// How rows are written. Default: append.
+    public var mode: WriteMode = .append
     /// Parallel writer connections (PostgreSQL); nil means the sink's default.
     public var writers: Int?
     /// A PostgreSQL query as the source, instead of files.
@@ -47,8 +38,8 @@ public struct LoadSpec: Sendable {
     public var transforms: [TransformSpec] = []
     /// Rejects file; nil means `<table>.rejects.jsonl` beside the database.
     public var rejects: String?
-    /// `N` or `N%`.
-    public var maxErrors: String?
+    /// Abort after this many rejects.
+    public var maxErrors: ErrorLimit?
     /// Where to write the JSON report.
     public var reportJSON: String?
     /// Batching policy.
@@ -69,53 +60,6 @@ public struct LoadSpec: Sendable {
     public var skipUnchanged = false
     /// Upserts: delete stored records a complete, clean run did not contain.
     public var purgeMissing = false
-
-    /// How XML records map to rows.
-    public struct XMLSourceSpec: Sendable {
-        /// The record path (`/releases/release`).
-        public var record: String
-        /// The key column (links child tables); nil: the sink's key, else `id` when there is one.
-        public var key: String?
-        /// The content-hash column; nil: none. Default: `content_hash`.
-        public var hashColumn: String? = "content_hash"
-        /// Explicit parent fields; nil: inferred from the document.
-        public var fields: [XMLFieldMapping]?
-        /// Explicit child tables and JSON list columns (used only with explicit fields).
-        public var children: [XMLChildMapping] = []
-        /// Keep a bare `&` as text. Default: true.
-        public var tolerant = true
-        /// The source-hash column (a hash of each record's raw bytes, kept with the content hash so that update
-        /// runs skip decoding unchanged records); nil: none. Default: `source_hash`.
-        public var sourceHashColumn: String? = "source_hash"
-
-        /// The source-hash column in use (none without a content-hash column).
-        public var effectiveSourceHashColumn: String? {
-            XMLMapping.sourceHashColumn(sourceHashColumn, hashColumn: hashColumn)
-        }
-
-        /// Creates a spec for records at `record`.
-        public init(record: String) { self.record = record }
-
-        /// The key linking child rows: the source's, else a single sink key.
-        public func linkKey(sinkKey: [String]) -> String? { key ?? (sinkKey.count == 1 ? sinkKey[0] : nil) }
-
-        /// The explicit mapping, if `fields` were given.
-        public func mapping(sinkKey: [String]) -> XMLMapping? {
-            fields.map {
-                XMLMapping(
-                    record: record, key: linkKey(sinkKey: sinkKey), fields: $0, children: children,
-                    hashColumn: hashColumn, tolerant: tolerant, sourceHashColumn: sourceHashColumn)
-            }
-        }
-
-        /// The format: the explicit mapping, or one inferred from the document.
-        public func format(sinkKey: [String]) throws -> XMLFormat {
-            if let m = mapping(sinkKey: sinkKey) { return try XMLFormat(mapping: m) }
-            return XMLFormat(
-                record: record, key: linkKey(sinkKey: sinkKey), hashColumn: hashColumn, tolerant: tolerant,
-                sourceHashColumn: sourceHashColumn)
-        }
-    }
 
     /// An empty spec.
     public init() {}
@@ -161,126 +105,40 @@ public struct LoadSpec: Sendable {
         case fetch(options: FetchOptions, blobRoot: String?, durability: BlobStore.Durability)
     }
 
-    /// A store URL, parsed.
-    public enum Store: Equatable, Sendable {
-        /// `sqlite:PATH`.
-        case sqlite(path: String)
-        /// `postgres://…`.
-        case postgres(url: String)
-        /// `discard:` — read, decode and transform, write nothing (measures everything but the store).
-        case discard
-
-        /// Parses `sqlite:PATH` (or `sqlite://PATH`) or `postgres://…` (`postgresql://…`).
-        public static func parse(_ url: String) throws -> Store {
-            if url == "discard:" || url == "discard" { return .discard }
-            if url.hasPrefix("sqlite://") { return .sqlite(path: String(url.dropFirst(9))) }
-            if url.hasPrefix("sqlite:") { return .sqlite(path: String(url.dropFirst(7))) }
-            if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
-                _ = try PostgresLocation(url: url)
-                return .postgres(url: url)
-            }
-            let scheme = url.split(separator: ":").first.map(String.init) ?? url
-            if ["parquet", "jsonl"].contains(scheme) {
-                throw SluiceError(
-                    .config, "store '\(scheme):' is not available in this version; use sqlite:PATH or postgres://")
-            }
-            throw SluiceError(.config, "unknown store URL '\(url)'; expected sqlite:PATH or postgres://HOST/DB")
-        }
-    }
-
-    /// The format for `path`'s name (`.csv`, `.tsv`, `.jsonl`, `.ndjson`, each optionally `.gz`).
-    public static func formatFromName(_ path: String) -> String? {
-        var name = (path as NSString).lastPathComponent.lowercased()
-        if name.hasSuffix(".gz") { name = String(name.dropLast(3)) }
-        if name.hasSuffix(".csv") { return "csv" }
-        if name.hasSuffix(".tsv") { return "tsv" }
-        if name.hasSuffix(".jsonl") || name.hasSuffix(".ndjson") || name.hasSuffix(".json") { return "jsonl" }
-        if name.hasSuffix(".xml") { return "xml" }
-        return nil
-    }
+    /// The name of the format `path`'s name selects (`.csv`, `.tsv`, `.jsonl`, `.ndjson`, `.xml`, each
+    /// optionally `.gz`).
+    public static func formatFromName(_ path: String) -> String? { FormatRegistry.forPath(path)?.names[0] }
 
     /// The table name derived from a file name (`data/events.csv.gz` → `events`).
     public static func tableFromName(_ path: String) -> String {
-        var name = (path as NSString).lastPathComponent
-        for ext in [".gz", ".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".xml"] where name.lowercased().hasSuffix(ext)
-        {
-            name = String(name.dropLast(ext.count))
-        }
+        let name = FormatRegistry.baseName(path).stem
         let cleaned = String(name.map { $0.isLetter || $0.isNumber || $0 == "_" ? $0 : "_" })
         return cleaned.isEmpty || path == "-" ? "data" : cleaned
     }
 
-    /// The format, resolved.
+    /// The format, from the registry.
     public func recordFormat() throws -> any RecordFormat {
         guard let first = inputs.first else { throw SluiceError(.config, "no input files") }
-        let name = format?.lowercased() ?? Self.formatFromName(first)
-        switch name {
-        case "csv", "tsv":
-            var o = CSVOptions()
-            o.header = header
-            o.nullTokens = nullTokens
-            if name == "tsv" { o.delimiter = 9 }
-            if let d = delimiter {
-                if d == "tab" || d == "\\t" {
-                    o.delimiter = 9
-                } else {
-                    guard d.utf8.count == 1, let b = d.utf8.first, b != UInt8(ascii: "\""), b != 10, b != 13 else {
-                        throw SluiceError(
-                            .config,
-                            "--delimiter must be one ASCII character other than a quote or newline (got '\(d)')")
-                    }
-                    o.delimiter = b
-                }
+        let kind: FormatKind
+        if let format {
+            guard let k = FormatRegistry.named(format) else {
+                throw SluiceError(.config, "unknown format '\(format)'; expected \(FormatRegistry.names)")
             }
-            return CSVFormat(options: o)
-        case "jsonl", "ndjson", "json":
-            return JSONLinesFormat()
-        case "xml":
-            guard let x = xml else {
-                throw SluiceError(.config, "XML input needs the record path (record: /releases/release)")
+            kind = k
+        } else {
+            guard let k = FormatRegistry.forPath(first) else {
+                throw SluiceError(
+                    .config, "cannot tell the format of '\(first)' from its name; pass --format csv|jsonl")
             }
-            return try x.format(sinkKey: key)
-        case nil:
-            throw SluiceError(.config, "cannot tell the format of '\(first)' from its name; pass --format csv|jsonl")
-        default:
-            throw SluiceError(.config, "unknown format '\(name!)'; expected csv, jsonl or xml")
+            kind = k
         }
+        return try kind.make(self)
     }
 
-    /// The write mode, resolved.
-    public func writeMode() throws -> WriteMode {
-        switch mode.lowercased() {
-        case "append":
-            return .append
-        case "upsert":
-            guard !key.isEmpty else { throw SluiceError(.config, "--mode upsert needs --key COLUMN[,COLUMN]") }
-            return .upsert(key: key)
-        case "replace":
-            return .replace
-        case "update":
-            guard !key.isEmpty else { throw SluiceError(.config, "--mode update needs --key COLUMN[,COLUMN]") }
-            guard !set.isEmpty else { throw SluiceError(.config, "--mode update needs --set COLUMN[,COLUMN]") }
-            return .update(key: key, set: set, filter: filter)
-        default:
-            throw SluiceError(.config, "unknown mode '\(mode)'; expected append, upsert, update or replace")
-        }
-    }
-
-    /// The parsed target.
-    public func store() throws -> Store {
-        guard let into else { throw SluiceError(.config, "no target: pass --into sqlite:PATH or postgres://HOST/DB") }
-        return try Store.parse(into)
-    }
-
-    /// The database path of a SQLite target.
-    public func databasePath() throws -> String {
-        switch try store() {
-        case .sqlite(let path):
-            guard !path.isEmpty else { throw SluiceError(.config, "sqlite: URL needs a path (sqlite:events.db)") }
-            return path
-        case .postgres, .discard:
-            throw SluiceError(.config, "the target is not a SQLite file")
-        }
+    /// The target.
+    public func target() throws -> Store {
+        guard let store else { throw SluiceError(.config, "no target: pass --into sqlite:PATH or postgres://HOST/DB") }
+        return store
     }
 
     /// The resolved table name.
@@ -288,10 +146,10 @@ public struct LoadSpec: Sendable {
         table ?? (postgresSource != nil ? "data" : Self.tableFromName(inputs.first ?? "data"))
     }
 
-    /// The resolved rejects path: beside a SQLite database, or in the current directory for PostgreSQL.
+    /// The resolved rejects path: beside a store's local file, or in the current directory.
     public func rejectsPath() throws -> String {
         if let rejects { return rejects }
-        guard case .sqlite(let db) = try store() else {
+        guard let db = try target().path else {
             return tableName.replacingOccurrences(of: "/", with: "_") + ".rejects.jsonl"
         }
         let dir = (db as NSString).deletingLastPathComponent
@@ -301,7 +159,7 @@ public struct LoadSpec: Sendable {
     /// Builds the pipeline.
     /// - Throws: ``SluiceError`` with code `.config` for anything inconsistent.
     public func makePipeline() throws -> Pipeline {
-        let mode = try writeMode()
+        let key = mode.keyColumns
         let source: any Source
         if let pg = postgresSource {
             guard inputs.isEmpty else { throw SluiceError(.config, "give input files or a postgres source, not both") }
@@ -311,7 +169,7 @@ public struct LoadSpec: Sendable {
         } else {
             guard !inputs.isEmpty else { throw SluiceError(.config, "no input files") }
             let format = try recordFormat()
-            var declared = try schema.map { try Schema.parse($0) }
+            var declared = schema
             if let x = format as? XMLFormat {
                 guard schema == nil else {
                     throw SluiceError(.config, "XML input takes a mapping (fields:), not a schema")
@@ -325,26 +183,12 @@ public struct LoadSpec: Sendable {
             }
             source = FileSource(paths: inputs, format: format, schema: declared, requiredFields: key)
         }
-        let sink: any BatchSink
+        let store = try target()
         var tracking = ChangeTracking(skipUnchanged: skipUnchanged, purgeMissing: purgeMissing)
         tracking.hashColumn = xml != nil ? xml!.hashColumn : "content_hash"
         tracking.sourceHashColumn = xml?.effectiveSourceHashColumn
-        switch try store() {
-        case .discard:
-            sink = DiscardSink()
-        case .sqlite:
-            var o = SQLiteSinkOptions()
-            o.changes = tracking
-            sink = SQLiteSink(path: try databasePath(), table: tableName, mode: mode, options: o)
-        case .postgres(let url):
-            var o = PostgresSinkOptions()
-            o.changes = tracking
-            if let writers {
-                guard writers >= 1 else { throw SluiceError(.config, "writers must be at least 1") }
-                o.writers = writers
-            }
-            sink = try PostgresSink(url: url, table: tableName, mode: mode, options: o, logger: logger)
-        }
+        let sink = try StoreRegistry.kind(of: store).makeSink(
+            store, SinkRequest(table: tableName, mode: mode, changes: tracking, writers: writers, spec: self))
         if !self.transforms.isEmpty, let x = xml, !x.children.filter({ !$0.asJSON }).isEmpty || x.fields == nil {
             throw SluiceError(
                 .config,
@@ -387,13 +231,7 @@ public struct LoadSpec: Sendable {
             throw SluiceError(.config, "memory fraction must be in (0, 1], got \(memoryFraction)")
         }
         options.memory = MemoryBudget.detect(fraction: memoryFraction)
-        if let maxErrors {
-            guard let limit = ErrorLimit(maxErrors) else {
-                throw SluiceError(
-                    .config, "--max-errors takes a count (100) or a percentage (0.5%), got '\(maxErrors)'")
-            }
-            options.maxErrors = limit
-        }
+        options.maxErrors = maxErrors
         options.rejectsPath = try rejectsPath()
         options.showProgress = progress
         options.observers = observers
@@ -401,6 +239,55 @@ public struct LoadSpec: Sendable {
             throw SluiceError(.config, "batching needs max_rows ≥ 1 and max_bytes ≥ 1 KiB")
         }
         return Pipeline(source: source, transforms: transforms, io: io, sink: sink, options: options)
+    }
+}
+
+extension PipelineSpec {
+    /// How XML records map to rows.
+    public struct XMLSourceSpec: Sendable {
+        /// The record path (`/releases/release`).
+        public var record: String
+        /// The key column (links child tables); nil: the sink's key, else `id` when there is one.
+        public var key: String?
+        /// The content-hash column; nil: none. Default: `content_hash`.
+        public var hashColumn: String? = "content_hash"
+        /// Explicit parent fields; nil: inferred from the document.
+        public var fields: [XMLFieldMapping]?
+        /// Explicit child tables and JSON list columns (used only with explicit fields).
+        public var children: [XMLChildMapping] = []
+        /// Keep a bare `&` as text. Default: true.
+        public var tolerant = true
+        /// The source-hash column (a hash of each record's raw bytes, kept with the content hash so that update
+        /// runs skip decoding unchanged records); nil: none. Default: `source_hash`.
+        public var sourceHashColumn: String? = "source_hash"
+
+        /// The source-hash column in use (none without a content-hash column).
+        public var effectiveSourceHashColumn: String? {
+            XMLMapping.sourceHashColumn(sourceHashColumn, hashColumn: hashColumn)
+        }
+
+        /// Creates a spec for records at `record`.
+        public init(record: String) { self.record = record }
+
+        /// The key linking child rows: the source's, else a single sink key.
+        public func linkKey(sinkKey: [String]) -> String? { key ?? (sinkKey.count == 1 ? sinkKey[0] : nil) }
+
+        /// The explicit mapping, if `fields` were given.
+        public func mapping(sinkKey: [String]) -> XMLMapping? {
+            fields.map {
+                XMLMapping(
+                    record: record, key: linkKey(sinkKey: sinkKey), fields: $0, children: children,
+                    hashColumn: hashColumn, tolerant: tolerant, sourceHashColumn: sourceHashColumn)
+            }
+        }
+
+        /// The format: the explicit mapping, or one inferred from the document.
+        public func format(sinkKey: [String]) throws -> XMLFormat {
+            if let m = mapping(sinkKey: sinkKey) { return try XMLFormat(mapping: m) }
+            return XMLFormat(
+                record: record, key: linkKey(sinkKey: sinkKey), hashColumn: hashColumn, tolerant: tolerant,
+                sourceHashColumn: sourceHashColumn)
+        }
     }
 }
 
