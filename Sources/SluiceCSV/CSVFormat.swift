@@ -64,7 +64,7 @@ public struct CSVFormat: RecordFormat {
                         .format, "header field \(f + 1) is not valid UTF-8",
                         position: SourcePosition(file: file, line: 1))
                 }
-                let name = String(decoding: bytes, as: UTF8.self).trimmingASCIIWhitespace()
+                let name = String(decoding: bytes, as: UTF8.self).sluiceTrimmed()
                 if name.isEmpty {
                     throw SluiceError(
                         .format, "header field \(f + 1) is empty", position: SourcePosition(file: file, line: 1))
@@ -137,15 +137,6 @@ public struct CSVFormat: RecordFormat {
             width = schema.count
         }
         return CSVDecoder(schema: schema, options: options, columnOfField: mapping, width: width)
-    }
-}
-
-extension String {
-    func trimmingASCIIWhitespace() -> String {
-        var s = Substring(self)
-        while let f = s.first, f == " " || f == "\t" { s.removeFirst() }
-        while let l = s.last, l == " " || l == "\t" { s.removeLast() }
-        return String(s)
     }
 }
 

@@ -151,8 +151,8 @@ extension FieldType {
 }
 
 extension StringProtocol {
-    /// The text without leading and trailing spaces and tabs.
-    func sluiceTrimmed() -> String {
+    /// The text without leading and trailing spaces and tabs (shared with the formats: `package`).
+    package func sluiceTrimmed() -> String {
         var s = Substring(self)
         while let f = s.first, f == " " || f == "\t" { s.removeFirst() }
         while let l = s.last, l == " " || l == "\t" { s.removeLast() }

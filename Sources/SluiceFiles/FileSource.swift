@@ -23,6 +23,11 @@ public final class FileSource: Source, @unchecked Sendable {
     private var current: OpenFile?
     /// Set when a wait on a stream noticed cancellation: only whole records already read are emitted.
     private var stopped = false
+    /// The decoder each file's header gave when the files were checked at open, by file index: reading a file
+    /// later reuses it instead of building it again.
+    private var checkedDecoders: [Int: any RecordDecoder] = [:]
+    /// The first file's head, read once at open for inference and the header check.
+    private var firstHead: (bytes: [UInt8], complete: Bool)?
     /// Chunk buffers handed back by decoded chunks.
     private let pool = BufferPool()
 
@@ -91,16 +96,19 @@ public final class FileSource: Source, @unchecked Sendable {
     }
 
     /// Reads each file's preamble now, so that a header that does not fit the schema is a configuration
-    /// error before anything runs rather than an abort half-way.
+    /// error before anything runs rather than an abort half-way. The first file's head is the one inference
+    /// read (not read again); the decoders made here are the ones reading uses.
     private func checkHeaders(_ schema: Schema) throws {
-        for path in paths where path != "-" {
-            let (head, complete) = try InputFile.head(of: path, maxBytes: 64 << 10)
+        for (i, path) in paths.enumerated() where path != "-" {
+            let (head, complete) =
+                i == 0 && firstHead != nil ? firstHead! : try InputFile.head(of: path, maxBytes: 64 << 10)
             try head.withUnsafeBytes { view in
                 if let pre = try format.preamble(view, atEOF: complete, file: path) {
-                    _ = try format.makeDecoder(schema: schema, header: pre.header, file: path)
+                    checkedDecoders[i] = try format.makeDecoder(schema: schema, header: pre.header, file: path)
                 }
             }
         }
+        firstHead = nil
     }
 
     /// Infers the schema from the first file's first records (at most 4 MiB).
@@ -109,6 +117,7 @@ public final class FileSource: Source, @unchecked Sendable {
             throw SluiceError(.config, "reading standard input needs a declared schema (--schema)")
         }
         let (head, complete) = try InputFile.head(of: paths[0], maxBytes: 4 << 20)
+        firstHead = (head, complete)
         let schema = try head.withUnsafeBytes { view -> Schema in
             guard let pre = try format.preamble(view, atEOF: true, file: paths[0]) else {
                 throw SluiceError(
@@ -141,7 +150,9 @@ public final class FileSource: Source, @unchecked Sendable {
             try fillBuffer(&file)
             let view = UnsafeRawBufferPointer(rebasing: file.buffer[0..<file.filled])
             if let pre = try format.preamble(view, atEOF: file.eof, file: path) {
-                file.decoder = try format.makeDecoder(schema: schema, header: pre.header, file: path)
+                file.decoder =
+                    try checkedDecoders.removeValue(forKey: fileIndex)
+                    ?? format.makeDecoder(schema: schema, header: pre.header, file: path)
                 file.offset = Int64(pre.length)
                 file.startLine = 1 + pre.lines
                 let rest = file.filled - pre.length

@@ -20,7 +20,6 @@ final class IOStageRunner: @unchecked Sendable {
     private let inputFields: Int
     private let addedFields: Int
     private let maxRows: Int
-    private let latencyNanos: UInt64
     private let maxReady = 2
     private let maxQueuedBatches = 2
     private let isCancelled: @Sendable () -> Bool
@@ -40,7 +39,8 @@ final class IOStageRunner: @unchecked Sendable {
     private var cursor = 0
     private var feederWaiting = false
     private let builder: RecordBatchBuilder
-    private var openedAt: UInt64?
+    /// When to cut the open output batch (rows or latency): the same decision as every other batch's.
+    private var batcher: Batcher
     private var file = "-"
     private var ready: [RecordBatch] = []
     private var inputDone = false
@@ -58,7 +58,7 @@ final class IOStageRunner: @unchecked Sendable {
         inputFields = input.count
         addedFields = output.count - input.count
         maxRows = max(1, batching.maxRows)
-        latencyNanos = UInt64(max(0, batching.maxLatency.nanoseconds))
+        batcher = Batcher(policy: BatchingPolicy(maxRows: maxRows, maxBytes: .max, maxLatency: batching.maxLatency))
         self.isCancelled = isCancelled
         let n = max(1, transform.concurrency)
         slotBatch = Array(repeating: nil, count: n)
@@ -187,13 +187,13 @@ final class IOStageRunner: @unchecked Sendable {
         let pos = batch.position(ofRow: row)
         builder.finishRow(
             line: UInt32(clamping: max(0, pos.line ?? 0)), offset: UInt32(clamping: max(0, pos.offset ?? 0)))
-        let first = openedAt == nil
-        if first { openedAt = now }
+        let first = batcher.openedAt == nil
+        let decision = batcher.add(rows: 1, bytes: 0, now: now)
         slotBatch[slot] = nil
         free.append(slot)
         inFlight -= 1
         clock.records += 1
-        let cut = builder.count >= maxRows
+        let cut = decision == .flush(.rows)
         if cut { cutBatch() }
         let drained = inputDone && inFlight == 0 && queue.isEmpty
         cond.unlock()
@@ -204,7 +204,7 @@ final class IOStageRunner: @unchecked Sendable {
     /// Moves the open output batch to the ready list. Caller holds `cond`.
     private func cutBatch() {
         ready.append(builder.build(origin: BatchOrigin(file: file, firstLine: 0, firstOffset: 0)))
-        openedAt = nil
+        batcher.reset()
         clock.batches += 1
     }
 
@@ -279,15 +279,16 @@ final class IOStageRunner: @unchecked Sendable {
                     break
                 }
                 let drained = inputDone && inFlight == 0 && queue.isEmpty
-                if builder.count > 0, drained || MonotonicClock.now() >= (openedAt ?? 0) &+ latencyNanos {
+                if builder.count > 0, drained || batcher.tick(now: MonotonicClock.now()) != .wait {
                     account(MonotonicClock.now())
                     cutBatch()
                     continue
                 }
                 if drained {
                     done = true
-                } else if builder.count > 0, let o = openedAt {
-                    wait = (o &+ latencyNanos) &- MonotonicClock.now()
+                } else if builder.count > 0, let deadline = batcher.deadline {
+                    let now = MonotonicClock.now()
+                    wait = deadline > now ? deadline - now : 0
                 }
                 break
             }

@@ -1,3 +1,5 @@
+import SluiceCore
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)
@@ -175,23 +177,10 @@ public enum XMLText {
         return nil
     }
 
-    /// Whether `a[0..<n]` equals `b[0..<n]`, compared inline (names are short; a `memcmp` call costs more).
+    /// Whether `a[0..<n]` equals `b[0..<n]` (``Bytes/equal(_:_:_:)``).
     @inline(__always)
     public static func same(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ n: Int) -> Bool {
-        var i = 0
-        while i + 8 <= n {
-            if UnsafeRawPointer(a + i).loadUnaligned(as: UInt64.self)
-                != UnsafeRawPointer(b + i).loadUnaligned(as: UInt64.self)
-            {
-                return false
-            }
-            i += 8
-        }
-        while i < n {
-            if a[i] != b[i] { return false }
-            i += 1
-        }
-        return true
+        Bytes.equal(a, b, n)
     }
 
     /// The offset of the first occurrence of `pattern` in `p[from..<end]`, or nil.
