@@ -56,7 +56,7 @@ let package = Package(
         .target(name: "SluiceReport", dependencies: ["SluiceCore"], swiftSettings: strict),
         .target(
             name: "SluiceMetrics",
-            dependencies: ["SluiceReport", .product(name: "CoreMetrics", package: "swift-metrics")],
+            dependencies: ["SluiceCore", "SluiceReport", .product(name: "CoreMetrics", package: "swift-metrics")],
             swiftSettings: strict),
         // The contracts adapters implement (sources, sinks, transforms, write modes, batching and retry
         // policies): no threads, no I/O.
@@ -95,6 +95,7 @@ let package = Package(
             dependencies: [
                 "SluiceCore", "SluiceInterfaces", "SluiceReport", "SluiceBlobStore",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "Crypto", package: "swift-crypto"),
             ],

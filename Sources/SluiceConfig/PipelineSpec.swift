@@ -207,7 +207,8 @@ public struct PipelineSpec: Sendable {
                     "fetch resumes from its table: use sink mode upsert with key [\(o.urlColumn)] (or fetch.resume: false)"
                 )
             }
-            io = try FetchTransform(options: o, blobs: root.map { try BlobStore(root: $0, durability: durability) })
+            io = try FetchTransform(
+                options: o, blobs: root.map { try BlobStore(root: $0, durability: durability) }, logger: logger)
         }
         let transforms: [any Transform] = try self.transforms.compactMap { t -> (any Transform)? in
             switch t {

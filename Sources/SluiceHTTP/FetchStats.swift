@@ -1,4 +1,5 @@
 import Foundation
+import SluiceCore
 import SluiceReport
 import Synchronization
 
@@ -12,7 +13,7 @@ final class HostRateLimiter: Sendable {
 
     private let rate: Double
     private let burst: Double
-    private let buckets = Mutex<[String: Bucket]>([:])
+    private let buckets = Locked<[String: Bucket]>([:])
 
     init(rate: Double, burst: Int) {
         self.rate = rate
@@ -75,7 +76,7 @@ final class FetchStats: Sendable {
     let bodyBytes = Atomic<Int64>(0)
     let backoffNanos = Atomic<Int64>(0)
     let rateWaitNanos = Atomic<Int64>(0)
-    private let reasons = Mutex<(failures: [String: Int64], retries: [String: Int64])>(([:], [:]))
+    private let reasons = Locked<(failures: [String: Int64], retries: [String: Int64])>(([:], [:]))
 
     /// A failed record (rare: a dictionary under a lock is fine).
     func note(failure: String) {

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Crypto
 import Foundation
+import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -32,7 +33,7 @@ public final class FetchTransform: IOTransform, @unchecked Sendable {
     /// Where bodies go; nil: bodies are hashed and measured, not kept.
     public let blobs: BlobStore?
 
-    private let clientLock = Mutex<HTTPClient?>(nil)
+    private let clientLock = Locked<HTTPClient?>(nil)
     private let limiter: HostRateLimiter?
     private var urlIndex = 0
     /// URL → (sha256, bytes) of records an earlier run stored.
@@ -43,13 +44,18 @@ public final class FetchTransform: IOTransform, @unchecked Sendable {
     /// Set once the run stops: no record waits for a retry any more.
     private let stopping = Atomic<Bool>(false)
     /// Records waiting for their next attempt (back-off, `Retry-After`), with the reason of the last failure.
-    private let waiting = Mutex<[ObjectIdentifier: (item: FetchItem, status: Int?, reason: String)]>([:])
+    private let waiting = Locked<[ObjectIdentifier: (item: FetchItem, status: Int?, reason: String)]>([:])
 
     /// Creates the stage.
     /// - Throws: ``SluiceError`` (`.config`) for bad settings.
-    public init(options: FetchOptions, blobs: BlobStore?) throws {
+    /// Where the client logs (the caller's; the executable bootstraps the backend).
+    public let logger: Logger
+
+    /// Creates the stage, storing bodies in `blobs` (nil: hash only) and logging to `logger`.
+    public init(options: FetchOptions, blobs: BlobStore?, logger: Logger = Logger(label: "sluice.fetch")) throws {
         try options.validate()
         self.options = options
+        self.logger = logger
         self.blobs = blobs
         limiter = options.rate.map { HostRateLimiter(rate: $0, burst: options.burst) }
         var h = HTTPHeaders()
@@ -107,7 +113,9 @@ public final class FetchTransform: IOTransform, @unchecked Sendable {
         config.redirectConfiguration =
             options.maxRedirects > 0 ? .follow(max: options.maxRedirects, allowCycles: false) : .disallow
         config.decompression = .disabled
-        let client = HTTPClient(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, configuration: config)
+        let client = HTTPClient(
+            eventLoopGroup: MultiThreadedEventLoopGroup.singleton, configuration: config,
+            backgroundActivityLogger: logger)
         clientLock.withLock { $0 = client }
     }
 
@@ -187,7 +195,7 @@ public final class FetchTransform: IOTransform, @unchecked Sendable {
             let collector = BodyCollector(limit: options.maxBodyBytes)
             let task = client.execute(
                 request: request, delegate: collector, eventLoop: .indifferent,
-                deadline: .now() + .nanoseconds(options.timeout.nanoseconds))
+                deadline: .now() + .nanoseconds(options.timeout.nanoseconds), logger: logger)
             task.futureResult.whenComplete { [self] result in completed(item, result) }
         }
         if delay > 0 {

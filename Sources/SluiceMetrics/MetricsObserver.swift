@@ -1,5 +1,6 @@
 import CoreMetrics
 import Foundation
+import SluiceCore
 import SluiceReport
 import Synchronization
 
@@ -28,7 +29,7 @@ public final class MetricsObserver: PipelineObserver, Sendable {
         var gauges: [String: Gauge] = [:]
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     private let commitLatency = Timer(label: "sluice_sink_commit_seconds")
     private let residentMemory = Gauge(label: "sluice_process_resident_memory_bytes")
 

@@ -218,7 +218,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
     /// - Throws: ``SluiceError`` when the table lacks a column or the query fails.
     public func readStored(columns: [String], _ body: ([String?]) throws -> Void) throws -> Bool {
         guard let first = lanes.first?.session else { return false }
-        let rows = Mutex<[[String?]]>([])
+        let rows = Locked<[[String?]]>([])
         do {
             let existing = try tableColumns(table, on: first).map(\.0)
             if existing.isEmpty { return true }

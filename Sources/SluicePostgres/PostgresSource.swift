@@ -44,7 +44,7 @@ public final class PostgresSource: Source, @unchecked Sendable {
     private var done = false
     private var records: Int64 = 0
     private var kinds: [CellKind] = []
-    private let committedKey = Mutex<String?>(nil)
+    private let committedKey = Locked<String?>(nil)
 
     /// Where its connection logs.
     public let logger: Logger

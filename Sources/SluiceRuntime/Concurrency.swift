@@ -30,6 +30,12 @@ final class NativeThread: @unchecked Sendable {
 
     /// Waits for the thread to finish.
     func join() { pthread_join(handle, nil) }
+
+    /// Starts `body` on a thread nobody joins: its resources are released when it ends.
+    static func detached(name: String, _ body: @escaping @Sendable () -> Void) {
+        let t = NativeThread(name: name, body)
+        pthread_detach(t.handle)
+    }
 }
 
 /// A bounded FIFO between threads. `push` blocks while full, `pop` while empty; both report how long they

@@ -57,7 +57,7 @@ public final class Pipeline: Sendable {
     /// Set before the run opens (a cancel that comes before the run starts still counts).
     private let cancelledEarly = Atomic<Bool>(false)
     /// The running run's shared state, while it runs.
-    private let active = Mutex<RunControl?>(nil)
+    private let active = Locked<RunControl?>(nil)
 
     /// Creates a pipeline.
     public init(
@@ -87,7 +87,7 @@ public final class Pipeline: Sendable {
     public func run() async throws -> RunReport {
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (c: CheckedContinuation<RunReport, any Error>) in
-                _ = NativeThread(name: "sluice-run") { [self] in
+                NativeThread.detached(name: "sluice-run") { [self] in
                     do { c.resume(returning: try runBlocking()) } catch { c.resume(throwing: error) }
                 }
             }
@@ -99,7 +99,7 @@ public final class Pipeline: Sendable {
     /// The run's figures now, or nil when no run is going.
     public func snapshot() -> RunSnapshot? { active.withLock { $0 } == nil ? nil : liveSnapshot?() }
 
-    private let liveSnapshotBox = Mutex<(@Sendable () -> RunSnapshot)?>(nil)
+    private let liveSnapshotBox = Locked<(@Sendable () -> RunSnapshot)?>(nil)
     private var liveSnapshot: (@Sendable () -> RunSnapshot)? { liveSnapshotBox.withLock { $0 } }
 
     /// Runs the pipeline on the calling thread (plus the stage threads) and returns the report.

@@ -1,4 +1,5 @@
 import ServiceLifecycle
+import SluiceCore
 import SluiceReport
 import Synchronization
 
@@ -8,7 +9,7 @@ import Synchronization
 public final class PipelineService: Service, Sendable {
     /// The pipeline.
     public let pipeline: Pipeline
-    private let result = Mutex<Result<RunReport, any Error>?>(nil)
+    private let result = Locked<Result<RunReport, any Error>?>(nil)
     private let onFinish: @Sendable () -> Void
 
     /// Wraps `pipeline`; `onFinish` runs when the run has ended (e.g. to shut the rest of the group down, such

@@ -63,9 +63,9 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
     var countsChanges = false
     var sources: StoredSourceHashes?
     /// Keys of records the decoders skipped as unchanged, not yet in the seen table, and how many were skipped.
-    let skipped = Mutex<(keys: [Int64], count: Int64)>(([], 0))
+    let skipped = Locked<(keys: [Int64], count: Int64)>(([], 0))
     /// Per-phase timings, written by the writer thread once per batch and read by the run's monitor.
-    let timingBox = Mutex(SinkTimings())
+    let timingBox = Locked(SinkTimings())
     /// Per-phase timings so far.
     public var timings: SinkTimings { timingBox.withLock { $0 } }
 

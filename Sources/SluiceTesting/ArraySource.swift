@@ -44,8 +44,8 @@ public final class ArraySource: Source, @unchecked Sendable {
 
 /// A sink that keeps every row it receives, and can be told to fail.
 public final class CollectingSink: BatchSink, @unchecked Sendable {
-    private let state = Mutex<[[Value]]>([])
-    private let calls = Mutex(0)
+    private let state = Locked<[[Value]]>([])
+    private let calls = Locked(0)
     /// Rows for which the whole batch is refused with `.rejectedData` (to exercise bisection).
     public let refuse: @Sendable ([Value]) -> Bool
     /// Rows whose batch fails with `.fatal` (ends the run).

@@ -3,6 +3,7 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import SluiceCore
 import Synchronization
 
 /// A fault the ``TestHTTPServer`` injects into a response.
@@ -167,7 +168,7 @@ public final class TestHTTPServer: Sendable {
         let requests = Atomic<Int>(0)
         let inFlight = Atomic<Int>(0)
         let maxInFlight = Atomic<Int>(0)
-        let attempts = Mutex<[Int: Int]>([:])
+        let attempts = Locked<[Int: Int]>([:])
     }
 
     private init(
@@ -237,7 +238,7 @@ public final class TestHTTPServer: Sendable {
 
     /// ``start(_:)`` from synchronous code (a benchmark's main thread; never from a Swift concurrency task).
     public static func startBlocking(_ options: TestServerOptions = TestServerOptions()) throws -> TestHTTPServer {
-        let box = Mutex<Result<TestHTTPServer, any Error>?>(nil)
+        let box = Locked<Result<TestHTTPServer, any Error>?>(nil)
         let done = DispatchSemaphore(value: 0)
         Task {
             do {

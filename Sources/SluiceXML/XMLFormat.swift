@@ -19,7 +19,7 @@ public final class XMLFormat: RecordFormat, Sendable {
     public let tolerant: Bool
     /// The source-hash column of an inferred mapping (see ``XMLMapping/sourceHashColumn``).
     public let sourceHashColumn: String?
-    private let state: Mutex<CompiledMapping?>
+    private let state: Locked<CompiledMapping?>
     private let stored = StoredBox()
 
     /// A format with an explicit mapping.
@@ -30,7 +30,7 @@ public final class XMLFormat: RecordFormat, Sendable {
         hashColumn = mapping.hashColumn
         tolerant = mapping.tolerant
         sourceHashColumn = mapping.sourceHashColumn
-        state = Mutex(try CompiledMapping(mapping))
+        state = Locked(try CompiledMapping(mapping))
     }
 
     /// A format whose mapping is inferred from the document's first records.
@@ -43,7 +43,7 @@ public final class XMLFormat: RecordFormat, Sendable {
         self.hashColumn = hashColumn
         self.tolerant = tolerant
         self.sourceHashColumn = sourceHashColumn
-        state = Mutex(nil)
+        state = Locked(nil)
     }
 
     /// The mapping in use (explicit, or inferred once ``inferSchema(sample:header:)`` ran).
@@ -161,7 +161,7 @@ public final class XMLFormat: RecordFormat, Sendable {
 
 /// The sink's stored source hashes, shared by a format's decoders (set once, before decoding starts).
 final class StoredBox: Sendable {
-    let value = Mutex<StoredSourceHashes?>(nil)
+    let value = Locked<StoredSourceHashes?>(nil)
 }
 
 /// Cuts a stream after its last whole record.

@@ -11,9 +11,9 @@ import Synchronization
 final class RunControl: Sendable {
     private let stop = Atomic<Bool>(false)
     private let abortFlag = Atomic<Bool>(false)
-    private let firstFailure = Mutex<RunFailure?>(nil)
-    private let onAbort = Mutex<[@Sendable () -> Void]>([])
-    private let onStop = Mutex<[@Sendable () -> Void]>([])
+    private let firstFailure = Locked<RunFailure?>(nil)
+    private let onAbort = Locked<[@Sendable () -> Void]>([])
+    private let onStop = Locked<[@Sendable () -> Void]>([])
 
     /// Records read (dispatched in input order), good and rejected.
     let recordsSeen = Atomic<Int64>(0)
@@ -81,7 +81,7 @@ final class StageMeter: Sendable {
     let name: String
     /// Threads (or slots) that run the stage.
     let threads: Int
-    private let total = Mutex(StageClock())
+    private let total = Locked(StageClock())
 
     init(name: String, threads: Int) {
         self.name = name
