@@ -338,30 +338,4 @@ public final class PostgresSession: @unchecked Sendable {
             throw e
         } catch { throw SluiceError.postgres(error) }
     }
-
-    /// Runs `statement` (a `COPY … FROM STDIN` with the options it needs, e.g. `(FORMAT binary)`) and sends
-    /// `data` as its input, in pieces of at most 1 MiB.
-    ///
-    /// PostgresNIO 1.33 builds the `COPY` statement itself and offers only `FORMAT text`; it writes the table
-    /// name it is given after `COPY "` unchanged. The statement is passed through that parameter, ending in a
-    /// comment that absorbs the text options PostgresNIO appends. The integration tests load binary data
-    /// through this path, so a PostgresNIO that builds the statement differently fails them.
-    /// - Throws: ``SluiceError``.
-    public func copyIn(statement: String, data: ByteBuffer) throws {
-        precondition(statement.hasPrefix("COPY \""), "copyIn statement must start with COPY \"")
-        precondition(!statement.contains("\n"), "copyIn statement must be one line")
-        let (c, logger) = (connection, logger)
-        let passThrough = String(statement.dropFirst(6)) + " --"
-        do {
-            try blockingAwait {
-                try await c.copyFrom(table: passThrough, logger: logger) { writer in
-                    var rest = data
-                    while rest.readableBytes > 0 {
-                        let piece = rest.readSlice(length: min(rest.readableBytes, 1 << 20))!
-                        try await writer.write(piece)
-                    }
-                }
-            }
-        } catch { throw SluiceError.postgres(error) }
-    }
 }
