@@ -30,6 +30,16 @@ public struct KeyOrderStateMachine: Sendable {
         let views = columns.map(\.view)
         let isBytes = columns.map { $0.type == .bytes || $0.type == .string || $0.type == .json }
         var hashes = Set<Int>(minimumCapacity: batch.count)
+        if views.count == 1 && !isBytes[0] {
+            // One fixed-width key (the common case): the value is its own exact hash.
+            let v = views[0]
+            withExtendedLifetime(batch) {
+                for row in 0..<batch.count {
+                    hashes.insert(v.isNull(row) ? Int.min : Int(truncatingIfNeeded: v.slot(row)))
+                }
+            }
+            return hashes
+        }
         withExtendedLifetime(batch) {
             for row in 0..<batch.count {
                 var h = Hasher()
