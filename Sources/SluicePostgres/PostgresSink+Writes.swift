@@ -85,6 +85,12 @@ extension PostgresSink {
     }
 
     /// One `UPDATE … FROM unnest(arrays)` statement for the batch.
+    ///
+    /// The one write path without an explicit `BEGIN` / `COMMIT`: a single statement is its own transaction,
+    /// and the server answers it only after it committed (unlike a `COPY` in an implicit transaction, whose
+    /// completion came before the commit, commit `785a169`), so an answered statement is a stored batch. A retry
+    /// after a lost answer is harmless: `UPDATE … SET` to the same values is idempotent, and rows whose values
+    /// already match are not written.
     func writeUpdate(
         _ batch: RecordBatch, _ s: PostgresSession, _ lane: Lane, _ t: inout SinkTimings
     ) throws -> SinkWriteOutcome {
