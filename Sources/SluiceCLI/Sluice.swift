@@ -96,16 +96,19 @@ struct ReportOptions: ParsableArguments {
 /// prints the report and exits with the matching status.
 func execute(_ spec: PipelineSpec, reportJSON: String?, metrics: String?) async throws {
     var spec = spec
-    var endpoint: MetricsEndpoint?
-    if let address = metrics {
-        let registry = PrometheusCollectorRegistry()
+    let registry = metrics.map { _ in PrometheusCollectorRegistry() }
+    if let registry {
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        spec.observers.append(MetricsObserver())
+    }
+    // A configuration error ends the command before any port is opened.
+    let pipeline = try spec.makePipeline()
+    var endpoint: MetricsEndpoint?
+    if let address = metrics, let registry {
         let e = try await MetricsEndpoint.bind(address, registry: registry)
         FileHandle.standardError.write(Data("sluice: metrics at http://\(e.address)/metrics\n".utf8))
         endpoint = e
-        spec.observers.append(MetricsObserver())
     }
-    let pipeline = try spec.makePipeline()
     let run = PipelineService(pipeline: pipeline)
     var services = [
         ServiceGroupConfiguration.ServiceConfiguration(
@@ -245,10 +248,7 @@ struct Load: AsyncParsableCommand {
         spec.schema = try schema.map { try Schema.parse($0) }
         spec.mode = try WriteMode.parse(mode, key: names(key), set: names(set), filter: filter)
         spec.writers = writers
-        if let delimiter {
-            spec.csv.delimiter = try CSVOptions.delimiter(delimiter)
-            spec.csvDelimiterGiven = true
-        }
+        spec.delimiter = try delimiter.map(CSVOptions.delimiter)
         spec.csv.nullTokens = nullTokens.isEmpty ? nil : nullTokens
         spec.csv.header = !noHeader
         spec.rejects = rejects

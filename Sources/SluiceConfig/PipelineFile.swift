@@ -266,10 +266,9 @@ public enum PipelineFile {
             } catch let e as SluiceError where e.position == nil { throw r.error(s, e.message) }
         }
         if let d = src["delimiter"] {
-            do { spec.csv.delimiter = try CSVOptions.delimiter(try r.string(d, "source.delimiter")) } catch let e
+            do { spec.delimiter = try CSVOptions.delimiter(try r.string(d, "source.delimiter")) } catch let e
                 as SluiceError where e.position == nil
             { throw r.error(d, e.message) }
-            spec.csvDelimiterGiven = true
         }
         if let n = src["null"] {
             if case .sequence = n {

@@ -20,10 +20,10 @@ public struct PipelineSpec: Sendable {
     public var format: String?
     /// Declared schema; nil means inferred.
     public var schema: Schema?
-    /// CSV settings (delimiter, null tokens, header).
+    /// CSV settings (null tokens, header); the delimiter is ``delimiter``.
     public var csv = CSVOptions()
-    /// Whether the delimiter was given (a `tsv` input otherwise uses a tab).
-    public var csvDelimiterGiven = false
+    /// The CSV delimiter, when given; nil means the format's own (a comma for `csv`, a tab for `tsv`).
+    public var delimiter: UInt8?
     /// The target store.
     public var store: Store?
     /// Target table; nil means the first input's base name.

@@ -31,10 +31,14 @@ public struct FormatKind: Sendable {
 public enum FormatRegistry {
     /// The built-in formats.
     public static let builtIn: [FormatKind] = [
-        FormatKind(names: ["csv"], extensions: ["csv"]) { CSVFormat(options: $0.csv) },
+        FormatKind(names: ["csv"], extensions: ["csv"]) { spec in
+            var o = spec.csv
+            o.delimiter = spec.delimiter ?? UInt8(ascii: ",")
+            return CSVFormat(options: o)
+        },
         FormatKind(names: ["tsv"], extensions: ["tsv"]) { spec in
             var o = spec.csv
-            if spec.csvDelimiterGiven == false { o.delimiter = 9 }
+            o.delimiter = spec.delimiter ?? 9
             return CSVFormat(options: o)
         },
         FormatKind(names: ["jsonl", "ndjson", "json"], extensions: ["jsonl", "ndjson", "json"]) { _ in

@@ -41,10 +41,21 @@ public struct WriteAttemptStateMachine: Sendable {
         case write(Range<Int>)
         /// Wait this long, then call ``resume()``.
         case sleep(Duration)
-        /// The batch is done: rows written, rows rejected (by batch row) with the reason, child rows written.
-        case done(written: Int, rejected: [Rejected], childRows: Int)
+        /// The batch is done.
+        case done(Outcome)
         /// The batch cannot be written.
         case fail(SluiceError)
+    }
+
+    /// What writing a batch came to: rows written, rows rejected (by batch row) with the reason, child rows
+    /// written.
+    public struct Outcome: Sendable, Equatable {
+        /// Rows written.
+        public var written = 0
+        /// Rows the store refused.
+        public var rejected: [Rejected] = []
+        /// Child-table rows written with them.
+        public var childRows = 0
     }
 
     /// A row the store refused, by its index in the batch.
@@ -65,9 +76,7 @@ public struct WriteAttemptStateMachine: Sendable {
     private var pending: [Range<Int>]
     private var current: Range<Int>
     private var attempt = 1
-    private var written = 0
-    private var childRows = 0
-    private var rejected: [Rejected] = []
+    private var outcome = Outcome()
 
     /// A machine for a batch of `rows` rows.
     public init(rows: Int, policy: RetryPolicy) {
@@ -86,9 +95,9 @@ public struct WriteAttemptStateMachine: Sendable {
     )
         -> Action
     {
-        written += n
-        childRows += kids
-        rejected += refused.map { Rejected(row: current.lowerBound + $0.row, reason: $0.reason) }
+        outcome.written += n
+        outcome.childRows += kids
+        outcome.rejected += refused.map { Rejected(row: current.lowerBound + $0.row, reason: $0.reason) }
         return advance()
     }
 
@@ -103,7 +112,7 @@ public struct WriteAttemptStateMachine: Sendable {
             return .sleep(wait)
         case .bisect:
             if current.count <= 1 {
-                rejected.append(Rejected(row: current.lowerBound, reason: error.rejectReason))
+                outcome.rejected.append(Rejected(row: current.lowerBound, reason: error.rejectReason))
                 return advance()
             }
             let mid = current.lowerBound + current.count / 2
@@ -120,9 +129,7 @@ public struct WriteAttemptStateMachine: Sendable {
     public func resume() -> Action { .write(current) }
 
     private mutating func advance() -> Action {
-        guard let next = pending.popLast() else {
-            return .done(written: written, rejected: rejected, childRows: childRows)
-        }
+        guard let next = pending.popLast() else { return .done(outcome) }
         current = next
         attempt = 1
         return .write(current)

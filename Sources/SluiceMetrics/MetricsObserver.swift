@@ -21,7 +21,6 @@ import Synchronization
 /// slot-seconds) and `write`; the sink's phase breakdown is not repeated (it is part of `write`).
 public final class MetricsObserver: PipelineObserver, Sendable {
     private struct State {
-        var records: [String: Int64] = [:]
         var seconds: [String: UInt64] = [:]
         var totals: [String: Int64] = [:]
         var counters: [String: Counter] = [:]
@@ -63,12 +62,7 @@ public final class MetricsObserver: PipelineObserver, Sendable {
         state.withLock { st in
             for stage in s.stages where !stage.isDetail {
                 let label = Self.stageLabel(stage.name)
-                let r = stage.clock.records
-                let dr = r - (st.records[label] ?? 0)
-                if dr > 0 {
-                    counter(&st, "sluice_stage_records_total", ("stage", label)).increment(by: dr)
-                    st.records[label] = r
-                }
+                bump(&st, "sluice_stage_records_total", ("stage", label), stage.clock.records)
                 for state in StageState.allCases {
                     let key = label + "\u{0}" + state.description
                     let v = stage.clock[state]
@@ -81,10 +75,10 @@ public final class MetricsObserver: PipelineObserver, Sendable {
                     st.seconds[key] = v
                 }
             }
-            bump(&st, "sluice_records_read_total", s.recordsIn)
-            bump(&st, "sluice_records_written_total", s.recordsOut)
-            bump(&st, "sluice_records_rejected_total", s.recordsRejected)
-            bump(&st, "sluice_records_failed_total", s.recordsFailed)
+            bump(&st, "sluice_records_read_total", nil, s.recordsIn)
+            bump(&st, "sluice_records_written_total", nil, s.recordsOut)
+            bump(&st, "sluice_records_rejected_total", nil, s.recordsRejected)
+            bump(&st, "sluice_records_failed_total", nil, s.recordsFailed)
             for q in s.queues {
                 let key = "sluice_queue_depth\u{0}" + q.name
                 let g = st.gauges[key] ?? Gauge(label: "sluice_queue_depth", dimensions: [("queue", q.name)])
@@ -95,12 +89,13 @@ public final class MetricsObserver: PipelineObserver, Sendable {
     }
 
     /// Creates the counter at its first sight (so it is exported at 0) and adds the growth since the last.
-    private func bump(_ st: inout State, _ name: String, _ value: Int64) {
-        let c = counter(&st, name)
-        let last = st.totals[name] ?? 0
+    private func bump(_ st: inout State, _ name: String, _ label: (String, String)?, _ value: Int64) {
+        let c = counter(&st, name, label)
+        let key = name + "\u{0}" + (label?.1 ?? "")
+        let last = st.totals[key] ?? 0
         if value > last {
             c.increment(by: value - last)
-            st.totals[name] = value
+            st.totals[key] = value
         }
     }
 

@@ -177,6 +177,12 @@ extension Result where Failure == any Error {
     }
 }
 
+/// An error PostgresNIO threw that is not a `PSQLError`, kept as text (its type need not be `Sendable`).
+struct PostgresClientFailure: Error, Sendable, CustomStringConvertible {
+    var text: String
+    var description: String { text }
+}
+
 extension SluiceError {
     /// Converts any error thrown by PostgresNIO (or passes a ``SluiceError`` through): the server's message
     /// with its SQLSTATE and, apart, its DETAIL and HINT (which may quote row values); a lost connection has
@@ -186,7 +192,8 @@ extension SluiceError {
     static func postgres(_ error: any Error, file: String = #fileID, line: Int = #line) -> SluiceError {
         if let f = error as? SluiceError { return f }
         guard let e = error as? PSQLError else {
-            return SluiceError(.sink, "\(error)", file: file, line: line)
+            return SluiceError(
+                .sink, "\(error)", underlying: PostgresClientFailure(text: "\(error)"), file: file, line: line)
         }
         if let info = e.serverInfo {
             let state = info[.sqlState]
@@ -204,11 +211,9 @@ extension SluiceError {
             line: line)
     }
 
-    /// Whether PostgreSQL (or the connection to it) reported this error, as opposed to the sink's own checks.
-    var fromPostgres: Bool {
-        underlying is PSQLError || sqlState != nil || code == .connectionLost
-            || file.hasPrefix("SluicePostgres/PostgresSession")
-    }
+    /// Whether PostgreSQL (or the connection to it) reported this error, as opposed to the sink's own checks:
+    /// every error ``postgres(_:file:line:)`` makes carries the client's error.
+    var fromPostgres: Bool { underlying is PSQLError || underlying is PostgresClientFailure }
 
     /// Whether the connection this error came from is gone (it must be opened again).
     var connectionLost: Bool { code == .connectionLost }

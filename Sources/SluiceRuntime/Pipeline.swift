@@ -56,8 +56,8 @@ public final class Pipeline: Sendable {
 
     /// Set before the run opens (a cancel that comes before the run starts still counts).
     private let cancelledEarly = Atomic<Bool>(false)
-    /// The running run's shared state, while it runs.
-    private let active = Locked<RunControl?>(nil)
+    /// The running run, while it runs: its shared state (to stop it) and its sampler (to read its figures).
+    private let active = Locked<(control: RunControl, sampler: RunSampler)?>(nil)
 
     /// Creates a pipeline.
     public init(
@@ -75,7 +75,7 @@ public final class Pipeline: Sendable {
     /// with outcome ``RunOutcome/interrupted``. Safe to call from any thread or a signal handler's queue.
     public func cancel() {
         cancelledEarly.store(true, ordering: .relaxed)
-        active.withLock { $0 }?.requestStop()
+        active.withLock { $0 }?.control.requestStop()
     }
 
     /// Runs the pipeline to the end on its stage threads and returns the report. Cancelling the calling task
@@ -97,10 +97,7 @@ public final class Pipeline: Sendable {
     }
 
     /// The run's figures now, or nil when no run is going.
-    public func snapshot() -> RunSnapshot? { active.withLock { $0 } == nil ? nil : liveSnapshot?() }
-
-    private let liveSnapshotBox = Locked<(@Sendable () -> RunSnapshot)?>(nil)
-    private var liveSnapshot: (@Sendable () -> RunSnapshot)? { liveSnapshotBox.withLock { $0 } }
+    public func snapshot() -> RunSnapshot? { active.withLock { $0 }?.sampler.snapshot() }
 
     /// Runs the pipeline on the calling thread (plus the stage threads) and returns the report.
     public func runBlocking() throws -> RunReport {
@@ -148,13 +145,9 @@ public final class Pipeline: Sendable {
         let sampler = RunSampler(
             control: control, source: source, sink: sink, reader: reader, decoders: decoders,
             dispatcher: dispatcher, handOff: handOff, writers: writers, chunks: chunks, decoded: decoded,
-            batches: batches, hasIO: io != nil)
-        liveSnapshotBox.withLock { $0 = sampler.snapshot }
-        active.withLock { $0 = control }
-        defer {
-            active.withLock { $0 = nil }
-            liveSnapshotBox.withLock { $0 = nil }
-        }
+            batches: batches)
+        active.withLock { $0 = (control, sampler) }
+        defer { active.withLock { $0 = nil } }
         if cancelledEarly.load(ordering: .relaxed) { control.requestStop() }
         let monitor = RunMonitor(observers: observers, interval: options.progressInterval, snapshot: sampler.snapshot)
         monitor.start()

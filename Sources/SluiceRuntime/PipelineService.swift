@@ -10,19 +10,14 @@ public final class PipelineService: Service, Sendable {
     /// The pipeline.
     public let pipeline: Pipeline
     private let result = Locked<Result<RunReport, any Error>?>(nil)
-    private let onFinish: @Sendable () -> Void
 
-    /// Wraps `pipeline`; `onFinish` runs when the run has ended (e.g. to shut the rest of the group down, such
-    /// as a metrics endpoint that should not outlive the run).
-    public init(pipeline: Pipeline, onFinish: @escaping @Sendable () -> Void = {}) {
-        self.pipeline = pipeline
-        self.onFinish = onFinish
-    }
+    /// Wraps `pipeline`. To end the rest of a group with the run (a metrics endpoint), give the service
+    /// `successTerminationBehavior: .gracefullyShutdownGroup`.
+    public init(pipeline: Pipeline) { self.pipeline = pipeline }
 
     /// Runs the pipeline to its end, stopping its reading on graceful shutdown. A run that could not start
     /// rethrows its error here, and in ``report()``.
     public func run() async throws {
-        defer { onFinish() }
         do {
             let report = try await withGracefulShutdownHandler {
                 try await pipeline.run()

@@ -104,6 +104,6 @@ private struct Env: ~Copyable {
             """
         let spec = try PipelineFile.parse(yaml, file: "p.yaml", baseDirectory: "")
         #expect(spec.schema == Schema([Field("id", .int64, nullable: false), Field("name", .string)]))
-        #expect(spec.csv.delimiter == 9 && spec.maxErrors == .percent(1) && spec.mode == .upsert(key: ["id"]))
+        #expect(spec.delimiter == 9 && spec.maxErrors == .percent(1) && spec.mode == .upsert(key: ["id"]))
     }
 }

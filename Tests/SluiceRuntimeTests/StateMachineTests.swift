@@ -9,11 +9,11 @@ import Testing
         var m = WriteAttemptStateMachine(rows: 10, policy: policy)
         guard case .write(let r) = m.start() else { Issue.record("expected a write"); return }
         #expect(r == 0..<10)
-        guard case .done(let n, let rejected, let kids) = m.succeeded(written: 10, refused: [], childRows: 4) else {
+        guard case .done(let o) = m.succeeded(written: 10, refused: [], childRows: 4) else {
             Issue.record("expected done")
             return
         }
-        #expect(n == 10 && rejected.isEmpty && kids == 4)
+        #expect(o.written == 10 && o.rejected.isEmpty && o.childRows == 4)
     }
 
     @Test func transientFailuresAreRetriedWithBackOffUntilTheAttemptsRunOut() {
@@ -46,10 +46,10 @@ import Testing
                     stored += r.count
                     action = m.succeeded(written: r.count, refused: [], childRows: 0)
                 }
-            case .done(let n, let rejected, _):
-                #expect(n == 6 && stored == 6)
-                #expect(rejected.map(\.row) == [2, 5])
-                #expect(rejected.allSatisfy { $0.reason.hasPrefix("CHECK violated — row") })
+            case .done(let o):
+                #expect(o.written == 6 && stored == 6)
+                #expect(o.rejected.map(\.row) == [2, 5])
+                #expect(o.rejected.allSatisfy { $0.reason.hasPrefix("CHECK violated — row") })
                 break loop
             default:
                 Issue.record("unexpected \(action)")
@@ -66,11 +66,11 @@ import Testing
         guard case .write(let second) = m.succeeded(written: 2, refused: [(row: 1, reason: "too long")], childRows: 0)
         else { Issue.record("expected the second half"); return }
         #expect(second == 3..<6)
-        guard case .done(let n, let rejected, _) = m.succeeded(written: 3, refused: [], childRows: 0) else {
+        guard case .done(let o) = m.succeeded(written: 3, refused: [], childRows: 0) else {
             Issue.record("expected done")
             return
         }
-        #expect(n == 5 && rejected == [.init(row: 1, reason: "too long")])
+        #expect(o.written == 5 && o.rejected == [.init(row: 1, reason: "too long")])
     }
 
     @Test func aFatalFailureEndsTheBatch() {

@@ -99,9 +99,6 @@ final class StageMeter: Sendable {
     /// finish after its writers ended).
     func add(_ state: StageState, _ nanos: UInt64) { total.withLock { $0.add(state, nanos) } }
 
-    /// Sets the stage's record count (when another stage counts them, as the dispatcher does for the reader).
-    func setRecords(_ n: Int64) { total.withLock { $0.records = n } }
-
     /// The stage's figures so far.
     var clock: StageClock { total.withLock { $0 } }
 

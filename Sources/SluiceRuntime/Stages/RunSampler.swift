@@ -17,13 +17,12 @@ final class RunSampler: Sendable {
     private let chunks: BoundedQueue<(Int, SourceItem)>
     private let decoded: ReorderBuffer<Decoded>
     private let batches: BoundedQueue<(Int, RecordBatch)>
-    private let hasIO: Bool
 
     init(
         control: RunControl, source: any Source, sink: any BatchSink, reader: ReaderStage, decoders: DecodeStage,
         dispatcher: DispatchStage, handOff: IOHandOffStage?, writers: WriterStage,
         chunks: BoundedQueue<(Int, SourceItem)>, decoded: ReorderBuffer<Decoded>,
-        batches: BoundedQueue<(Int, RecordBatch)>, hasIO: Bool
+        batches: BoundedQueue<(Int, RecordBatch)>
     ) {
         self.control = control
         self.source = source
@@ -36,7 +35,6 @@ final class RunSampler: Sendable {
         self.chunks = chunks
         self.decoded = decoded
         self.batches = batches
-        self.hasIO = hasIO
     }
 
     /// The run's figures now.
@@ -62,7 +60,7 @@ final class RunSampler: Sendable {
             childRowsOut: control.childRows.load(ordering: .relaxed), bytesRead: p.bytesRead,
             bytesDecoded: p.bytesDecoded,
             // An I/O stage reads all its input long before it is done: no ETA from bytes read.
-            totalBytes: hasIO ? nil : p.totalBytes, stages: stages,
+            totalBytes: handOff != nil ? nil : p.totalBytes, stages: stages,
             queues: [
                 QueueSample(name: "chunks", depth: chunks.depth, capacity: chunks.capacity),
                 QueueSample(name: "decoded", depth: decoded.depth, capacity: decoded.capacity),

@@ -71,8 +71,8 @@ final class WriterStage: Sendable {
                 timer.clock.batches += 1
                 if result.childRows > 0 { control.childRows.add(Int64(result.childRows), ordering: .relaxed) }
                 control.recordsOut.add(Int64(result.written), ordering: .relaxed)
-                for (row, reason) in result.rejected {
-                    try rejects.write(Self.sinkReject(batch, row: row, reason: reason))
+                for r in result.rejected {
+                    try rejects.write(Self.sinkReject(batch, row: r.row, reason: r.reason))
                 }
                 tracker?.done(seq, batch)
                 let total = control.rejected.add(Int64(result.rejected.count), ordering: .relaxed).newValue
@@ -89,18 +89,11 @@ final class WriterStage: Sendable {
         meter.publish(&timer)
     }
 
-    /// What a write did: rows written, rows refused (by batch row) with the reason, child rows written.
-    struct Written {
-        var written = 0
-        var rejected: [(Int, String)] = []
-        var childRows = 0
-    }
-
     /// Writes a batch as its ``WriteAttemptStateMachine`` says: retrying transient failures after a back-off
     /// (booked as blocked), bisecting batches the sink refuses.
     private func write(
         _ batch: RecordBatch, lane: Int, sequence: Int, timer: inout ThreadTimer
-    ) throws -> Written {
+    ) throws -> WriteAttemptStateMachine.Outcome {
         var machine = WriteAttemptStateMachine(rows: batch.count, policy: options.retry)
         var action = machine.start()
         while true {
@@ -120,8 +113,8 @@ final class WriterStage: Sendable {
                 usleep(UInt32(min(d.nanoseconds / 1000, 60_000_000)))
                 timer.mark(.blocked)
                 action = machine.resume()
-            case .done(let written, let rejected, let childRows):
-                return Written(written: written, rejected: rejected.map { ($0.row, $0.reason) }, childRows: childRows)
+            case .done(let outcome):
+                return outcome
             case .fail(let error):
                 throw error
             }
