@@ -8,7 +8,7 @@ import SluiceSQLite
 import SluiceWorkloads
 
 @main
-struct SluiceBench: ParsableCommand {
+struct SluiceBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice-bench",
         abstract: "Side-by-side benchmarks for Sluice (release builds only).",
@@ -158,19 +158,19 @@ struct W0: ParsableCommand {
     }
 }
 
-struct Overhead: ParsableCommand {
+struct Overhead: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Framework overhead: ready-made batches → discard sink, no parsing; ns per record.")
 
     @Option var rows = 20_000_000
 
-    func run() throws {
+    func run() async throws {
         var options = PipelineOptions()
         options.rejectsPath = nil
         // Warm up once, then measure.
-        _ = try Pipeline(source: GeneratorSource(rows: 1_000_000), sink: DiscardSink(), options: options).runBlocking()
-        let report = try Pipeline(source: GeneratorSource(rows: rows), sink: DiscardSink(), options: options)
-            .runBlocking()
+        _ = try await Pipeline(source: GeneratorSource(rows: 1_000_000), sink: DiscardSink(), options: options).run()
+        let report = try await Pipeline(source: GeneratorSource(rows: rows), sink: DiscardSink(), options: options)
+            .run()
         let ns = report.wallSeconds * 1e9 / Double(rows)
         print(report.text)
         print(

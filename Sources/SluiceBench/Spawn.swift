@@ -1,5 +1,6 @@
 import Foundation
 import SluiceReport
+import SluiceTesting
 
 #if canImport(Glibc)
     import Glibc
@@ -107,4 +108,16 @@ func sideBySide(
 /// (`-c SQL` or `-f script`).
 func psql(_ url: String, _ arguments: [String]) -> [String] {
     ["psql", url, "-X", "-q", "-v", "ON_ERROR_STOP=1"] + arguments
+}
+
+/// Statements the benchmarks run to prepare and check a server (outside the timed runs), through `psql`.
+struct AdminSQL {
+    /// The server.
+    let url: String
+
+    /// Runs one statement.
+    func execute(_ sql: String) throws { _ = try Psql.rows(url, sql) }
+
+    /// Rows of a query, every column as text (NULL as nil).
+    func rows(_ sql: String) throws -> [[String?]] { try Psql.rows(url, sql) }
 }

@@ -62,8 +62,7 @@ struct W0Postgres: ParsableCommand {
                     name: "CSV → PostgreSQL upsert on id (\(what))", key: true, prefill: prefill,
                     reference: "staging script (\\copy + INSERT … ON CONFLICT)"))
         }
-        let admin = try PostgresSession(PostgresLocation(url: url))
-        defer { admin.close() }
+        let admin = AdminSQL(url: url)
         let extra = sluiceArgs.split(separator: " ").map(String.init)
         var results: [[String: Any]] = []
         print(
@@ -114,7 +113,7 @@ struct W0Postgres: ParsableCommand {
     }
 
     /// A fresh table (dropped and created), filled from the scenario's prefill file, vacuumed and analyzed.
-    func prepare(_ s: PostgresSession, _ scenario: Scenario, _ table: String) throws {
+    func prepare(_ s: AdminSQL, _ scenario: Scenario, _ table: String) throws {
         try s.execute("DROP TABLE IF EXISTS \(table)")
         try s.execute("CREATE TABLE \(table) (\(Self.columns)\(scenario.key ? ", PRIMARY KEY (id)" : ""))")
         if let prefill = scenario.prefill {
@@ -129,10 +128,10 @@ struct W0Postgres: ParsableCommand {
     }
 
     /// Row count and a hash over every row's text.
-    func checksum(_ s: PostgresSession, _ table: String) throws -> String {
+    func checksum(_ s: AdminSQL, _ table: String) throws -> String {
         let r = try s.rows(
             "SELECT count(*)::text || '|' || coalesce(sum(hashtext(t::text)::int8), 0)::text || '|' || coalesce(sum(id), 0)::text FROM \(table) t"
         )
-        return try r[0].decode(String.self)
+        return r.first?.first.flatMap { $0 } ?? ""
     }
 }

@@ -70,8 +70,7 @@ struct W2: ParsableCommand {
         }
         setenv("DATABASE_URL", url, 1)
         setenv("BLOB_ROOT", root, 1)
-        let admin = try PostgresSession(PostgresLocation(url: url))
-        defer { admin.close() }
+        let admin = AdminSQL(url: url)
 
         print(
             "W2 MIME backfill, \(Format.count(Int64(rows))) rows / \(Format.count(Int64(blobs))) blobs, \(cores) cores, \(libmagicOnly ? "libmagic on every blob" : "fast signatures on"), \(runs) runs"
@@ -130,7 +129,7 @@ struct W2: ParsableCommand {
 
     /// Recreates `inode` with every row untyped, and the index a backfill wants: untyped rows by blob id
     /// (paging and the update both use it; typed rows leave it).
-    func prepareTable(admin: PostgresSession, url: String, csv: String) throws {
+    func prepareTable(admin: AdminSQL, url: String, csv: String) throws {
         try admin.execute("DROP TABLE IF EXISTS inode")
         try admin.execute("CREATE TABLE inode (id bigint PRIMARY KEY, blobid text NOT NULL, mime_type text)")
         let r = try spawn(
@@ -143,14 +142,14 @@ struct W2: ParsableCommand {
     }
 
     /// Rows whose blob has no type, two types, or a type other than libmagic's for the whole file.
-    func check(admin: PostgresSession, expected: [String: String]) throws -> Int {
+    func check(admin: AdminSQL, expected: [String: String]) throws -> Int {
         let got = try admin.rows(
             "SELECT blobid, min(mime_type), max(mime_type), count(*) FILTER (WHERE mime_type IS NULL) FROM inode GROUP BY blobid"
         )
         var mismatches = 0
         var typed = 0
         for row in got {
-            let (id, lo, hi, nulls) = try row.decode((String, String?, String?, Int64).self)
+            let (id, lo, hi, nulls) = (row[0] ?? "", row[1], row[2], Int64(row[3] ?? "") ?? -1)
             typed += 1
             if nulls != 0 || lo != hi || lo != expected[id] {
                 if mismatches < 5 {

@@ -138,8 +138,7 @@ struct W5: ParsableCommand {
         }
         let inputKind = plainInput ? "XML" : "gzip XML"
         let server = try serverURL(url)
-        let admin = try PostgresSession(PostgresLocation(url: server))
-        defer { admin.close() }
+        let admin = AdminSQL(url: server)
         func dropAll(_ schema: String) throws {
             for t in Self.tables { try admin.execute("DROP TABLE IF EXISTS \(schema).\(t)") }
         }
@@ -241,11 +240,11 @@ struct W5: ParsableCommand {
     }
 
     /// Per table: row count and an order-independent checksum of the rows' text.
-    private func checksums(_ s: PostgresSession, _ schema: String) throws -> [String] {
+    private func checksums(_ s: AdminSQL, _ schema: String) throws -> [String] {
         try Self.tables.map { t in
             let r = try s.rows(
                 "SELECT count(*)::text || ':' || coalesce(sum(hashtext(x::text)::int8), 0)::text FROM \(schema).\(t) x")
-            return "\(t)=" + (try r.first?.decode(String.self) ?? "")
+            return "\(t)=" + (r.first?.first.flatMap { $0 } ?? "")
         }
     }
 }

@@ -160,7 +160,7 @@ public struct PipelineSpec: Sendable {
     /// - Throws: ``SluiceError`` with code `.config` for anything inconsistent.
     public func makePipeline() throws -> Pipeline {
         let key = mode.keyColumns
-        let source: any Source
+        let source: any SourceBase
         if let pg = postgresSource {
             guard inputs.isEmpty else { throw SluiceError(.config, "give input files or a postgres source, not both") }
             source = try PostgresSource(

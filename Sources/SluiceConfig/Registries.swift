@@ -133,12 +133,12 @@ public struct StoreKind: Sendable {
     /// Parses `url` when it belongs to this kind (nil when it does not).
     public var parse: @Sendable (String) throws -> Store?
     /// Makes the sink.
-    public var makeSink: @Sendable (Store, SinkRequest) throws -> any BatchSink
+    public var makeSink: @Sendable (Store, SinkRequest) throws -> any SinkBase
 
     /// Creates a kind.
     public init(
         scheme: String, parse: @escaping @Sendable (String) throws -> Store?,
-        makeSink: @escaping @Sendable (Store, SinkRequest) throws -> any BatchSink
+        makeSink: @escaping @Sendable (Store, SinkRequest) throws -> any SinkBase
     ) {
         self.scheme = scheme
         self.parse = parse

@@ -88,20 +88,24 @@ public final class FetchTransform: IOTransform, @unchecked Sendable {
     }
 
     /// Reads which URLs an earlier run stored (when resuming) and starts the HTTP client.
-    public func open(sink: any BatchSink) throws {
+    public func open(stored rows: StoredRows) async throws {
         if options.resume {
-            var previouslyFailed: Int64 = 0
-            _ = try sink.readStored(
+            let found = Locked<(stored: [String: (String, Int64)], failed: Int64)>(([:], 0))
+            _ = try await rows.forEach(
                 columns: [options.urlColumn, FetchColumns.sha256, FetchColumns.bytes, FetchColumns.error]
             ) { row in
                 guard let url = row[0] else { return }
-                if row[3] == nil, let sha = row[1], let n = row[2].flatMap({ Int64($0) }) {
-                    stored[url] = (sha, n)
-                } else {
-                    previouslyFailed += 1
+                found.withLock {
+                    if row[3] == nil, let sha = row[1], let n = row[2].flatMap({ Int64($0) }) {
+                        $0.stored[url] = (sha, n)
+                    } else {
+                        $0.failed += 1
+                    }
                 }
             }
-            stats.previouslyFailed.store(previouslyFailed, ordering: .relaxed)
+            let (s, failed) = found.withLock { $0 }
+            stored = s
+            stats.previouslyFailed.store(failed, ordering: .relaxed)
         }
         var config = HTTPClient.Configuration()
         config.timeout = .init(

@@ -17,8 +17,8 @@ public protocol IOTransform: AnyObject, Sendable {
     /// The output schema: `input`'s fields, then the fields each ``IOCompletion/finish(_:)`` supplies.
     func outputSchema(for input: Schema) throws -> Schema
     /// Called once the sink is open and before the first record, so that the transform can read what an
-    /// earlier run stored (resume state).
-    func open(sink: any BatchSink) throws
+    /// earlier run stored (resume state) through `stored`.
+    func open(stored: StoredRows) async throws
     /// Starts work on row `row` of `batch`. Returns false to drop the row without work (an earlier run
     /// finished it; it is not written again); otherwise `completion` must be finished exactly once, from any
     /// thread.
@@ -54,4 +54,29 @@ public struct IOCompletion: Sendable {
 
     /// Finishes the record with the values of the transform's added fields, in schema order.
     public func finish(_ values: [Value]) { body(values) }
+}
+
+/// What a sink already stores, for a stage that resumes from an earlier run: the rows of the target table,
+/// column by column as text. It reads through the sink's own ``BatchSink/readStored(columns:_:)`` or
+/// ``AsyncBatchSink/readStored(columns:_:)``.
+public struct StoredRows: Sendable {
+    private let reader: @Sendable ([String], @escaping @Sendable ([String?]) throws -> Void) async throws -> Bool
+
+    /// Rows read by `reader` (the runtime makes it from the sink).
+    public init(
+        _ reader: @escaping @Sendable ([String], @escaping @Sendable ([String?]) throws -> Void) async throws -> Bool
+    ) {
+        self.reader = reader
+    }
+
+    /// Calls `body` with the named columns of every stored row (nil for NULL). A table that does not exist
+    /// yet has no rows. Returns false when the sink cannot read its target.
+    /// - Throws: ``SluiceError`` when a column is missing or the read fails; what `body` throws.
+    public func forEach(columns: [String], _ body: @escaping @Sendable ([String?]) throws -> Void) async throws -> Bool
+    {
+        try await reader(columns, body)
+    }
+
+    /// No stored rows (a sink that cannot read its target).
+    public static let none = StoredRows { _, _ in false }
 }

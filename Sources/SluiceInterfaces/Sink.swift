@@ -118,9 +118,9 @@ public struct SinkWriteOutcome: Sendable {
 
 /// Which writer writes a batch, and which batch it is.
 public struct WriteContext: Sendable, Hashable {
-    /// The writer (0 ..< ``BatchSink/writers``): a sink keeps one connection per writer.
+    /// The writer (0 ..< ``SinkBase/writers``): a sink keeps one connection per writer.
     public var writer: Int
-    /// The batch's number in input order (the one ``BatchSink/willWrite(_:sequence:)`` saw), or nil when
+    /// The batch's number in input order (the one ``SinkBase/willWrite(_:sequence:)`` saw), or nil when
     /// the caller keeps no order (a sink then orders nothing).
     public var sequence: Int?
 
@@ -146,37 +146,35 @@ public struct RunEnd: Sendable, Hashable {
     }
 }
 
-/// Where batches go.
+/// What every sink tells the runtime, whichever way it writes: its target, its writers, the order hooks the
+/// dispatching thread calls, and its counters. A sink is either a ``BatchSink`` (blocking calls, each writer on
+/// a thread of its own) or an ``AsyncBatchSink`` (async calls, each writer a task); ``kind`` says which.
 ///
-/// ``write(_:context:)`` commits each batch on its own (one transaction per batch), so that a crash leaves
-/// only whole batches. A sink that can tell exactly which rows failed returns them in ``SinkWriteOutcome``; one
-/// that can only fail the whole batch throws ``SluiceError`` with kind ``SluiceError/Kind/bisect``, and the
-/// runtime bisects; kind ``SluiceError/Kind/retry`` is retried with back-off.
+/// Each batch commits on its own (one transaction per batch), so that a crash leaves only whole batches. A
+/// sink that can tell exactly which rows failed returns them in ``SinkWriteOutcome``; one that can only fail
+/// the whole batch throws ``SluiceError`` with kind ``SluiceError/Kind/bisect``, and the runtime bisects;
+/// kind ``SluiceError/Kind/retry`` is retried with back-off.
 ///
-/// A sink with ``writers`` = 1 (the default) gets every write from one thread, in input order. A sink with
-/// more writers gets writes from that many threads at once, each thread always passing its own
-/// ``WriteContext/writer`` (so it can keep one connection per writer); batches then commit in no fixed order
-/// unless the sink orders them itself: ``willWrite(_:sequence:)`` sees every batch on one thread in input
-/// order before any writer does, and ``didWrite(sequence:)`` says when a batch is done for good, so a sink can
-/// make a batch wait for an earlier one it conflicts with (the same keys, for upserts).
-public protocol BatchSink: AnyObject, Sendable {
+/// With ``writers`` = 1 (the default) every write comes from one writer, in input order. With more, that many
+/// writers write at once, each always passing its own ``WriteContext/writer`` (so it can keep one connection
+/// per writer); batches then commit in no fixed order unless the sink orders them itself:
+/// ``willWrite(_:sequence:)`` sees every batch on one thread in input order before any writer does, and
+/// ``didWrite(sequence:)`` says when a batch is done for good, so a sink can make a batch wait for an earlier
+/// one it conflicts with (the same keys, for upserts).
+public protocol SinkBase: AnyObject, Sendable {
     /// A description of the target for reports.
     var target: String { get }
-    /// How many threads may write at once. Default: 1. Read after ``open(schema:)``.
+    /// How many writers may write at once. Default: 1. Read after the sink opened.
     var writers: Int { get }
-    /// Prepares the target for rows of `schema` (creates the table, prepares statements).
-    func open(schema: Schema) throws
+    /// Which calling convention the sink has (set by conforming to ``BatchSink`` or ``AsyncBatchSink``).
+    var kind: SinkKind { get }
     /// Called on the dispatching thread, in input order, before batch number `sequence` goes to a writer.
     /// Default: nothing.
     func willWrite(_ batch: RecordBatch, sequence: Int)
-    /// Writes and commits one batch (or, after a bisection, part of it) on the context's writer.
-    func write(_ batch: RecordBatch, context: WriteContext) throws -> SinkWriteOutcome
     /// Called once batch `sequence` is done for good — committed, rejected, or failed — after every retry
     /// and bisection, and for a batch announced to ``willWrite(_:sequence:)`` that was never written because
     /// the run stopped. Default: nothing.
     func didWrite(sequence: Int)
-    /// Ends the run.
-    func finish(_ end: RunEnd) throws
     /// Inserted / updated / unchanged / purged counts, for sinks that tell them apart. Default: nil.
     var changes: ChangeCounts? { get }
     /// With `--skip-unchanged` and a source-hash column: the stored records' source hashes, read at open, so
@@ -187,6 +185,25 @@ public protocol BatchSink: AnyObject, Sendable {
     func noteUnchanged(keys: [Int64])
     /// Per-phase timings so far; read from any thread while the run goes.
     var timings: SinkTimings { get }
+}
+
+/// A sink's calling convention, for the runtime to drive it.
+public enum SinkKind: Sendable {
+    /// Blocking calls: each writer runs on a dedicated thread (SQLite, files).
+    case blocking(any BatchSink)
+    /// Async calls: each writer is a task holding its connection (network stores).
+    case async(any AsyncBatchSink)
+}
+
+/// A sink whose calls block: the runtime calls ``open(schema:)`` and ``finish(_:)`` on a thread of its own
+/// and runs each writer on a dedicated thread (a store whose writes are CPU and disk work, such as SQLite).
+public protocol BatchSink: SinkBase {
+    /// Prepares the target for rows of `schema` (creates the table, prepares statements).
+    func open(schema: Schema) throws
+    /// Writes and commits one batch (or, after a bisection, part of it) on the context's writer.
+    func write(_ batch: RecordBatch, context: WriteContext) throws -> SinkWriteOutcome
+    /// Ends the run.
+    func finish(_ end: RunEnd) throws
     /// Reads the named columns of every row stored in the target table, as text (nil for NULL), calling
     /// `body` once per row; called after ``open(schema:)`` and before any write, so that a stage can resume
     /// from what an earlier run stored. A table that does not exist yet has no rows. Returns false when the
@@ -194,7 +211,29 @@ public protocol BatchSink: AnyObject, Sendable {
     func readStored(columns: [String], _ body: ([String?]) throws -> Void) throws -> Bool
 }
 
-extension BatchSink {
+/// A sink whose calls are async (a network store): each writer is a task that holds its connection for its
+/// lifetime, opened and closed by ``withWriter(_:_:)`` around the writer's whole run, as postgres-nio's
+/// `withConnection` scopes a connection to a closure.
+public protocol AsyncBatchSink: SinkBase {
+    /// Prepares the target for rows of `schema` (creates the table, prepares statements).
+    func open(schema: Schema) async throws
+    /// Runs writer number `writer` (0 ..< ``SinkBase/writers``): opens what the writer holds (its connection),
+    /// calls `body` with the writer, and closes it when `body` returns or throws.
+    func withWriter(_ writer: Int, _ body: (any AsyncSinkWriter) async throws -> Void) async throws
+    /// Ends the run, after every writer ended.
+    func finish(_ end: RunEnd) async throws
+    /// Reads the named columns of every row stored in the target table, as text (nil for NULL), calling
+    /// `body` once per row; see ``BatchSink/readStored(columns:_:)``. Default: false.
+    func readStored(columns: [String], _ body: @Sendable ([String?]) throws -> Void) async throws -> Bool
+}
+
+/// One writer of an ``AsyncBatchSink``, used by one task at a time for the life of ``AsyncBatchSink/withWriter(_:_:)``.
+public protocol AsyncSinkWriter: AnyObject {
+    /// Writes and commits one batch (or, after a bisection, part of it); `sequence` as in ``WriteContext``.
+    func write(_ batch: RecordBatch, sequence: Int?) async throws -> SinkWriteOutcome
+}
+
+extension SinkBase {
     /// One writer.
     public var writers: Int { 1 }
     /// Does nothing.
@@ -207,8 +246,22 @@ extension BatchSink {
     public var storedSourceHashes: StoredSourceHashes? { nil }
     /// Does nothing.
     public func noteUnchanged(keys: [Int64]) {}
+}
+
+extension BatchSink {
+    /// Blocking.
+    public var kind: SinkKind { .blocking(self) }
     /// Cannot read: false.
     public func readStored(columns: [String], _ body: ([String?]) throws -> Void) throws -> Bool { false }
+}
+
+extension AsyncBatchSink {
+    /// Async.
+    public var kind: SinkKind { .async(self) }
+    /// Cannot read: false.
+    public func readStored(columns: [String], _ body: @Sendable ([String?]) throws -> Void) async throws -> Bool {
+        false
+    }
 }
 
 /// Drops every batch (for measuring the framework).

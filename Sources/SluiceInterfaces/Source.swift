@@ -63,18 +63,18 @@ public final class SourceProgress: Sendable {
     public func setTotal(_ t: Int64?) { total.store(t ?? -1, ordering: .relaxed) }
 }
 
-/// Where records come from. `open` and `next` are called from the pipeline's reader thread only.
-public protocol Source: AnyObject, Sendable {
+/// What every source tells the runtime, whichever way it reads: its name, its progress and the hooks the run
+/// calls around commits. A source is either a ``Source`` (blocking calls, read on a thread of its own) or an
+/// ``AsyncSource`` (async calls, read by a task); ``kind`` says which.
+public protocol SourceBase: AnyObject, Sendable {
     /// A description for reports (`events.csv (csv, gzip)`).
     var name: String { get }
-    /// Opens the input and settles the schema (declared or inferred).
-    func open(context: SourceContext) throws -> Schema
-    /// The next unit of work, or nil at the end of the input.
-    func next() throws -> SourceItem?
+    /// Which calling convention the source has (set by conforming to ``Source`` or ``AsyncSource``).
+    var kind: SourceKind { get }
     /// Progress counters.
     var progress: SourceProgress { get }
     /// Called after `batch` and every batch before it were committed by the sink, in input order, on the
-    /// writer's thread (a resumable source records its position here). Default: nothing.
+    /// writer's thread or task (a resumable source records its position here). Default: nothing.
     func committed(_ batch: RecordBatch)
     /// Hands the source what the sink already holds, after the sink opened and before the first `next`, so its
     /// decoders can skip records whose raw bytes are unchanged. Default: nothing.
@@ -85,11 +85,52 @@ public protocol Source: AnyObject, Sendable {
     func runEnded(committedAll: Bool)
 }
 
-extension Source {
+/// A source's calling convention, for the runtime to drive it.
+public enum SourceKind: Sendable {
+    /// Blocking calls, made from the pipeline's reader thread.
+    case blocking(any Source)
+    /// Async calls, made from the pipeline's reader task.
+    case async(any AsyncSource)
+}
+
+/// Where records come from, with blocking calls: `open` and `next` are called from the pipeline's reader
+/// thread only (files, pipes: reading and decompressing are work for a dedicated thread).
+public protocol Source: SourceBase {
+    /// Opens the input and settles the schema (declared or inferred).
+    func open(context: SourceContext) throws -> Schema
+    /// The next unit of work, or nil at the end of the input.
+    func next() throws -> SourceItem?
+}
+
+/// Where records come from, with async calls (a database query over the network): `open` and `next` are called
+/// from the pipeline's reader task only, one at a time.
+public protocol AsyncSource: SourceBase {
+    /// Opens the input and settles the schema.
+    func open(context: SourceContext) async throws -> Schema
+    /// The next unit of work, or nil at the end of the input.
+    func next() async throws -> SourceItem?
+    /// Called once by the reader task when it stops reading — the end of the input, a stop or a failure —
+    /// so that the source releases its connection. Default: nothing.
+    func close() async
+}
+
+extension SourceBase {
     /// Does nothing.
     public func committed(_ batch: RecordBatch) {}
     /// Does nothing.
     public func useStoredSourceHashes(_ stored: StoredSourceHashes) {}
     /// Does nothing.
     public func runEnded(committedAll: Bool) {}
+}
+
+extension Source {
+    /// Blocking.
+    public var kind: SourceKind { .blocking(self) }
+}
+
+extension AsyncSource {
+    /// Async.
+    public var kind: SourceKind { .async(self) }
+    /// Does nothing.
+    public func close() async {}
 }

@@ -15,19 +15,16 @@ extension PostgresSession {
     /// comment that absorbs the text options PostgresNIO appends. The integration tests load binary data
     /// through this path, so a PostgresNIO that builds the statement differently fails them.
     /// - Throws: ``SluiceError``.
-    public func copyIn(statement: String, data: ByteBuffer) throws {
+    public func copyIn(statement: String, data: ByteBuffer) async throws {
         precondition(statement.hasPrefix("COPY \""), "copyIn statement must start with COPY \"")
         precondition(!statement.contains("\n"), "copyIn statement must be one line")
-        let (c, logger) = (connection, logger)
         let passThrough = String(statement.dropFirst(6)) + " --"
         do {
-            try blockingAwait {
-                try await c.copyFrom(table: passThrough, logger: logger) { writer in
-                    var rest = data
-                    while rest.readableBytes > 0 {
-                        let piece = rest.readSlice(length: min(rest.readableBytes, 1 << 20))!
-                        try await writer.write(piece)
-                    }
+            try await connection.copyFrom(table: passThrough, logger: logger) { writer in
+                var rest = data
+                while rest.readableBytes > 0 {
+                    let piece = rest.readSlice(length: min(rest.readableBytes, 1 << 20))!
+                    try await writer.write(piece)
                 }
             }
         } catch { throw SluiceError.postgres(error) }

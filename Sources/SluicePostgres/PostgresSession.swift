@@ -106,77 +106,6 @@ public struct PostgresLocation: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-/// Runs `body` as a task on ``BridgeExecutor`` and blocks the calling thread until it finishes. Used once per
-/// statement or batch, never per record.
-///
-/// The task runs on its own thread, not on Swift's cooperative pool: the caller may itself be on that pool
-/// (a synchronous function called from async code), and blocking every pool thread while the task waits for
-/// one would deadlock.
-func blockingAwait<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
-    let box = ResultBox<T>()
-    Task(executorPreference: BridgeExecutor.shared) { box.put(await Result { try await body() }) }
-    return try box.take().get()
-}
-
-/// A task executor with one dedicated thread, for the tasks ``blockingAwait(_:)`` starts. The tasks only
-/// hand work to NIO's event loops and wait, so one thread serves every connection.
-final class BridgeExecutor: TaskExecutor, @unchecked Sendable {
-    static let shared = BridgeExecutor()
-
-    private let condition = NSCondition()
-    private var jobs: [UnownedJob] = []
-
-    private init() {
-        let thread = Thread { [unowned self] in self.loop() }
-        thread.name = "sluice-pg-bridge"
-        thread.start()
-    }
-
-    private func loop() {
-        while true {
-            condition.lock()
-            while jobs.isEmpty { condition.wait() }
-            let batch = jobs
-            jobs.removeAll(keepingCapacity: true)
-            condition.unlock()
-            for job in batch { job.runSynchronously(on: asUnownedTaskExecutor()) }
-        }
-    }
-
-    func enqueue(_ job: consuming ExecutorJob) {
-        let j = UnownedJob(job)
-        condition.lock()
-        jobs.append(j)
-        condition.signal()
-        condition.unlock()
-    }
-}
-
-private final class ResultBox<T: Sendable>: @unchecked Sendable {
-    private let condition = NSCondition()
-    private var result: Result<T, any Error>?
-
-    func put(_ r: Result<T, any Error>) {
-        condition.lock()
-        result = r
-        condition.signal()
-        condition.unlock()
-    }
-
-    func take() -> Result<T, any Error> {
-        condition.lock()
-        defer { condition.unlock() }
-        while result == nil { condition.wait() }
-        return result!
-    }
-}
-
-extension Result where Failure == any Error {
-    init(catching body: () async throws -> Success) async {
-        do { self = .success(try await body()) } catch { self = .failure(error) }
-    }
-}
-
 /// An error PostgresNIO threw that is not a `PSQLError`, kept as text (its type need not be `Sendable`).
 struct PostgresClientFailure: Error, Sendable, CustomStringConvertible {
     var text: String
@@ -265,8 +194,11 @@ extension SluiceError {
     }
 }
 
-/// One PostgreSQL connection used from a single pipeline thread, with blocking calls.
-public final class PostgresSession: @unchecked Sendable {
+/// One PostgreSQL connection, with async calls whose errors are ``SluiceError``s.
+///
+/// ``with(_:logger:_:)`` scopes a connection to a closure, as postgres-nio's `withConnection`: it is closed
+/// when the closure returns or throws. A session opened with ``connect(_:logger:)`` is closed by its owner.
+public struct PostgresSession: Sendable {
     /// Where it is connected.
     public let location: PostgresLocation
     let connection: PostgresConnection
@@ -274,15 +206,14 @@ public final class PostgresSession: @unchecked Sendable {
     let logger: Logger
 
     /// Connects, logging to `logger`.
-    /// - Throws: ``SluiceError``.
-    public init(_ location: PostgresLocation, logger: Logger = Logger(label: "sluice.postgres")) throws {
-        self.location = location
-        self.logger = logger
-        let configuration = location.configuration
+    /// - Throws: ``SluiceError`` (`cannot connect to …`).
+    public static func connect(
+        _ location: PostgresLocation, logger: Logger = Logger(label: "sluice.postgres")
+    ) async throws -> PostgresSession {
         do {
-            connection = try blockingAwait {
-                try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)
-            }
+            let c = try await PostgresConnection.connect(
+                configuration: location.configuration, id: 1, logger: logger)
+            return PostgresSession(location: location, connection: c, logger: logger)
         } catch {
             var f = SluiceError.postgres(error)
             f.message = "cannot connect to \(location): \(f.message)"
@@ -290,54 +221,55 @@ public final class PostgresSession: @unchecked Sendable {
         }
     }
 
-    deinit {
-        let c = connection
-        Task { try? await c.close() }
+    /// Connects, runs `body` with the session and closes it, whether `body` returns or throws.
+    /// - Throws: ``SluiceError`` when it cannot connect; what `body` throws.
+    public static func with<T: Sendable>(
+        _ location: PostgresLocation, logger: Logger = Logger(label: "sluice.postgres"),
+        _ body: (PostgresSession) async throws -> T
+    ) async throws -> T {
+        let s = try await connect(location, logger: logger)
+        do {
+            let r = try await body(s)
+            await s.close()
+            return r
+        } catch {
+            await s.close()
+            throw error
+        }
     }
 
     /// Whether the connection is closed (the server went away or ``close()`` was called).
     public var isClosed: Bool { connection.isClosed }
 
-    /// Closes the connection.
-    public func close() {
-        let c = connection
-        _ = try? blockingAwait { try await c.close() }
-    }
+    /// Closes the connection (a lost one is already closed).
+    public func close() async { try? await connection.close() }
 
     /// Runs one statement and discards its rows.
     /// - Throws: ``SluiceError``.
-    public func execute(_ sql: String, _ binds: PostgresBindings = PostgresBindings()) throws {
-        let (c, logger) = (connection, logger)
-        let q = PostgresQuery(unsafeSQL: sql, binds: binds)
+    public func execute(_ sql: String, _ binds: PostgresBindings = PostgresBindings()) async throws {
         do {
-            try blockingAwait {
-                let rows = try await c.query(q, logger: logger)
-                for try await _ in rows {}
-            }
+            let rows = try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger)
+            for try await _ in rows {}
         } catch { throw SluiceError.postgres(error) }
     }
 
     /// Runs one statement and returns its rows.
     /// - Throws: ``SluiceError``.
-    public func rows(_ sql: String, _ binds: PostgresBindings = PostgresBindings()) throws -> [PostgresRow] {
-        let (c, logger) = (connection, logger)
-        let q = PostgresQuery(unsafeSQL: sql, binds: binds)
+    public func rows(_ sql: String, _ binds: PostgresBindings = PostgresBindings()) async throws -> [PostgresRow] {
         do {
-            return try blockingAwait { try await c.query(q, logger: logger).collect() }
+            return try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger).collect()
         } catch { throw SluiceError.postgres(error) }
     }
 
     /// Runs one statement and hands each row to `body` as it arrives (no array of rows).
     /// - Throws: ``SluiceError``, or what `body` throws.
     public func forEachRow(
-        _ sql: String, _ binds: PostgresBindings = PostgresBindings(),
-        _ body: @escaping @Sendable (PostgresRow) throws -> Void
-    ) throws {
-        let (c, logger) = (connection, logger)
-        let q = PostgresQuery(unsafeSQL: sql, binds: binds)
+        _ sql: String, _ binds: PostgresBindings = PostgresBindings(), _ body: (PostgresRow) throws -> Void
+    ) async throws {
         do {
-            try blockingAwait {
-                for try await row in try await c.query(q, logger: logger) { try body(row) }
+            for try await row in try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger)
+            {
+                try body(row)
             }
         } catch let e as SluiceError {
             throw e

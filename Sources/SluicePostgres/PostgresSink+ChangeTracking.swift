@@ -15,8 +15,8 @@ extension PostgresSink {
     /// the batch a data error, which the runtime bisects, so a bad record is rejected whole with its children.
     func writeNested(
         _ batch: RecordBatch, _ n: Nested, _ s: PostgresSession, _ lane: Lane, _ sequence: Int?, _ t: inout SinkTimings
-    ) throws -> SinkWriteOutcome {
-        if let sequence { keyOrder?.waitForEarlierBatchesSharingKeys(sequence) }
+    ) async throws -> SinkWriteOutcome {
+        if let sequence { await keyOrder?.waitForEarlierBatchesSharingKeys(sequence) }
         if let stored = n.stored {
             let a = MonotonicClock.now()
             let c = stored.classify(
@@ -31,23 +31,23 @@ extension PostgresSink {
                 return SinkWriteOutcome(written: batch.count)
             }
             do {
-                let kids = try writeRows(batch, n, s, lane, new: c.new, changed: c.changed, &t)
+                let kids = try await writeRows(batch, n, s, lane, new: c.new, changed: c.changed, &t)
                 stored.remember(batch, rows: c.changed, key: n.keyIndex, hash: n.hashIndex)
                 addCounts(local)
                 return SinkWriteOutcome(written: batch.count, childRows: kids)
             } catch let f as SluiceError where f.sqlState == "23505" {
                 // A key new to the stored set was inserted earlier in this run: classify this batch against the
                 // table itself.
-                try s.execute("ROLLBACK")
+                try await s.execute("ROLLBACK")
             }
         }
-        return try writeNestedLookingUp(batch, n, s, lane, &t)
+        return try await writeNestedLookingUp(batch, n, s, lane, &t)
     }
 
     func addCounts(_ c: ChangeCounts) {
-        timingLock.lock()
-        counts.add(c)
-        timingLock.unlock()
+        timingLock.withLock {
+            counts.add(c)
+        }
     }
 
     /// Writes new rows (copied in) and changed rows (merged, their old children deleted), then the children of
@@ -56,60 +56,60 @@ extension PostgresSink {
         _ batch: RecordBatch, _ n: Nested, _ s: PostgresSession, _ lane: Lane, new newRows: [Int],
         changed changedRows: [Int],
         _ t: inout SinkTimings
-    ) throws -> Int {
+    ) async throws -> Int {
         if !changedRows.isEmpty && !deferredKeys.isEmpty {
             // Deleting a record's old child rows needs the key the load would otherwise build at the end.
-            try buildDeferredKeys(on: s)
+            try await buildDeferredKeys(on: s)
         }
         if newRows.count + changedRows.count <= Self.fewRows && directCopy && n.seenTable == nil
             && n.keyColumn != nil && isUpsert
         {
-            return try writeFewRows(batch, n, s, lane, new: newRows, changed: changedRows, &t)
+            return try await writeFewRows(batch, n, s, lane, new: newRows, changed: changedRows, &t)
         }
         let b = MonotonicClock.now()
-        try s.execute("BEGIN")
+        try await s.execute("BEGIN")
         var childRows = 0
         let all = newRows.count == batch.count
         if !newRows.isEmpty && directCopy {
             let part = all ? batch : batch.select(rows: newRows)
             let (data, rejected) = encodeCopy(part, lane.encoder, ordinal: false)
             if let r = rejected.first { throw SluiceError.sink(.bisect, r.reason) }
-            try s.copyIn(statement: statements.copy, data: data)
+            try await s.copyIn(statement: statements.copy, data: data)
         }
         let merged = directCopy ? changedRows : (newRows + changedRows).sorted()
         if !merged.isEmpty {
             if !lane.stageReady {
-                try s.execute("SET temp_buffers = \(SQL.literal(options.tempBuffers))")
-                try s.execute(statements.createStage)
+                try await s.execute("SET temp_buffers = \(SQL.literal(options.tempBuffers))")
+                try await s.execute(statements.createStage)
                 lane.stageReady = true
             }
             let (data, rejected) = encodeCopy(batch.select(rows: merged), lane.encoder, ordinal: true)
             if let r = rejected.first { throw SluiceError.sink(.bisect, r.reason) }
-            try s.copyIn(statement: statements.copyStage, data: data)
-            try s.execute(statements.merge)
+            try await s.copyIn(statement: statements.copyStage, data: data)
+            try await s.execute(statements.merge)
         }
         if !changedRows.isEmpty, let kc = n.keyColumn {
             var binds = PostgresBindings()
             binds.append(try arrayParameter(batch, column: n.keyIndex, as: kc, rows: changedRows, lane.encoder))
-            for child in n.children { try s.execute(child.delete, binds) }
+            for child in n.children { try await s.execute(child.delete, binds) }
         }
         let written = all ? batch : batch.select(rows: (newRows + changedRows).sorted())
         for (c, child) in n.children.enumerated() where written.children[c].count > 0 {
             let (data, rejected) = encodeCopy(
                 written.children[c], lane.encoder, ordinal: false, columns: child.columns, inputIndex: child.inputIndex)
             if let r = rejected.first { throw SluiceError.sink(.bisect, "\(child.table): \(r.reason)") }
-            try s.copyIn(statement: child.copy, data: data)
+            try await s.copyIn(statement: child.copy, data: data)
             childRows += written.children[c].count
         }
         if n.seenTable != nil, let kc = n.keyColumn {
             let keyOnly = RecordBatch(
                 schema: Schema([Field("k", kc.input)]), columns: [batch.columns[n.keyIndex]], count: batch.count)
             let (data, _) = encodeCopy(keyOnly, lane.encoder, ordinal: false, columns: [kc], inputIndex: [0])
-            try s.copyIn(statement: n.copySeen, data: data)
+            try await s.copyIn(statement: n.copySeen, data: data)
         }
         let c = MonotonicClock.now()
         t.write.busy += c - b
-        try s.execute("COMMIT")
+        try await s.execute("COMMIT")
         t.commit.busy += MonotonicClock.now() - c
         return childRows
     }
@@ -132,7 +132,7 @@ extension PostgresSink {
         _ batch: RecordBatch, _ n: Nested, _ s: PostgresSession, _ lane: Lane, new newRows: [Int],
         changed changedRows: [Int],
         _ t: inout SinkTimings
-    ) throws -> Int {
+    ) async throws -> Int {
         let a = MonotonicClock.now()
         let rows = (newRows + changedRows).sorted()
         let written = batch.select(rows: rows)
@@ -208,12 +208,12 @@ extension PostgresSink {
         }
         let b = MonotonicClock.now()
         t.encode.busy += b - a
-        try s.execute("BEGIN")
-        try s.execute(parentSQL, parentBinds)
-        if !parts.isEmpty { try s.execute("WITH " + parts.joined(separator: ", ") + " SELECT 1", childBinds) }
+        try await s.execute("BEGIN")
+        try await s.execute(parentSQL, parentBinds)
+        if !parts.isEmpty { try await s.execute("WITH " + parts.joined(separator: ", ") + " SELECT 1", childBinds) }
         let c = MonotonicClock.now()
         t.write.busy += c - b
-        try s.execute("COMMIT")
+        try await s.execute("COMMIT")
         t.commit.busy += MonotonicClock.now() - c
         return childRows
     }
@@ -253,7 +253,7 @@ extension PostgresSink {
     /// ``writeNested`` classifying the batch with a lookup of its keys in the table.
     func writeNestedLookingUp(
         _ batch: RecordBatch, _ n: Nested, _ s: PostgresSession, _ lane: Lane, _ t: inout SinkTimings
-    ) throws -> SinkWriteOutcome {
+    ) async throws -> SinkWriteOutcome {
         let a = MonotonicClock.now()
         var local = ChangeCounts()
         var newRows: [Int] = []
@@ -261,7 +261,7 @@ extension PostgresSink {
         if let lookup = n.lookup, let kc = n.keyColumn {
             var binds = PostgresBindings()
             binds.append(try arrayParameter(batch, column: n.keyIndex, as: kc, rows: nil, lane.encoder))
-            let found = try s.rows(lookup, binds)
+            let found = try await s.rows(lookup, binds)
             let keys = batch.columns[n.keyIndex]
             let skip = options.changes.skipUnchanged
             let hashes = n.hashIndex.map { batch.columns[$0] }
@@ -313,7 +313,7 @@ extension PostgresSink {
         }
         t.encode.busy += MonotonicClock.now() - a
         n.stored?.markSeen(batch, key: n.keyIndex)
-        let childRows = try writeRows(batch, n, s, lane, new: newRows, changed: changedRows, &t)
+        let childRows = try await writeRows(batch, n, s, lane, new: newRows, changed: changedRows, &t)
         if n.lookup != nil {
             n.stored?.remember(batch, rows: changedRows, key: n.keyIndex, hash: n.hashIndex)
             addCounts(local)

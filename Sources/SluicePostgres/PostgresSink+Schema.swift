@@ -9,10 +9,10 @@ import Synchronization
 // Catalog introspection, table creation and migration (source-hash columns, staging for replace, child
 // tables, keys built after the load), and the SQL statements of a run, built once at open.
 extension PostgresSink {
-    func tableColumns(_ name: String, on s: PostgresSession) throws -> [(String, UInt32, String)] {
+    func tableColumns(_ name: String, on s: PostgresSession) async throws -> [(String, UInt32, String)] {
         var binds = PostgresBindings()
         binds.append(SQL.table(name))
-        let rows = try s.rows(
+        let rows = try await s.rows(
             """
             SELECT a.attname::text, a.atttypid::int8, format_type(a.atttypid, a.atttypmod) \
             FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
@@ -24,19 +24,19 @@ extension PostgresSink {
         }
     }
 
-    func setUp(schema: Schema, on s: PostgresSession) throws {
+    func setUp(schema: Schema, on s: PostgresSession) async throws {
         try options.changes.validate(mode: mode, schema: schema)
         let key = mode.keyColumns
         for k in key where schema.index(of: k) == nil {
             throw SluiceError.sink(.fatal, "key column '\(k)' is not in the input (\(schema))")
         }
-        var existing = try tableColumns(table, on: s)
+        var existing = try await tableColumns(table, on: s)
         if existing.isEmpty {
             if case .update = mode {
                 throw SluiceError.sink(.fatal, "update mode needs an existing table; \(table) is not in \(location)")
             }
-            try s.execute(Self.createTableSQL(SQL.table(table), schema: schema, key: key))
-            existing = try tableColumns(table, on: s)
+            try await s.execute(Self.createTableSQL(SQL.table(table), schema: schema, key: key))
+            existing = try await tableColumns(table, on: s)
         }
         var needed = schema.fields.map(\.name)
         if case .update(let k, let set, _) = mode {
@@ -50,8 +50,8 @@ extension PostgresSink {
             !existing.contains(where: { $0.0 == sh })
         {
             // A table from before source hashes: add the column (its records are decoded once more, then skipped).
-            try s.execute("ALTER TABLE \(SQL.table(table)) ADD COLUMN IF NOT EXISTS \(SQL.ident(sh)) bigint")
-            existing = try tableColumns(table, on: s)
+            try await s.execute("ALTER TABLE \(SQL.table(table)) ADD COLUMN IF NOT EXISTS \(SQL.ident(sh)) bigint")
+            existing = try await tableColumns(table, on: s)
         }
         let byName = Dictionary(existing.map { ($0.0, $0) }, uniquingKeysWith: { a, _ in a })
         let missing = needed.filter { byName[$0] == nil }
@@ -76,7 +76,7 @@ extension PostgresSink {
             var binds = PostgresBindings()
             binds.append(SQL.table(table))
             binds.append(k[0])
-            let indexed = try s.rows(
+            let indexed = try await s.rows(
                 """
                 SELECT count(*)::int8 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid                 AND a.attnum = i.indkey[0] WHERE i.indrelid = to_regclass($1) AND a.attname = $2
                 """, binds)
@@ -86,32 +86,32 @@ extension PostgresSink {
         }
         if case .replace = mode {
             writeTable = table + "__sluice_replace"
-            try s.execute("DROP TABLE IF EXISTS \(SQL.table(writeTable))")
-            try s.execute(
+            try await s.execute("DROP TABLE IF EXISTS \(SQL.table(writeTable))")
+            try await s.execute(
                 "CREATE TABLE \(SQL.table(writeTable)) (LIKE \(SQL.table(table)) INCLUDING ALL)")
         }
         buildStatements()
-        try setUpNested(schema: schema, on: s)
+        try await setUpNested(schema: schema, on: s)
     }
 
     /// Whether `table` has an index whose first column is `column`.
-    func hasIndex(_ table: String, leadingColumn column: String, on s: PostgresSession) throws -> Bool {
+    func hasIndex(_ table: String, leadingColumn column: String, on s: PostgresSession) async throws -> Bool {
         var binds = PostgresBindings()
         binds.append(SQL.table(table))
         binds.append(column)
-        let rows = try s.rows(
+        let rows = try await s.rows(
             "SELECT count(*)::int8 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
                 + "AND a.attnum = i.indkey[0] WHERE i.indrelid = to_regclass($1) AND a.attname = $2", binds)
         return try rows.first?.decode(Int64.self) ?? 0 > 0
     }
 
     /// Whether `table` has a unique index on exactly the columns (`first`, `second`).
-    func hasUniqueKey(_ table: String, _ first: String, _ second: String, on s: PostgresSession) throws -> Bool {
+    func hasUniqueKey(_ table: String, _ first: String, _ second: String, on s: PostgresSession) async throws -> Bool {
         var binds = PostgresBindings()
         binds.append(SQL.table(table))
         binds.append(first)
         binds.append(second)
-        let rows = try s.rows(
+        let rows = try await s.rows(
             "SELECT count(*)::int8 FROM pg_index i "
                 + "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
                 + "JOIN pg_attribute b ON b.attrelid = i.indrelid AND b.attnum = i.indkey[1] "
@@ -121,37 +121,30 @@ extension PostgresSink {
     }
 
     /// Builds the keys of child tables this run created (before deleting child rows by key, and at the end).
-    func buildDeferredKeys(on s: PostgresSession) throws {
-        deferredLock.lock()
-        defer { deferredLock.unlock() }
-        while let sql = deferredKeys.first {
-            try s.execute(sql)
-            deferredKeys.removeFirst()
-        }
-    }
+    func buildDeferredKeys(on s: PostgresSession) async throws { try await deferredKeys.build(on: s) }
 
     /// Creates missing child tables, checks their columns, and prepares the lookup and purge bookkeeping.
-    func setUpNested(schema: Schema, on s: PostgresSession) throws {
+    func setUpNested(schema: Schema, on s: PostgresSession) async throws {
         let tracking = options.changes
         guard !schema.children.isEmpty || tracking.skipUnchanged || tracking.purgeMissing else { return }
         var targets: [ChildTarget] = []
         for child in schema.children {
             let link = child.linkField.name
-            var existing = try tableColumns(child.name, on: s)
+            var existing = try await tableColumns(child.name, on: s)
             var mergeable = true
             let addKey =
                 "ALTER TABLE \(SQL.table(child.name)) ADD PRIMARY KEY (\(SQL.ident(link)), \(SQL.ident("position")))"
             if existing.isEmpty {
                 // A new child table gets its key after the load: building an index once over sorted rows costs
                 // far less than maintaining it row by row (measured: 2.9 s vs 9.9 s for W5's 5.2 M child rows).
-                try s.execute(Self.createTableSQL(SQL.table(child.name), schema: child.schema, key: []))
-                existing = try tableColumns(child.name, on: s)
-                deferredKeys.append(addKey)
-            } else if try !hasIndex(child.name, leadingColumn: link, on: s) {
+                try await s.execute(Self.createTableSQL(SQL.table(child.name), schema: child.schema, key: []))
+                existing = try await tableColumns(child.name, on: s)
+                deferredKeys.add(addKey)
+            } else if try await !hasIndex(child.name, leadingColumn: link, on: s) {
                 // Left without its key by a run that was killed before it could build it.
-                try s.execute(addKey)
+                try await s.execute(addKey)
             } else {
-                mergeable = try hasUniqueKey(child.name, link, "position", on: s)
+                mergeable = try await hasUniqueKey(child.name, link, "position", on: s)
             }
             let byName = Dictionary(existing.map { ($0.0, $0) }, uniquingKeysWith: { a, _ in a })
             var cols: [PostgresColumn] = []
@@ -201,13 +194,13 @@ extension PostgresSink {
                 let source =
                     tracking.skipUnchanged
                     ? tracking.sourceHashColumn.flatMap { c in schema.index(of: c) != nil ? SQL.ident(c) : nil } : nil
-                n.stored = try StoredHashes.load(
+                n.stored = try await StoredHashes.load(
                     table: table, key: k, hash: hash, source: source, on: s, limit: PostgresSinkOptions.storedHashLimit)
             }
             if tracking.purgeMissing && n.stored == nil {
                 let seen = table + "__sluice_seen"
-                try s.execute("DROP TABLE IF EXISTS \(SQL.table(seen))")
-                try s.execute("CREATE UNLOGGED TABLE \(SQL.table(seen)) (k \(kc.sqlType))")
+                try await s.execute("DROP TABLE IF EXISTS \(SQL.table(seen))")
+                try await s.execute("CREATE UNLOGGED TABLE \(SQL.table(seen)) (k \(kc.sqlType))")
                 n.seenTable = seen
                 n.copySeen = "COPY \(SQL.table(seen)) (k) FROM STDIN WITH (FORMAT binary)"
             }
@@ -268,5 +261,47 @@ extension PostgresSink {
             st.update = sql
         }
         statements = st
+    }
+}
+
+/// `ALTER TABLE … ADD PRIMARY KEY` statements for child tables a run created, built once by whichever lane
+/// needs them first (or by the end of the run); a lane that needs them while another builds them waits.
+final class DeferredKeys: Sendable {
+    private let state = Locked<(statements: [String], building: Bool)>(([], false))
+
+    /// Whether every statement has run.
+    var isEmpty: Bool { state.withLock { $0.statements.isEmpty } }
+
+    /// Adds a statement (at open).
+    func add(_ sql: String) { state.withLock { $0.statements.append(sql) } }
+
+    /// Runs the statements not yet run on `s`, one by one; returns once none is left (another lane may have
+    /// run them).
+    /// - Throws: ``SluiceError`` from the statement that failed (it stays to be run again).
+    func build(on s: PostgresSession) async throws {
+        while true {
+            let (next, busy) = state.withLock { st -> (String?, Bool) in
+                if st.building { return (nil, true) }
+                guard let first = st.statements.first else { return (nil, false) }
+                st.building = true
+                return (first, false)
+            }
+            if busy {
+                // Another lane is building a key (once per run, when the first changed record needs it).
+                try? await Task.sleep(for: .milliseconds(10))
+                continue
+            }
+            guard let sql = next else { return }
+            do {
+                try await s.execute(sql)
+                state.withLock {
+                    $0.statements.removeFirst()
+                    $0.building = false
+                }
+            } catch {
+                state.withLock { $0.building = false }
+                throw error
+            }
+        }
     }
 }

@@ -12,31 +12,31 @@ extension PostgresSink {
     /// COPY into the session's staging table, then one merge statement, in one transaction.
     func writeStaged(
         _ batch: RecordBatch, _ s: PostgresSession, _ lane: Lane, _ sequence: Int?, _ t: inout SinkTimings
-    ) throws -> SinkWriteOutcome {
+    ) async throws -> SinkWriteOutcome {
         let a = MonotonicClock.now()
         let (data, rejected) = encodeCopy(batch, lane.encoder, ordinal: true)
         let b = MonotonicClock.now()
         t.encode.busy += b - a
         if !lane.stageReady {
-            try s.execute("SET temp_buffers = \(SQL.literal(options.tempBuffers))")
-            try s.execute(statements.createStage)
+            try await s.execute("SET temp_buffers = \(SQL.literal(options.tempBuffers))")
+            try await s.execute(statements.createStage)
             lane.stageReady = true
         }
-        try s.execute("BEGIN")
-        try s.copyIn(statement: statements.copyStage, data: data)
-        if let sequence { keyOrder?.waitForEarlierBatchesSharingKeys(sequence) }
+        try await s.execute("BEGIN")
+        try await s.copyIn(statement: statements.copyStage, data: data)
+        if let sequence { await keyOrder?.waitForEarlierBatchesSharingKeys(sequence) }
         do {
-            try s.execute(statements.merge)
+            try await s.execute(statements.merge)
         } catch let f as SluiceError where f.sqlState == "21000" && !statements.mergeDedup.isEmpty {
             // A key repeats inside the batch: merge its last occurrence only.
-            try s.execute("ROLLBACK")
-            try s.execute("BEGIN")
-            try s.copyIn(statement: statements.copyStage, data: data)
-            try s.execute(statements.mergeDedup)
+            try await s.execute("ROLLBACK")
+            try await s.execute("BEGIN")
+            try await s.copyIn(statement: statements.copyStage, data: data)
+            try await s.execute(statements.mergeDedup)
         }
         let c = MonotonicClock.now()
         t.write.busy += c - b
-        try s.execute("COMMIT")
+        try await s.execute("COMMIT")
         t.commit.busy += MonotonicClock.now() - c
         return SinkWriteOutcome(written: batch.count - rejected.count, rejected: rejected)
     }
@@ -93,7 +93,7 @@ extension PostgresSink {
     /// already match are not written.
     func writeUpdate(
         _ batch: RecordBatch, _ s: PostgresSession, _ lane: Lane, _ t: inout SinkTimings
-    ) throws -> SinkWriteOutcome {
+    ) async throws -> SinkWriteOutcome {
         let a = MonotonicClock.now()
         let e = lane.encoder
         var rejected: [(row: Int, reason: String)] = []
@@ -113,7 +113,7 @@ extension PostgresSink {
         }
         let b = MonotonicClock.now()
         t.encode.busy += b - a
-        try s.execute(statements.update, binds)
+        try await s.execute(statements.update, binds)
         t.write.busy += MonotonicClock.now() - b
         return SinkWriteOutcome(written: rows, rejected: rejected)
     }
@@ -121,22 +121,22 @@ extension PostgresSink {
     /// With a `clean` run, runs `deleting` (which returns the count of parent rows it deleted) in one
     /// transaction and records the count; otherwise records why purging was skipped.
     func purge(
-        on s: PostgresSession, clean: Bool, complete: Bool, _ deleting: () throws -> [PostgresRow]
-    ) throws {
+        on s: PostgresSession, clean: Bool, complete: Bool, _ deleting: () async throws -> [PostgresRow]
+    ) async throws {
         guard clean else {
-            timingLock.lock()
-            counts.purgeSkipped =
-                complete
-                ? "some records were rejected, so absent keys may only be unreadable" : "the run did not complete"
-            timingLock.unlock()
+            timingLock.withLock {
+                counts.purgeSkipped =
+                    complete
+                    ? "some records were rejected, so absent keys may only be unreadable" : "the run did not complete"
+            }
             return
         }
-        try s.execute("BEGIN")
-        let purged = try deleting().first?.decode(Int64.self) ?? 0
-        try s.execute("COMMIT")
-        timingLock.lock()
-        counts.purged = purged
-        timingLock.unlock()
+        try await s.execute("BEGIN")
+        let purged = try await deleting().first?.decode(Int64.self) ?? 0
+        try await s.execute("COMMIT")
+        timingLock.withLock {
+            counts.purged = purged
+        }
     }
 
     /// A one-dimensional binary array parameter of column `col` of `batch`, for `= ANY($1)`.

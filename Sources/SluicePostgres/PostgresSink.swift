@@ -29,7 +29,10 @@ public struct PostgresSinkOptions: Sendable, Hashable {
     public init() {}
 }
 
-/// Writes batches into a PostgreSQL table over a pool of connections opened for the run.
+/// Writes batches into a PostgreSQL table, one connection per writer lane.
+///
+/// An ``AsyncBatchSink``: each writer lane is a task that holds its own connection for its lifetime
+/// (``withWriter(_:_:)``); setting up the table at open and the end of the run use a session of their own.
 ///
 /// - `append`: binary `COPY` straight from the column buffers (one transaction per batch).
 /// - `upsert(key)`: binary `COPY` into a temporary staging table, then one
@@ -46,7 +49,7 @@ public struct PostgresSinkOptions: Sendable, Hashable {
 /// server refuses for its data (a constraint, a bad value) is bisected by the runtime down to the rows.
 /// Transient failures (connection lost, serialization failure, deadlock) are retried; the batch's
 /// transaction never committed, so nothing is duplicated.
-public final class PostgresSink: BatchSink, @unchecked Sendable {
+public final class PostgresSink: AsyncBatchSink, @unchecked Sendable {
     /// The server.
     public let location: PostgresLocation
     /// The table (optionally `schema.table`).
@@ -59,7 +62,10 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
     var columns: [PostgresColumn] = []
     var inputIndex: [Int] = []
     var writeTable: String
-    var lanes: [Lane] = []
+    /// Writer lanes (set at open).
+    var writerCount = 1
+    /// Whether ``open(schema:)`` succeeded.
+    var opened = false
     let timingLock = NSLock()
     /// Keeps batches that share keys in input order across writers (upsert and update with several writers).
     var keyOrder: KeyOrder?
@@ -71,8 +77,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
     /// Child tables, lookups and purge bookkeeping, for nested records and content hashes.
     var nested: Nested?
     /// `ALTER TABLE … ADD PRIMARY KEY` for child tables this run created, built once their rows are in.
-    var deferredKeys: [String] = []
-    let deferredLock = NSLock()
+    let deferredKeys = DeferredKeys()
     var counts = ChangeCounts()
 
     /// Where its connections log.
@@ -96,13 +101,11 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
     public var target: String { "\(location) table \(table) (\(mode))" }
 
     /// Writer connections.
-    public var writers: Int { max(1, lanes.count) }
+    public var writers: Int { writerCount }
 
     /// Per-phase timings, summed over writers.
     public var timings: SinkTimings {
-        timingLock.lock()
-        defer { timingLock.unlock() }
-        return sinkTimings
+        timingLock.withLock { sinkTimings }
     }
 
     /// The SQL statements of a run, built once at open.
@@ -150,9 +153,7 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
     /// Inserted / updated / unchanged / purged counts (upserts of nested or hashed records).
     public var changes: ChangeCounts? {
         guard let n = nested, n.lookup != nil else { return nil }
-        timingLock.lock()
-        defer { timingLock.unlock() }
-        return counts
+        return timingLock.withLock { counts }
     }
 
     /// The stored records' source hashes, read at open with `--skip-unchanged` (int64 keys, a table within the
@@ -169,41 +170,64 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         addCounts(c)
     }
 
-    /// One writer: its connection, encoder and staging state.
-    final class Lane {
+    /// One writer lane: its connection, encoder and staging state, used by one task for the lane's life.
+    final class Lane: AsyncSinkWriter {
+        unowned let sink: PostgresSink
+        let index: Int
         var session: PostgresSession?
         let encoder = PostgresBinaryEncoder()
         var stageReady = false
+
+        init(sink: PostgresSink, index: Int) {
+            self.sink = sink
+            self.index = index
+        }
+
+        /// Writes and commits one batch on the lane's connection.
+        func write(_ batch: RecordBatch, sequence: Int?) async throws -> SinkWriteOutcome {
+            try await sink.write(batch, lane: self, sequence: sequence)
+        }
     }
 
-    /// Connects, creates the table if it does not exist, checks the columns and opens the writers.
-    public func open(schema: Schema) throws {
+    /// Connects, creates the table if it does not exist and checks the columns, on a session of its own.
+    public func open(schema: Schema) async throws {
         let first: PostgresSession
-        do { first = try PostgresSession(location, logger: logger) } catch let f as SluiceError {
+        do { first = try await PostgresSession.connect(location, logger: logger) } catch let f as SluiceError {
             // Nothing has run yet: a server that cannot be reached is a setup problem, like a bad path.
             throw SluiceError(.io, f.message)
         }
         do {
-            try setUp(schema: schema, on: first)
+            try await setUp(schema: schema, on: first)
+            // The settings every writer runs, tried once here so that a bad one fails the open.
+            for setting in sessionSettings { try await first.execute(setting) }
         } catch let f as SluiceError where f.fromPostgres {
-            first.close()
+            await first.close()
             throw f.fatal("PostgreSQL: ")
         } catch {
-            first.close()
+            await first.close()
             throw error
         }
-        let n = max(1, options.writers ?? PostgresSinkOptions.defaultWriters)
-        for setting in sessionSettings {
-            do { try first.execute(setting) } catch let f as SluiceError where f.fromPostgres {
-                throw f.fatal("PostgreSQL: ")
-            }
-        }
-        lanes = [Lane()]
-        lanes[0].session = first
-        for _ in 1..<n { lanes.append(Lane()) }
-        if n > 1, !mode.keyColumns.isEmpty {
+        await first.close()
+        writerCount = max(1, options.writers ?? PostgresSinkOptions.defaultWriters)
+        if writerCount > 1, !mode.keyColumns.isEmpty {
             keyOrder = KeyOrder(key: mode.keyColumns)
         }
+        opened = true
+    }
+
+    /// Runs writer lane `writer`: connects (a failure here is retried by the lane's first write), calls `body`,
+    /// and closes the lane's connection when `body` returns or throws.
+    public func withWriter(_ writer: Int, _ body: (any AsyncSinkWriter) async throws -> Void) async throws {
+        guard opened, writer < writerCount else { throw SluiceError.sink(.fatal, "the PostgreSQL sink is not open") }
+        let lane = Lane(sink: self, index: writer)
+        _ = try? await session(lane)
+        do {
+            try await body(lane)
+        } catch {
+            await lane.session?.close()
+            throw error
+        }
+        await lane.session?.close()
     }
 
     /// Notes the keys of batch `sequence` (upsert and update with several writers), so a later batch that
@@ -213,43 +237,45 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
     /// Lets later batches that share keys with batch `sequence` go ahead.
     public func didWrite(sequence: Int) { keyOrder?.release(sequence) }
 
-    /// Reads the named columns of the stored table, as text, on the first writer's session. A table that does
-    /// not exist has no rows.
+    /// Reads the named columns of the stored table, as text, on a session of its own. A table that does not
+    /// exist has no rows.
     /// - Throws: ``SluiceError`` when the table lacks a column or the query fails.
-    public func readStored(columns: [String], _ body: ([String?]) throws -> Void) throws -> Bool {
-        guard let first = lanes.first?.session else { return false }
-        let rows = Locked<[[String?]]>([])
+    public func readStored(columns: [String], _ body: @Sendable ([String?]) throws -> Void) async throws -> Bool {
+        guard opened else { return false }
+        let table = self.table
         do {
-            let existing = try tableColumns(table, on: first).map(\.0)
-            if existing.isEmpty { return true }
-            let missing = columns.filter { !existing.contains($0) }
-            guard missing.isEmpty else {
-                throw SluiceError.sink(
-                    .fatal, "table \(table) has no column(s) \(missing.joined(separator: ", ")) to resume from")
-            }
-            let n = columns.count
-            try first.forEachRow(
-                "SELECT \(columns.map { SQL.ident($0) + "::text" }.joined(separator: ", ")) FROM \(SQL.table(table))"
-            ) { row in
-                var values: [String?] = []
-                values.reserveCapacity(n)
-                for cell in row { values.append(try cell.decode(String?.self)) }
-                rows.withLock { $0.append(values) }
+            try await PostgresSession.with(location, logger: logger) { s in
+                let existing = try await tableColumns(table, on: s).map(\.0)
+                if existing.isEmpty { return }
+                let missing = columns.filter { !existing.contains($0) }
+                guard missing.isEmpty else {
+                    throw SluiceError.sink(
+                        .fatal, "table \(table) has no column(s) \(missing.joined(separator: ", ")) to resume from")
+                }
+                let n = columns.count
+                try await s.forEachRow(
+                    "SELECT \(columns.map { SQL.ident($0) + "::text" }.joined(separator: ", ")) FROM \(SQL.table(table))"
+                ) { row in
+                    var values: [String?] = []
+                    values.reserveCapacity(n)
+                    for cell in row { values.append(try cell.decode(String?.self)) }
+                    try body(values)
+                }
             }
         } catch let f as SluiceError where f.fromPostgres { throw f.fatal("PostgreSQL: ") }
-        for r in rows.withLock({ $0 }) { try body(r) }
         return true
     }
 
-    /// The writer's session, reconnecting if the last one was lost.
-    func session(_ lane: Lane) throws -> PostgresSession {
+    /// The lane's session, reconnecting if the last one was lost (a failure is a retry).
+    func session(_ lane: Lane) async throws -> PostgresSession {
         if let s = lane.session, !s.isClosed { return s }
+        if let old = lane.session { await old.close() }
         lane.session = nil
         lane.stageReady = false
         do {
-            let s = try PostgresSession(location, logger: logger)
-            for setting in sessionSettings { try s.execute(setting) }
+            let s = try await PostgresSession.connect(location, logger: logger)
             lane.session = s
+            for setting in sessionSettings { try await s.execute(setting) }
             return s
         } catch let f as SluiceError where f.fromPostgres {
             var retry = f.asSinkFailure
@@ -258,27 +284,20 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
         }
     }
 
-    /// Writes and commits one batch on the context's writer. With several writers and a sequence, an upsert
-    /// or update first waits for every earlier batch that shares a key with it to be done, so the last
-    /// occurrence of a key in the input is the one that stays, as with one writer; batches without shared
-    /// keys do not wait.
-    public func write(_ batch: RecordBatch, context: WriteContext) throws -> SinkWriteOutcome {
-        try write(batch, writer: context.writer, sequence: context.sequence)
-    }
-
-    func write(_ batch: RecordBatch, writer: Int, sequence: Int?) throws -> SinkWriteOutcome {
-        guard writer < lanes.count else { throw SluiceError.sink(.fatal, "the PostgreSQL sink is not open") }
-        let lane = lanes[writer]
-        let s = try session(lane)
+    /// Writes and commits one batch on `lane`. With several writers and a sequence, an upsert or update first
+    /// waits for every earlier batch that shares a key with it to be done, so the last occurrence of a key in
+    /// the input is the one that stays, as with one writer; batches without shared keys do not wait.
+    func write(_ batch: RecordBatch, lane: Lane, sequence: Int?) async throws -> SinkWriteOutcome {
+        let s = try await session(lane)
         var t = SinkTimings()
         let a = MonotonicClock.now()
         do {
             let outcome: SinkWriteOutcome
             if let nested {
-                outcome = try writeNested(batch, nested, s, lane, sequence, &t)
+                outcome = try await writeNested(batch, nested, s, lane, sequence, &t)
             } else if case .update = mode {
-                if let sequence { keyOrder?.waitForEarlierBatchesSharingKeys(sequence) }
-                outcome = try writeUpdate(batch, s, lane, &t)
+                if let sequence { await keyOrder?.waitForEarlierBatchesSharingKeys(sequence) }
+                outcome = try await writeUpdate(batch, s, lane, &t)
             } else if directCopy && !isUpsert {
                 let (data, rejected) = encodeCopy(batch, lane.encoder, ordinal: false)
                 t.encode.busy += MonotonicClock.now() - a
@@ -286,28 +305,33 @@ public final class PostgresSink: BatchSink, @unchecked Sendable {
                 // An explicit transaction: in an implicit one the server reports the COPY complete before it
                 // commits, so a failed commit (a deferred constraint, a connection lost at that moment)
                 // would pass for a stored batch.
-                try s.execute("BEGIN")
-                try s.copyIn(statement: statements.copy, data: data)
+                try await s.execute("BEGIN")
+                try await s.copyIn(statement: statements.copy, data: data)
                 let c = MonotonicClock.now()
                 t.write.busy += c - b
-                try s.execute("COMMIT")
+                try await s.execute("COMMIT")
                 t.commit.busy += MonotonicClock.now() - c
                 outcome = SinkWriteOutcome(written: batch.count - rejected.count, rejected: rejected)
             } else {
-                outcome = try writeStaged(batch, s, lane, sequence, &t)
+                outcome = try await writeStaged(batch, s, lane, sequence, &t)
             }
             t.encode.records += Int64(batch.count)
             t.write.records += Int64(batch.count)
             t.commit.records += Int64(batch.count)
             t.commit.batches += 1
-            timingLock.lock()
-            sinkTimings.encode.merge(t.encode)
-            sinkTimings.write.merge(t.write)
-            sinkTimings.commit.merge(t.commit)
-            timingLock.unlock()
+            timingLock.withLock {
+                sinkTimings.encode.merge(t.encode)
+                sinkTimings.write.merge(t.write)
+                sinkTimings.commit.merge(t.commit)
+            }
             return outcome
         } catch let f as SluiceError where f.fromPostgres {
-            if !f.connectionLost { _ = try? s.execute("ROLLBACK") } else { lane.session = nil }
+            if f.connectionLost {
+                lane.session = nil
+                await s.close()
+            } else {
+                _ = try? await s.execute("ROLLBACK")
+            }
             throw f.asSinkFailure
         }
     }

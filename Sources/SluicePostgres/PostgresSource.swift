@@ -18,7 +18,10 @@ import Synchronization
 /// Types: integers → `int64`, `real`/`double precision` → `float64`, `boolean` → `bool`, `bytea` → `bytes`,
 /// `timestamp`/`timestamptz`/`date` → `timestamp`, `json`/`jsonb` → `json`, everything else (text, `numeric`,
 /// `uuid`, enums, …) → `string` in PostgreSQL's text form.
-public final class PostgresSource: Source, @unchecked Sendable {
+///
+/// An ``AsyncSource``: its one connection is opened by ``open(context:)`` and closed by ``close()`` (the reader
+/// task's end) or once the last page is read.
+public final class PostgresSource: AsyncSource, @unchecked Sendable {
     /// The server.
     public let location: PostgresLocation
     /// The query whose rows are read.
@@ -76,23 +79,33 @@ public final class PostgresSource: Source, @unchecked Sendable {
     }
 
     /// Connects and learns the query's columns.
-    public func open(context: SourceContext) throws -> Schema {
+    public func open(context: SourceContext) async throws -> Schema {
         let s: PostgresSession
-        do { s = try PostgresSession(location, logger: logger) } catch let f as SluiceError where f.fromPostgres {
+        do { s = try await PostgresSession.connect(location, logger: logger) } catch let f as SluiceError
+            where f.fromPostgres
+        {
             throw SluiceError(.io, f.message)
         }
         session = s
+        do { return try await settle(on: s, context: context) } catch {
+            await close()
+            throw error
+        }
+    }
+
+    /// Learns the query's columns and builds the page query's select list.
+    private func settle(on s: PostgresSession, context: SourceContext) async throws -> Schema {
         limit = max(1, pageRows ?? min(context.maxRows, 50_000))
         let columns: [(String, Int64, String)]
         do {
-            try s.execute("CREATE OR REPLACE TEMP VIEW sluice_source_probe AS \(query)")
-            let rows = try s.rows(
+            try await s.execute("CREATE OR REPLACE TEMP VIEW sluice_source_probe AS \(query)")
+            let rows = try await s.rows(
                 """
                 SELECT a.attname::text, a.atttypid::int8, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
                 WHERE a.attrelid = 'sluice_source_probe'::regclass AND a.attnum > 0 ORDER BY a.attnum
                 """)
             columns = try rows.map { try $0.decode((String, Int64, String).self) }
-            try s.execute("DROP VIEW sluice_source_probe")
+            try await s.execute("DROP VIEW sluice_source_probe")
         } catch let f as SluiceError where f.fromPostgres {
             throw SluiceError(.config, "source query: \(f.description)")
         }
@@ -147,7 +160,7 @@ public final class PostgresSource: Source, @unchecked Sendable {
     }
 
     /// The next page as one batch, or nil when a page came back short.
-    public func next() throws -> SourceItem? {
+    public func next() async throws -> SourceItem? {
         guard !done, let s = session else { return nil }
         var sql = "SELECT \(selectList) FROM (\(query)) AS q"
         var binds = PostgresBindings()
@@ -158,37 +171,37 @@ public final class PostgresSource: Source, @unchecked Sendable {
         sql += " ORDER BY q.\(SQL.ident(key)) LIMIT \(limit)"
         let builder = RecordBatchBuilder(schema: schema, rowCapacity: limit)
         let kinds = self.kinds
-        let bytes = Atomic<Int64>(0)
+        var read: Int64 = 0
         do {
-            try s.forEachRow(sql, binds) { row in
-                var n: Int64 = 0
+            try await s.forEachRow(sql, binds) { row in
                 for (c, cell) in row.enumerated() {
-                    n += Int64(cell.bytes?.readableBytes ?? 0)
+                    read += Int64(cell.bytes?.readableBytes ?? 0)
                     try Self.append(cell, kind: kinds[c], to: builder.columns[c])
                 }
                 builder.finishRow()
-                bytes.add(n, ordering: .relaxed)
             }
         } catch let f as SluiceError where f.fromPostgres {
             throw SluiceError(.io, "source query: \(f.description)")
         }
         let batch = builder.build(
             origin: BatchOrigin(file: "postgres query", firstLine: 0, firstOffset: 0, firstRecord: records + 1))
-        let read = bytes.load(ordering: .relaxed)
         progress.add(read: read, decoded: read)
         records += Int64(batch.count)
         if batch.count < limit { done = true }
         if batch.count == 0 {
-            s.close()
-            session = nil
+            await close()
             return nil
         }
         last = Self.keyText(batch.columns[keyIndex], at: batch.count - 1)
-        if done {
-            s.close()
-            session = nil
-        }
+        if done { await close() }
         return .batch(batch)
+    }
+
+    /// Closes the connection (the reader task's end, or after the last page).
+    public func close() async {
+        let s = session
+        session = nil
+        await s?.close()
     }
 
     /// Records the last key of `batch` (committed) in the checkpoint file.

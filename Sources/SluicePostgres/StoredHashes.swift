@@ -31,10 +31,10 @@ final class StoredHashes: @unchecked Sendable {
     /// Reads every key (and hash) of `table` in key order; nil when it holds more than `limit` records.
     static func load(
         table: String, key: String, hash: String?, source: String? = nil, on s: PostgresSession, limit: Int
-    ) throws -> StoredHashes? {
+    ) async throws -> StoredHashes? {
         let t = SQL.table(table)
         let k = SQL.ident(key)
-        let n = try s.rows("SELECT count(*)::int8 FROM (SELECT 1 FROM \(t) LIMIT \(limit + 1)) x")
+        let n = try await s.rows("SELECT count(*)::int8 FROM (SELECT 1 FROM \(t) LIMIT \(limit + 1)) x")
         guard let count = try n.first?.decode(Int64.self), count <= limit else { return nil }
         final class Collector: @unchecked Sendable {
             var keys: [Int64] = []
@@ -47,7 +47,7 @@ final class StoredHashes: @unchecked Sendable {
         c.hashes.reserveCapacity(Int(count) * 2)
         let h = hash.map { "substring(\($0) from 1 for 16)" } ?? "NULL::bytea"
         let sh = source.map { "\($0)::int8" } ?? "NULL::int8"
-        try s.forEachRow("SELECT \(k)::int8, \(h), \(sh) FROM \(t) ORDER BY \(k)") { row in
+        try await s.forEachRow("SELECT \(k)::int8, \(h), \(sh) FROM \(t) ORDER BY \(k)") { row in
             let (key, digest, sourceHash) = try row.decode((Int64, ByteBuffer?, Int64?).self)
             c.keys.append(key)
             if let sourceHash {

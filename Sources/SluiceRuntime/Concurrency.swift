@@ -38,8 +38,10 @@ final class NativeThread: @unchecked Sendable {
     }
 }
 
-/// A bounded FIFO between threads. `push` blocks while full, `pop` while empty; both report how long they
-/// waited, which the stage clocks book as blocked or starved time.
+/// A bounded FIFO between stages. `push` blocks while full, `pop` while empty; both report how long they
+/// waited, which the stage clocks book as blocked or starved time. A task uses ``push(_:)`` and ``pop()``,
+/// which suspend instead of blocking, so that a stage running as tasks (PostgreSQL writers, an async reader)
+/// never holds a thread of Swift's cooperative pool while it waits; both kinds of ends mix freely.
 final class BoundedQueue<Element>: @unchecked Sendable {
     private let condition = NSCondition()
     /// A ring of `capacity` slots; a slot is cleared as soon as it is popped, so nothing outlives its hand-off.
@@ -50,6 +52,10 @@ final class BoundedQueue<Element>: @unchecked Sendable {
     let capacity: Int
     private var closed = false
     private var cancelled = false
+    /// Tasks suspended in ``pop()`` (waiting for an item) and in ``push(_:)`` (waiting for room), resumed when
+    /// the state they wait on changes; they look again on resumption.
+    private var waitingForItems: [CheckedContinuation<Void, Never>] = []
+    private var waitingForRoom: [CheckedContinuation<Void, Never>] = []
 
     init(capacity: Int) {
         self.capacity = max(1, capacity)
@@ -59,34 +65,110 @@ final class BoundedQueue<Element>: @unchecked Sendable {
     /// Adds an item; returns false (dropping it) if the queue was cancelled. `waited` gets the blocked time.
     func push(_ item: consuming Element, waited: inout UInt64) -> Bool {
         condition.lock()
-        defer { condition.unlock() }
         if count >= capacity && !cancelled {
             let t0 = MonotonicClock.now()
             while count >= capacity && !cancelled { condition.wait() }
             waited &+= MonotonicClock.now() - t0
         }
-        if cancelled { return false }
-        slots[(head + count) % capacity] = item
-        count += 1
-        condition.broadcast()
+        if cancelled {
+            condition.unlock()
+            return false
+        }
+        append(item)
+        let wake = takeWaiters(&waitingForItems)
+        condition.unlock()
+        for w in wake { w.resume() }
         return true
+    }
+
+    /// Adds an item from a task, suspending while the queue is full; returns false (dropping it) if the queue
+    /// was cancelled, with the time it waited.
+    func push(_ item: sending Element) async -> (ok: Bool, waited: UInt64) {
+        var pending: Element? = item
+        var t0: UInt64?
+        while true {
+            if let ok = offer(&pending) { return (ok, t0.map { MonotonicClock.now() - $0 } ?? 0) }
+            if t0 == nil { t0 = MonotonicClock.now() }
+            await withCheckedContinuation { park($0, forRoom: true) }
+        }
+    }
+
+    /// Adds `pending` if there is room: true, false if cancelled, nil if full.
+    private func offer(_ pending: inout Element?) -> Bool? {
+        condition.lock()
+        if cancelled {
+            condition.unlock()
+            return false
+        }
+        guard count < capacity else {
+            condition.unlock()
+            return nil
+        }
+        append(pending.take()!)
+        let wake = takeWaiters(&waitingForItems)
+        condition.unlock()
+        for w in wake { w.resume() }
+        return true
+    }
+
+    /// Registers a suspended task to be resumed when there may be room (or an item), unless there is already.
+    private func park(_ c: CheckedContinuation<Void, Never>, forRoom: Bool) {
+        condition.lock()
+        let ready = cancelled || (forRoom ? count < capacity : count > 0 || closed)
+        if !ready {
+            if forRoom { waitingForRoom.append(c) } else { waitingForItems.append(c) }
+        }
+        condition.unlock()
+        if ready { c.resume() }
     }
 
     /// Takes the oldest item, or nil once closed and drained (or cancelled). `waited` gets the starved time.
     func pop(waited: inout UInt64) -> Element? {
         condition.lock()
-        defer { condition.unlock() }
         if count == 0 && !closed && !cancelled {
             let t0 = MonotonicClock.now()
             while count == 0 && !closed && !cancelled { condition.wait() }
             waited &+= MonotonicClock.now() - t0
         }
-        if cancelled || count == 0 { return nil }
-        let item = slots[head].take()
-        head = (head + 1) % capacity
-        count -= 1
-        condition.broadcast()
+        if cancelled || count == 0 {
+            condition.unlock()
+            return nil
+        }
+        let item = removeFirst()
+        let wake = takeWaiters(&waitingForRoom)
+        condition.unlock()
+        for w in wake { w.resume() }
         return item
+    }
+
+    /// Takes the oldest item from a task, suspending while the queue is empty; nil once closed and drained (or
+    /// cancelled), with the time it waited.
+    func pop() async -> (item: Element?, waited: UInt64) {
+        var t0: UInt64?
+        while true {
+            if let item = poll() { return (item, t0.map { MonotonicClock.now() - $0 } ?? 0) }
+            if t0 == nil { t0 = MonotonicClock.now() }
+            await withCheckedContinuation { park($0, forRoom: false) }
+        }
+    }
+
+    /// The oldest item (`.some(item)`), the end (`.some(nil)`: closed and drained, or cancelled), or nil when
+    /// the queue is empty and open.
+    private func poll() -> Element?? {
+        condition.lock()
+        if cancelled || (count == 0 && closed) {
+            condition.unlock()
+            return .some(nil)
+        }
+        guard count > 0 else {
+            condition.unlock()
+            return nil
+        }
+        let item = removeFirst()
+        let wake = takeWaiters(&waitingForRoom)
+        condition.unlock()
+        for w in wake { w.resume() }
+        return .some(item)
     }
 
     /// Items queued now.
@@ -100,8 +182,10 @@ final class BoundedQueue<Element>: @unchecked Sendable {
     func close() {
         condition.lock()
         closed = true
+        let wake = takeWaiters(&waitingForItems)
         condition.broadcast()
         condition.unlock()
+        for w in wake { w.resume() }
     }
 
     /// Drops queued items and wakes everybody.
@@ -110,8 +194,59 @@ final class BoundedQueue<Element>: @unchecked Sendable {
         cancelled = true
         for i in 0..<slots.count { slots[i] = nil }
         count = 0
+        let wake = takeWaiters(&waitingForItems) + takeWaiters(&waitingForRoom)
         condition.broadcast()
         condition.unlock()
+        for w in wake { w.resume() }
+    }
+
+    /// Stores `item` at the tail and wakes blocked threads (called with the lock held, room checked).
+    private func append(_ item: consuming Element) {
+        slots[(head + count) % capacity] = item
+        count += 1
+        condition.broadcast()
+    }
+
+    /// Takes the head item and wakes blocked threads (called with the lock held, an item present).
+    private func removeFirst() -> Element? {
+        let item = slots[head].take()
+        head = (head + 1) % capacity
+        count -= 1
+        condition.broadcast()
+        return item
+    }
+
+    /// The suspended tasks to resume, emptied (called with the lock held; resumed after unlocking). Empty —
+    /// no allocation — when no task waits, which is always so between threads.
+    private func takeWaiters(_ list: inout [CheckedContinuation<Void, Never>]) -> [CheckedContinuation<Void, Never>] {
+        if list.isEmpty { return [] }
+        let w = list
+        list.removeAll(keepingCapacity: true)
+        return w
+    }
+}
+
+/// Runs blocking work on a thread of its own and suspends the calling task until it ends, so that blocking
+/// calls (a SQLite sink's open and finish, joining the stage threads) never hold a thread of Swift's
+/// cooperative pool. One thread per call: used a few times per run, never per batch.
+enum Blocking {
+    /// Runs `body` on a new thread and returns what it returns.
+    static func run<T: Sendable>(_ name: String, _ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, any Error>) in
+            NativeThread.detached(name: name) {
+                do { c.resume(returning: try body()) } catch { c.resume(throwing: error) }
+            }
+        }
+    }
+
+    /// Runs `body`, which cannot fail, on a new thread.
+    static func run(_ name: String, _ body: @escaping @Sendable () -> Void) async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            NativeThread.detached(name: name) {
+                body()
+                c.resume()
+            }
+        }
     }
 }
 

@@ -35,8 +35,12 @@ public struct PipelineOptions: Sendable {
 /// Stages, each a type that owns its threads, its clock and its queue ends: a ``ReaderStage`` (the source:
 /// reading, decompressing, framing), a ``DecodeStage`` of `workers` threads (parsing and transforms, in
 /// parallel), a ``DispatchStage`` (input order, line numbers, parse rejects), optionally an I/O stage
-/// (``IOTransform``), and a ``WriterStage`` with one thread per sink writer. Queues are bounded, so a slow
+/// (``IOTransform``), and a ``WriterStage`` with one lane per sink writer. Queues are bounded, so a slow
 /// sink slows the reader and memory stays within the budget.
+///
+/// Threads where the work blocks or burns CPU (reading a file, decoding, a SQLite sink's writes); tasks where
+/// it waits on the network (an ``AsyncSource``'s reads, an ``AsyncBatchSink``'s writer lanes, each holding its
+/// connection). The queues between them suspend a task and block a thread.
 ///
 /// ```swift
 /// let pipeline = Pipeline(source: source, sink: sink)
@@ -44,13 +48,13 @@ public struct PipelineOptions: Sendable {
 /// ```
 public final class Pipeline: Sendable {
     /// The source.
-    public let source: any Source
+    public let source: any SourceBase
     /// Transforms applied by the decode workers, in order.
     public let transforms: [any Transform]
     /// The I/O-bound stage after the transforms (an HTTP fetch), if any.
     public let io: (any IOTransform)?
     /// The sink.
-    public let sink: any BatchSink
+    public let sink: any SinkBase
     /// The options.
     public let options: PipelineOptions
 
@@ -61,7 +65,7 @@ public final class Pipeline: Sendable {
 
     /// Creates a pipeline.
     public init(
-        source: any Source, transforms: [any Transform] = [], io: (any IOTransform)? = nil, sink: any BatchSink,
+        source: any SourceBase, transforms: [any Transform] = [], io: (any IOTransform)? = nil, sink: any SinkBase,
         options: PipelineOptions = PipelineOptions()
     ) {
         self.source = source
@@ -78,19 +82,18 @@ public final class Pipeline: Sendable {
         active.withLock { $0 }?.control.requestStop()
     }
 
-    /// Runs the pipeline to the end on its stage threads and returns the report. Cancelling the calling task
-    /// is ``cancel()``: reading stops, what was read is written and committed, and the report says
+    /// Runs the pipeline to the end on its stage threads and tasks and returns the report. Cancelling the
+    /// calling task is ``cancel()``: reading stops, what was read is written and committed, and the report says
     /// ``RunOutcome/interrupted``.
     ///
     /// - Throws: ``SluiceError`` when the run cannot start (bad configuration, missing input, sink cannot
     ///   open). Failures during the run end it with outcome ``RunOutcome/aborted`` in the report instead.
     public func run() async throws -> RunReport {
-        try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (c: CheckedContinuation<RunReport, any Error>) in
-                NativeThread.detached(name: "sluice-run") { [self] in
-                    do { c.resume(returning: try runBlocking()) } catch { c.resume(throwing: error) }
-                }
-            }
+        // The run is a task of its own, so that cancelling the caller asks it to stop instead of cancelling
+        // the writes of what was read (child tasks would inherit the cancellation).
+        let run = Task { try await self.execute() }
+        return try await withTaskCancellationHandler {
+            try await run.value
         } onCancel: {
             cancel()
         }
@@ -99,15 +102,15 @@ public final class Pipeline: Sendable {
     /// The run's figures now, or nil when no run is going.
     public func snapshot() -> RunSnapshot? { active.withLock { $0 }?.sampler.snapshot() }
 
-    /// Runs the pipeline on the calling thread (plus the stage threads) and returns the report.
-    public func runBlocking() throws -> RunReport {
+    /// The run: opens, wires the stages, joins them in order, finishes the sink and builds the report.
+    private func execute() async throws -> RunReport {
         let control = RunControl()
         let workers = max(1, options.workers)
         let sizing = BatchSizing.from(budget: options.memory, policy: options.batching, workers: workers)
         let context = SourceContext(
             chunkBytes: sizing.chunkBytes, maxRows: sizing.maxRows, batching: options.batching,
             isCancelled: { [control] in control.stopRequested })
-        let schemas = try open(context: context)
+        let schemas = try await open(context: context)
         var observers = options.observers
         if options.showProgress && ProgressLine.isTerminal { observers.append(ProgressLineObserver()) }
 
@@ -153,24 +156,31 @@ public final class Pipeline: Sendable {
         monitor.start()
 
         // The join order, in one place: downstream stages start first; each stage ends when its input ends.
+        // Thread stages are joined on a thread of their own; task stages are children of this group.
         writers.start()
         handOff?.start()
         dispatcher.start()
         decoders.start()
         reader.start()
-        dispatcher.join()
-        handOff?.finish()
-        batches.close()
-        writers.join()
-        reader.join()
-        decoders.join()
+        await withTaskGroup(of: Void.self) { tasks in
+            if case .async = sink.kind { tasks.addTask { await writers.run() } }
+            if case .async = source.kind { tasks.addTask { await reader.run() } }
+            await Blocking.run("sluice-join") {
+                dispatcher.join()
+                handOff?.finish()
+                batches.close()
+                writers.join()
+                reader.join()
+                decoders.join()
+            }
+        }
         control.checkRejectLimit(
             options.maxErrors, total: control.rejected.load(ordering: .relaxed),
             seen: control.recordsSeen.load(ordering: .relaxed), final: true)
 
         let interrupted = control.stopRequested
         let complete = control.failure == nil && !interrupted
-        writers.finish(complete: complete, clean: complete && control.rejected.load(ordering: .relaxed) == 0)
+        await writers.finish(complete: complete, clean: complete && control.rejected.load(ordering: .relaxed) == 0)
         do { try rejects.close() } catch { control.fail(RunFailure(.rejects, error)) }
         source.runEnded(committedAll: complete)
         monitor.stop()
@@ -196,16 +206,26 @@ public final class Pipeline: Sendable {
         var output: Schema
     }
 
-    /// Opens the source, the sink and the I/O stage, settling the schemas.
-    private func open(context: SourceContext) throws -> Schemas {
-        let sourceSchema = try source.open(context: context)
+    /// Opens the source, the sink and the I/O stage, settling the schemas. Blocking opens run on a thread of
+    /// their own.
+    private func open(context: SourceContext) async throws -> Schemas {
+        let sourceSchema: Schema
+        switch source.kind {
+        case .blocking(let source):
+            sourceSchema = try await Blocking.run("sluice-open") { try source.open(context: context) }
+        case .async(let source): sourceSchema = try await source.open(context: context)
+        }
         var schema = sourceSchema
         for t in transforms { schema = try t.outputSchema(for: schema) }
         let ioInputSchema = schema
         if let io { schema = try io.outputSchema(for: schema) }
-        try sink.open(schema: schema)
+        let sinkSchema = schema
+        switch sink.kind {
+        case .blocking(let sink): try await Blocking.run("sluice-open") { try sink.open(schema: sinkSchema) }
+        case .async(let sink): try await sink.open(schema: sinkSchema)
+        }
         if let io {
-            do { try io.open(sink: sink) } catch let e as SluiceError { throw e } catch {
+            do { try await io.open(stored: storedRows) } catch let e as SluiceError { throw e } catch {
                 throw SluiceError(.sink, "\(io.name): cannot read the state of earlier runs: \(error)")
             }
         }
@@ -214,5 +234,17 @@ public final class Pipeline: Sendable {
             try? FileManager.default.removeItem(atPath: path)
         }
         return Schemas(source: sourceSchema, ioInput: ioInputSchema, output: schema)
+    }
+
+    /// What the sink stores, read through its own calling convention.
+    private var storedRows: StoredRows {
+        switch sink.kind {
+        case .blocking(let sink):
+            return StoredRows { columns, body in
+                try await Blocking.run("sluice-resume") { try sink.readStored(columns: columns) { try body($0) } }
+            }
+        case .async(let sink):
+            return StoredRows { columns, body in try await sink.readStored(columns: columns, body) }
+        }
     }
 }

@@ -23,8 +23,8 @@ public enum PipelineHarness {
     public static func load(
         _ text: String, name: String = "input.txt", format: any RecordFormat, schema: Schema? = nil,
         chunkBytes: Int = 1 << 20, maxRows: Int = 65_536, workers: Int = 2, maxErrors: ErrorLimit? = nil
-    ) throws -> Result {
-        try load(
+    ) async throws -> Result {
+        try await load(
             bytes: Array(text.utf8), name: name, format: format, schema: schema, chunkBytes: chunkBytes,
             maxRows: maxRows, workers: workers, maxErrors: maxErrors)
     }
@@ -33,11 +33,11 @@ public enum PipelineHarness {
     public static func load(
         bytes: [UInt8], name: String = "input.txt", format: any RecordFormat, schema: Schema? = nil,
         chunkBytes: Int = 1 << 20, maxRows: Int = 65_536, workers: Int = 2, maxErrors: ErrorLimit? = nil
-    ) throws -> Result {
+    ) async throws -> Result {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
         let path = try dir.write(name, bytes: bytes)
-        return try load(
+        return try await load(
             paths: [path], format: format, schema: schema, chunkBytes: chunkBytes, maxRows: maxRows,
             workers: workers, maxErrors: maxErrors, rejectsPath: dir.file("rejects.jsonl"))
     }
@@ -46,7 +46,7 @@ public enum PipelineHarness {
     public static func load(
         paths: [String], format: any RecordFormat, schema: Schema? = nil, chunkBytes: Int = 1 << 20,
         maxRows: Int = 65_536, workers: Int = 2, maxErrors: ErrorLimit? = nil, rejectsPath: String
-    ) throws -> Result {
+    ) async throws -> Result {
         let sink = CollectingSink()
         var options = PipelineOptions()
         options.batching = BatchingPolicy(maxRows: maxRows, maxBytes: chunkBytes, maxLatency: .seconds(1))
@@ -55,7 +55,7 @@ public enum PipelineHarness {
         options.maxErrors = maxErrors
         let pipeline = Pipeline(
             source: FileSource(paths: paths, format: format, schema: schema), sink: sink, options: options)
-        let report = try pipeline.runBlocking()
+        let report = try await pipeline.run()
         let rejects = FileManager.default.fileExists(atPath: rejectsPath) ? try RejectsFile.read(rejectsPath) : []
         return Result(rows: sink.rows, rejects: rejects, report: report, schema: sink.schema)
     }

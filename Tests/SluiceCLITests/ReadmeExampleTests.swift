@@ -6,11 +6,11 @@ import Testing
 /// `ReadmeExample.swift` is the README's library example, whole; these tests compile it, run it, and check
 /// that the README shows exactly that file.
 @Suite struct ReadmeExampleTests {
-    @Test func theLibraryExampleRuns() throws {
+    @Test func theLibraryExampleRuns() async throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
         try W0Generator(rows: 2_000).write(to: dir.file("events.csv"), format: .csv)
-        let report = try loadEvents(csv: dir.file("events.csv"), database: dir.file("events.db"))
+        let report = try await loadEvents(csv: dir.file("events.csv"), database: dir.file("events.db"))
         #expect(report.outcome == .clean && report.recordsOut == 2_000)
     }
 

@@ -9,15 +9,15 @@ let idName = Schema([Field("id", .int64), Field("name", .string)])
 func csv(
     _ text: String, schema: Schema? = idName, chunkBytes: Int = 1 << 20, options: CSVOptions = CSVOptions()
 )
-    throws -> PipelineHarness.Result
+    async throws -> PipelineHarness.Result
 {
-    try PipelineHarness.load(
+    try await PipelineHarness.load(
         text, name: "in.csv", format: CSVFormat(options: options), schema: schema, chunkBytes: chunkBytes)
 }
 
 @Suite struct CSVFormatTests {
-    @Test func headerQuotedFieldsDoubledQuotesAndEmbeddedNewlines() throws {
-        let r = try csv("id,name\n1,plain\n2,\"with, comma\"\n3,\"say \"\"hi\"\"\"\n4,\"two\nlines\"\n5,\"\"\n")
+    @Test func headerQuotedFieldsDoubledQuotesAndEmbeddedNewlines() async throws {
+        let r = try await csv("id,name\n1,plain\n2,\"with, comma\"\n3,\"say \"\"hi\"\"\"\n4,\"two\nlines\"\n5,\"\"\n")
         #expect(r.rejects.isEmpty)
         #expect(
             r.rows == [
@@ -26,35 +26,35 @@ func csv(
             ])
     }
 
-    @Test func crlfBomAndMissingFinalNewline() throws {
+    @Test func crlfBomAndMissingFinalNewline() async throws {
         let bytes: [UInt8] = [0xEF, 0xBB, 0xBF] + Array("id,name\r\n1,a\r\n2,\"b\r\nc\"\r\n3,z".utf8)
-        let r = try PipelineHarness.load(bytes: bytes, name: "in.csv", format: CSVFormat(), schema: idName)
+        let r = try await PipelineHarness.load(bytes: bytes, name: "in.csv", format: CSVFormat(), schema: idName)
         #expect(r.rows == [[.int64(1), .string("a")], [.int64(2), .string("b\r\nc")], [.int64(3), .string("z")]])
     }
 
-    @Test func emptyUnquotedFieldIsNullQuotedEmptyIsEmptyString() throws {
-        let r = try csv("id,name\n,\n2,\"\"\n")
+    @Test func emptyUnquotedFieldIsNullQuotedEmptyIsEmptyString() async throws {
+        let r = try await csv("id,name\n,\n2,\"\"\n")
         #expect(r.rows == [[.null, .null], [.int64(2), .string("")]])
     }
 
-    @Test func nullTokensAndDelimiter() throws {
+    @Test func nullTokensAndDelimiter() async throws {
         var o = CSVOptions()
         o.delimiter = UInt8(ascii: ";")
         o.nullTokens = ["NULL", "\\N"]
-        let r = try csv("id;name\n1;NULL\n\\N;x\n3;\"NULL\"\n4;\n", options: o)
+        let r = try await csv("id;name\n1;NULL\n\\N;x\n3;\"NULL\"\n4;\n", options: o)
         #expect(
             r.rows == [
                 [.int64(1), .null], [.null, .string("x")], [.int64(3), .string("NULL")], [.int64(4), .string("")],
             ])
     }
 
-    @Test func columnsMapByHeaderNameNotPosition() throws {
-        let r = try csv("name,extra,id\nann,zzz,7\n")
+    @Test func columnsMapByHeaderNameNotPosition() async throws {
+        let r = try await csv("name,extra,id\nann,zzz,7\n")
         #expect(r.rows == [[.int64(7), .string("ann")]])
     }
 
-    @Test func raggedRowsAreRejectedWithLineAndRestKept() throws {
-        let r = try csv("id,name\n1,a\n2,b,c\n3\n4,d\n")
+    @Test func raggedRowsAreRejectedWithLineAndRestKept() async throws {
+        let r = try await csv("id,name\n1,a\n2,b,c\n3\n4,d\n")
         #expect(r.rows == [[.int64(1), .string("a")], [.int64(4), .string("d")]])
         #expect(r.rejects.map(\.line) == [3, 4])
         #expect(r.rejects[0].reason.contains("expected 2 fields"))
@@ -64,9 +64,9 @@ func csv(
         #expect(r.report.recordsRejected == 2)
     }
 
-    @Test func unterminatedQuoteIsRejectedAtItsOwnLineAndParsingResumes() throws {
+    @Test func unterminatedQuoteIsRejectedAtItsOwnLineAndParsingResumes() async throws {
         let text = "id,name\n1,a\n2,\"broken\n3,c\n4,\"d\"\n5,e\n"
-        let r = try csv(text)
+        let r = try await csv(text)
         #expect(
             r.rows == [
                 [.int64(1), .string("a")], [.int64(3), .string("c")], [.int64(4), .string("d")],
@@ -77,28 +77,28 @@ func csv(
         #expect(r.rejects[0].raw == "2,\"broken\n")
     }
 
-    @Test func unterminatedQuoteAtEndOfFile() throws {
-        let r = try csv("id,name\n1,a\n2,\"never closed\n")
+    @Test func unterminatedQuoteAtEndOfFile() async throws {
+        let r = try await csv("id,name\n1,a\n2,\"never closed\n")
         #expect(r.rows == [[.int64(1), .string("a")]])
         #expect(r.rejects.map(\.line) == [3])
         #expect(r.rejects[0].reason == "unterminated quoted field")
     }
 
-    @Test func textAfterClosingQuoteIsMalformed() throws {
-        let r = try csv("id,name\n1,\"a\"x\n2,b\n")
+    @Test func textAfterClosingQuoteIsMalformed() async throws {
+        let r = try await csv("id,name\n1,\"a\"x\n2,b\n")
         #expect(r.rows == [[.int64(2), .string("b")]])
         #expect(r.rejects.first?.reason == "unexpected character after a closing quote")
     }
 
-    @Test func invalidUTF8IsRejected() throws {
+    @Test func invalidUTF8IsRejected() async throws {
         let bytes = Array("id,name\n1,ok\n2,".utf8) + [0xC3, 0x28] + Array("\n3,caf\u{E9}\n".utf8)
-        let r = try PipelineHarness.load(bytes: bytes, name: "in.csv", format: CSVFormat(), schema: idName)
+        let r = try await PipelineHarness.load(bytes: bytes, name: "in.csv", format: CSVFormat(), schema: idName)
         #expect(r.rows == [[.int64(1), .string("ok")], [.int64(3), .string("café")]])
         #expect(r.rejects.first?.reason == "field 'name' is not valid UTF-8")
         #expect(r.rejects.first?.line == 3)
     }
 
-    @Test func valuesThatDoNotFitTheSchemaAreRejectedNotCrashes() throws {
+    @Test func valuesThatDoNotFitTheSchemaAreRejectedNotCrashes() async throws {
         let schema = Schema([
             Field("i", .int64), Field("f", .float64), Field("b", .bool), Field("t", .timestamp), Field("j", .json),
         ])
@@ -114,7 +114,7 @@ func csv(
             6,-2.5e3,F,1714564800,[1]
 
             """
-        let r = try csv(text, schema: schema)
+        let r = try await csv(text, schema: schema)
         #expect(r.rows.count == 2)
         #expect(
             r.rows[0] == [.int64(1), .float64(1.5), .bool(true), .timestamp(1_714_564_800_000_000), .json("{\"a\":1}")])
@@ -126,38 +126,38 @@ func csv(
         #expect(r.rejects[5].reason == "field 'j' is not valid JSON")
     }
 
-    @Test func notNullFieldsRejectNulls() throws {
+    @Test func notNullFieldsRejectNulls() async throws {
         let schema = Schema([Field("id", .int64, nullable: false), Field("name", .string)])
-        let r = try csv("id,name\n,a\n2,b\n", schema: schema)
+        let r = try await csv("id,name\n,a\n2,b\n", schema: schema)
         #expect(r.rows == [[.int64(2), .string("b")]])
         #expect(r.rejects.first?.reason == "field 'id' is null but the schema does not allow nulls")
     }
 
-    @Test func blankLinesAreSkipped() throws {
-        let r = try csv("id,name\n1,a\n\n2,b\n\r\n")
+    @Test func blankLinesAreSkipped() async throws {
+        let r = try await csv("id,name\n1,a\n\n2,b\n\r\n")
         #expect(r.rows == [[.int64(1), .string("a")], [.int64(2), .string("b")]])
         #expect(r.rejects.isEmpty)
     }
 
-    @Test func strayQuoteInsideUnquotedFieldIsText() throws {
-        let r = try csv("id,name\n1,5\" screen\n")
+    @Test func strayQuoteInsideUnquotedFieldIsText() async throws {
+        let r = try await csv("id,name\n1,5\" screen\n")
         #expect(r.rows == [[.int64(1), .string("5\" screen")]])
     }
 
-    @Test func missingSchemaColumnInHeaderIsAConfigError() throws {
-        #expect(throws: SluiceError.self) { try csv("id,title\n1,a\n") }
+    @Test func missingSchemaColumnInHeaderIsAConfigError() async throws {
+        await #expect(throws: SluiceError.self) { try await csv("id,title\n1,a\n") }
     }
 
-    @Test func noHeaderMapsByPosition() throws {
+    @Test func noHeaderMapsByPosition() async throws {
         var o = CSVOptions()
         o.header = false
-        let r = try csv("1,a\n2,b\n", options: o)
+        let r = try await csv("1,a\n2,b\n", options: o)
         #expect(r.rows == [[.int64(1), .string("a")], [.int64(2), .string("b")]])
     }
 
-    @Test func inferredSchemaWidensTypes() throws {
+    @Test func inferredSchemaWidensTypes() async throws {
         let text = "a,b,c,d,e,f\n1,1,x,true,2024-01-01T00:00:00Z,\n2,2.5,3,false,2024-01-02,\n"
-        let r = try csv(text, schema: nil)
+        let r = try await csv(text, schema: nil)
         #expect(
             r.schema?.fields.map(\.type) == [.int64, .float64, .string, .bool, .timestamp, .string])
         #expect(
@@ -168,7 +168,7 @@ func csv(
 
     /// Chunking must never change what is loaded or where rejects are reported.
     @Test(arguments: [16, 37, 64, 1000])
-    func resultsDoNotDependOnChunkSize(chunkBytes: Int) throws {
+    func resultsDoNotDependOnChunkSize(chunkBytes: Int) async throws {
         var text = "id,name\n"
         for i in 0..<300 {
             switch i % 7 {
@@ -179,13 +179,16 @@ func csv(
             default: text += "\(i),plain\(i)\n"
             }
         }
-        let whole = try csv(text, chunkBytes: 1 << 20)
-        let small = try csv(text, chunkBytes: chunkBytes)
+        let whole = try await csv(text, chunkBytes: 1 << 20)
+        let small = try await csv(text, chunkBytes: chunkBytes)
         #expect(small.rows == whole.rows)
         // Each load writes its own temporary file, so compare everything but the path.
-        let where_ = { (r: [RejectedRecord]) in r.map { "\($0.line ?? -1) \($0.offset ?? -1) \($0.reason) \($0.raw)" } }
+        let where_: ([RejectedRecord]) -> [String] = { r in
+            r.map { "\($0.line ?? -1) \($0.offset ?? -1) \($0.reason) \($0.raw)" }
+        }
         #expect(where_(small.rejects) == where_(whole.rejects))
-        #expect(whole.rows.count == 300 - 300 / 7 * 2 - 2)
+        let kept: Int = 300 - 300 / 7 * 2 - 2
+        #expect(whole.rows.count == kept)
         #expect(whole.rejects.count == 86)
     }
 }

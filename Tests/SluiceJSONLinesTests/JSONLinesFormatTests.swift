@@ -4,15 +4,16 @@ import SluiceRuntime
 import SluiceTesting
 import Testing
 
-func jsonl(_ text: String, schema: Schema?, chunkBytes: Int = 1 << 20) throws -> PipelineHarness.Result {
-    try PipelineHarness.load(text, name: "in.jsonl", format: JSONLinesFormat(), schema: schema, chunkBytes: chunkBytes)
+func jsonl(_ text: String, schema: Schema?, chunkBytes: Int = 1 << 20) async throws -> PipelineHarness.Result {
+    try await PipelineHarness.load(
+        text, name: "in.jsonl", format: JSONLinesFormat(), schema: schema, chunkBytes: chunkBytes)
 }
 
 @Suite struct JSONLinesFormatTests {
     let schema = Schema([Field("id", .int64), Field("name", .string), Field("meta", .json), Field("v", .float64)])
 
-    @Test func objectsMapByKeyInAnyOrderMissingKeysAreNull() throws {
-        let r = try jsonl(
+    @Test func objectsMapByKeyInAnyOrderMissingKeysAreNull() async throws {
+        let r = try await jsonl(
             """
             {"id": 1, "name": "a", "meta": {"k": [1, 2]}, "v": 1.5}
             {"v": 2, "id": 2}
@@ -28,8 +29,8 @@ func jsonl(_ text: String, schema: Schema?, chunkBytes: Int = 1 << 20) throws ->
             ])
     }
 
-    @Test func unicodeEscapesAndSurrogatePairs() throws {
-        let r = try jsonl(
+    @Test func unicodeEscapesAndSurrogatePairs() async throws {
+        let r = try await jsonl(
             #"""
             {"id":1,"name":"caf\u00e9 \ud83d\ude00 \"q\" \\ \/ \n\t"}
             {"id":2,"name":"lone \ud83d here"}
@@ -41,9 +42,9 @@ func jsonl(_ text: String, schema: Schema?, chunkBytes: Int = 1 << 20) throws ->
         #expect(r.rejects[0].reason.contains("lone surrogate"))
     }
 
-    @Test func bigIntegersRejectedForInt64KeptForStringAndJSON() throws {
+    @Test func bigIntegersRejectedForInt64KeptForStringAndJSON() async throws {
         let s = Schema([Field("id", .int64), Field("big", .string), Field("j", .json), Field("f", .float64)])
-        let r = try jsonl(
+        let r = try await jsonl(
             """
             {"id":1,"big":123456789012345678901234567890,"j":123456789012345678901234567890,"f":123456789012345678901234567890}
             {"id":123456789012345678901234567890}
@@ -62,14 +63,14 @@ func jsonl(_ text: String, schema: Schema?, chunkBytes: Int = 1 << 20) throws ->
         #expect(r.rejects[0].reason.contains("is not a valid int64"))
     }
 
-    @Test func duplicateKeysRejectTheRecord() throws {
-        let r = try jsonl("{\"id\":1,\"id\":2}\n{\"id\":3,\"x\":1,\"x\":2}\n", schema: schema)
+    @Test func duplicateKeysRejectTheRecord() async throws {
+        let r = try await jsonl("{\"id\":1,\"id\":2}\n{\"id\":3,\"x\":1,\"x\":2}\n", schema: schema)
         #expect(r.rows.map { $0[0] } == [.int64(3)])
         #expect(r.rejects.first?.reason == "duplicate key 'id'")
     }
 
-    @Test func nonObjectsAndMalformedLinesAreRejectedWithLineNumbers() throws {
-        let r = try jsonl(
+    @Test func nonObjectsAndMalformedLinesAreRejectedWithLineNumbers() async throws {
+        let r = try await jsonl(
             """
             {"id":1}
             [1,2]
@@ -86,9 +87,9 @@ func jsonl(_ text: String, schema: Schema?, chunkBytes: Int = 1 << 20) throws ->
         #expect(r.rejects[4].raw == "{\"id\":4")
     }
 
-    @Test func typeMismatchesAreRejects() throws {
+    @Test func typeMismatchesAreRejects() async throws {
         let s = Schema([Field("id", .int64), Field("ok", .bool), Field("t", .timestamp)])
-        let r = try jsonl(
+        let r = try await jsonl(
             """
             {"id":1,"ok":true,"t":"2024-05-01T00:00:00+02:00"}
             {"id":"2","ok":false,"t":1714521600}
@@ -105,8 +106,8 @@ func jsonl(_ text: String, schema: Schema?, chunkBytes: Int = 1 << 20) throws ->
         #expect(r.rejects.map(\.line) == [3, 4, 5])
     }
 
-    @Test func inferenceFromKeysAndValues() throws {
-        let r = try jsonl(
+    @Test func inferenceFromKeysAndValues() async throws {
+        let r = try await jsonl(
             """
             {"id":1,"name":"a","ts":"2024-01-01T00:00:00Z","n":1,"o":{"a":1},"flag":true}
             {"id":2,"name":"b","ts":"2024-01-02T00:00:00Z","n":2.5,"o":[1],"flag":false,"late":null}
@@ -118,11 +119,11 @@ func jsonl(_ text: String, schema: Schema?, chunkBytes: Int = 1 << 20) throws ->
     }
 
     @Test(arguments: [8, 50, 4096])
-    func chunkingDoesNotChangeResults(chunkBytes: Int) throws {
+    func chunkingDoesNotChangeResults(chunkBytes: Int) async throws {
         var text = ""
         for i in 0..<200 { text += i % 9 == 4 ? "{broken \(i)\n" : "{\"id\":\(i),\"name\":\"n\(i)\"}\r\n" }
-        let a = try jsonl(text, schema: schema, chunkBytes: 1 << 20)
-        let b = try jsonl(text, schema: schema, chunkBytes: chunkBytes)
+        let a = try await jsonl(text, schema: schema, chunkBytes: 1 << 20)
+        let b = try await jsonl(text, schema: schema, chunkBytes: chunkBytes)
         #expect(a.rows == b.rows)
         #expect(a.rejects.map(\.line) == b.rejects.map(\.line))
         #expect(a.rejects.map(\.offset) == b.rejects.map(\.offset))

@@ -8,9 +8,9 @@ import Testing
 /// and Sluice passes its own `COPY … (FORMAT binary)` statement through the table-name parameter.
 @Suite(.enabled(if: PG.available, "SLUICE_PG_URL is not set: run scripts/test, which starts PostgreSQL"))
 struct PostgresBinaryCopyTests {
-    @Test func aBinaryCopyStatementGoesThroughPostgresNIOsCopyFrom() throws {
+    @Test func aBinaryCopyStatementGoesThroughPostgresNIOsCopyFrom() async throws {
         let t = PG.table("bincopy")
-        try PG.exec("CREATE TABLE \(t) (id bigint, name text)")
+        try await PG.exec("CREATE TABLE \(t) (id bigint, name text)")
         // PGCOPY binary: signature, flags, header extension; per tuple: field count, (length, bytes)…; trailer.
         var data = ByteBuffer()
         data.writeBytes(Array("PGCOPY\n".utf8) + [0xFF, 0x0D, 0x0A, 0x00])
@@ -24,9 +24,9 @@ struct PostgresBinaryCopyTests {
             data.writeBytes(Array(name.utf8))
         }
         data.writeInteger(Int16(-1))
-        let session = try PG.session()
-        defer { session.close() }
-        try session.copyIn(statement: "COPY \"\(t)\" (id, name) FROM STDIN WITH (FORMAT binary)", data: data)
+        try await PostgresSession.with(PostgresLocation(url: PG.url)) { session in
+            try await session.copyIn(statement: "COPY \"\(t)\" (id, name) FROM STDIN WITH (FORMAT binary)", data: data)
+        }
         #expect(try PG.texts("SELECT id, name FROM \(t) ORDER BY id") == [["1", "one"], ["2", "twö"]])
     }
 }

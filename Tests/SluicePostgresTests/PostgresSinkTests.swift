@@ -31,17 +31,43 @@ let sample: [[Value]] = [
 
 @Suite(.enabled(if: PG.available, "SLUICE_PG_URL is not set: run scripts/test, which starts PostgreSQL"))
 struct PostgresSinkTests {
-    @Test func appendCreatesTheTableAndEveryTypeRoundTripsExactly() throws {
+    /// Writer lanes are tasks that hold their connection for the whole run: every batch of a lane goes
+    /// through the same server backend, and the lanes' connections are closed when the run ends.
+    @Test func eachWriterLaneHoldsOneConnectionForTheRunAndClosesIt() async throws {
+        let t = PG.table("lanes")
+        try await PG.exec("CREATE TABLE \(t) (id bigint PRIMARY KEY, name text, pid int DEFAULT pg_backend_pid())")
+        let rows = (1...600).map { [Value.int64(Int64($0)), .string("n\($0)")] }
+        let report = try await PG.load(
+            rows, schema: Schema([Field("id", .int64), Field("name", .string)]), table: t, mode: .upsert(key: ["id"]),
+            batchSize: 10, writers: 2)
+        #expect(report.outcome == .clean && report.recordsOut == 600)
+        // 60 batches (of 10 rows), at most 2 connections: one per lane, not one per batch.
+        let pids = try PG.texts("SELECT DISTINCT pid FROM \(t)").compactMap { $0[0] }
+        #expect((1...2).contains(pids.count), "\(pids)")
+        // Closed with their lanes (the server's backend exits a moment after the client closes).
+        var alive = pids.count
+        for _ in 0..<100 where alive > 0 {
+            alive =
+                Int(
+                    try PG.texts("SELECT count(*) FROM pg_stat_activity WHERE pid IN (\(pids.joined(separator: ",")))")[
+                        0][0]
+                        ?? "") ?? -1
+            if alive > 0 { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(alive == 0)
+    }
+
+    @Test func appendCreatesTheTableAndEveryTypeRoundTripsExactly() async throws {
         // PostgreSQL rejects NUL in text; the first row's string has one and must be rejected, alone.
         let t = PG.table("append_types")
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        let report = try PG.load(sample, schema: allTypes, table: t, mode: .append, rejects: dir.file("r.jsonl"))
+        let report = try await PG.load(sample, schema: allTypes, table: t, mode: .append, rejects: dir.file("r.jsonl"))
         #expect(report.recordsOut == 4)
         #expect(report.recordsRejected == 1)
         let rejects = try RejectsFile.read(dir.file("r.jsonl"))
         #expect(rejects.count == 1 && rejects[0].stage == "sink" && rejects[0].reason.contains("0x00"))
-        let (schema, rows) = try PG.read("SELECT * FROM \(t)", key: "id")
+        let (schema, rows) = try await PG.read("SELECT * FROM \(t)", key: "id")
         #expect(schema == allTypes)
         let expected = sample.dropFirst().sorted { a, b in
             if case .int64(let x) = a[0], case .int64(let y) = b[0] { return x < y }
@@ -55,9 +81,9 @@ struct PostgresSinkTests {
             types == ["bigint", "double precision", "boolean", "text", "bytea", "timestamp with time zone", "jsonb"])
     }
 
-    @Test func valuesAreConvertedToTheExistingTablesOwnTypes() throws {
+    @Test func valuesAreConvertedToTheExistingTablesOwnTypes() async throws {
         let t = PG.table("own_types")
-        try PG.exec(
+        try await PG.exec(
             """
             CREATE TABLE \(t) (id integer PRIMARY KEY, small smallint, name varchar(5), price numeric(8,2), \
             day date, at timestamp, u uuid, doc json, r real)
@@ -80,7 +106,8 @@ struct PostgresSinkTests {
         ]
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        let report = try PG.load(rows, schema: schema, table: t, mode: .append, batchSize: 6, rejects: dir.file("r"))
+        let report = try await PG.load(
+            rows, schema: schema, table: t, mode: .append, batchSize: 6, rejects: dir.file("r"))
         #expect(report.recordsOut == 3)
         let reasons = try RejectsFile.read(dir.file("r")).sorted { $0.raw < $1.raw }.map(\.reason)
         #expect(reasons.count == 3)
@@ -99,10 +126,10 @@ struct PostgresSinkTests {
             ])
     }
 
-    @Test func upsertWritesOnlyChangedRowsAndKeepsTheLastOfARepeatedKey() throws {
+    @Test func upsertWritesOnlyChangedRowsAndKeepsTheLastOfARepeatedKey() async throws {
         let t = PG.table("upsert")
         let schema = try Schema.parse("id:int64!,name:string,v:float64")
-        try PG.load(
+        try await PG.load(
             (1...6).map { [.int64($0), .string("n\($0)"), .float64(Double($0))] }, schema: schema, table: t,
             mode: .upsert(key: ["id"]))
         let before = Dictionary(
@@ -115,7 +142,7 @@ struct PostgresSinkTests {
             [.int64(7), .string("newer"), .float64(8)],  // same key again in the batch: the last one wins
             [.int64(4), .string("n4"), .float64(4)],  // identical
         ]
-        let r = try PG.load(second, schema: schema, table: t, mode: .upsert(key: ["id"]), batchSize: 6)
+        let r = try await PG.load(second, schema: schema, table: t, mode: .upsert(key: ["id"]), batchSize: 6)
         #expect(r.outcome == .clean)
         let after = try PG.texts("SELECT id, name, v, xmin::text FROM \(t) ORDER BY id")
         #expect(
@@ -129,12 +156,13 @@ struct PostgresSinkTests {
         #expect(xmin["2"] != before["2"] && xmin["3"] != before["3"])
     }
 
-    @Test func withSeveralWritersTheLastOccurrenceOfAKeyAcrossBatchesWins() throws {
+    @Test func withSeveralWritersTheLastOccurrenceOfAKeyAcrossBatchesWins() async throws {
         let t = PG.table("order")
         let schema = try Schema.parse("id:int64!,name:string")
         // 80 batches of the same 150 keys: every batch overwrites the one before it.
         let rows: [[Value]] = (0..<80).flatMap { b in (0..<150).map { k in [.int64(Int64(k)), .string("b\(b)")] } }
-        let r = try PG.load(rows, schema: schema, table: t, mode: .upsert(key: ["id"]), batchSize: 150, writers: 3)
+        let r = try await PG.load(
+            rows, schema: schema, table: t, mode: .upsert(key: ["id"]), batchSize: 150, writers: 3)
         #expect(r.outcome == .clean)
         let names = try PG.texts("SELECT name, count(*) FROM \(t) GROUP BY name")
         #expect(names.map { [$0[0]!, $0[1]!] } == [["b79", "150"]])
@@ -143,7 +171,7 @@ struct PostgresSinkTests {
         let updates: [[Value]] = (0..<80).flatMap { b in
             (0..<150).map { k in [.int64(Int64(k)), .string("u\(b)")] }
         }
-        let u = try PG.load(
+        let u = try await PG.load(
             updates, schema: schema, table: t, mode: .update(key: ["id"], set: ["name"], filter: nil), batchSize: 150,
             writers: 3)
         #expect(u.outcome == .clean)
@@ -151,9 +179,9 @@ struct PostgresSinkTests {
         #expect(updated.map { [$0[0]!, $0[1]!] } == [["u79", "150"]])
     }
 
-    @Test func updateSetsColumnsFromUnnestWhereTheFilterHolds() throws {
+    @Test func updateSetsColumnsFromUnnestWhereTheFilterHolds() async throws {
         let t = PG.table("upd")
-        try PG.exec(
+        try await PG.exec(
             "CREATE TABLE \(t) (id bigint PRIMARY KEY, blob text, mime text)",
             "INSERT INTO \(t) SELECT g, 'b' || (g % 3), CASE WHEN g = 2 THEN 'keep/me' END FROM generate_series(1, 6) g"
         )
@@ -162,7 +190,7 @@ struct PostgresSinkTests {
             [.string("b1"), .string("image/png"), .bytes([1])], [.string("b2"), .string("text/plain"), .null],
             [.string("missing"), .string("x/y"), .null],
         ]
-        let r = try PG.load(
+        let r = try await PG.load(
             rows, schema: schema, table: t, mode: .update(key: ["blob"], set: ["mime"], filter: "t.mime IS NULL"))
         #expect(r.outcome == .clean)
         #expect(
@@ -172,22 +200,22 @@ struct PostgresSinkTests {
             ])
     }
 
-    @Test func replaceSwapsTheTableOnlyAfterACompleteRun() throws {
+    @Test func replaceSwapsTheTableOnlyAfterACompleteRun() async throws {
         let t = PG.table("repl")
-        try PG.exec("CREATE TABLE \(t) (id bigint PRIMARY KEY, name text)", "INSERT INTO \(t) VALUES (1, 'old')")
+        try await PG.exec("CREATE TABLE \(t) (id bigint PRIMARY KEY, name text)", "INSERT INTO \(t) VALUES (1, 'old')")
         let schema = try Schema.parse("id:int64,name:string")
         // An aborted run (a fatal sink refusal after the first batch) leaves the old table.
         var o = PipelineOptions()
         o.rejectsPath = nil
         o.maxErrors = ErrorLimit("0")
         let dup: [[Value]] = [[.int64(5), .string("a")], [.int64(5), .string("dup")], [.int64(6), .string("b")]]
-        let aborted = try Pipeline(
+        let aborted = try await Pipeline(
             source: ArraySource(schema: schema, rows: dup, batchSize: 3),
             sink: PostgresSink(url: PG.url, table: t, mode: .replace), options: o
-        ).runBlocking()
+        ).run()
         #expect(aborted.outcome == .aborted)
         #expect(try PG.texts("SELECT id, name FROM \(t)") == [["1", "old"]])
-        let r = try PG.load(
+        let r = try await PG.load(
             [[.int64(2), .string("new")], [.int64(3), .string("newer")]], schema: schema, table: t, mode: .replace)
         #expect(r.outcome == .clean)
         #expect(try PG.texts("SELECT id, name FROM \(t) ORDER BY id") == [["2", "new"], ["3", "newer"]])
@@ -196,16 +224,16 @@ struct PostgresSinkTests {
             try PG.texts("SELECT count(*) FROM pg_index WHERE indrelid = '\(t)'::regclass AND indisprimary") == [["1"]])
     }
 
-    @Test func aConstraintViolationIsBisectedToTheOffendingRowsWhileTheRestCommit() throws {
+    @Test func aConstraintViolationIsBisectedToTheOffendingRowsWhileTheRestCommit() async throws {
         let t = PG.table("bisect")
-        try PG.exec("CREATE TABLE \(t) (id bigint PRIMARY KEY, v double precision CHECK (v >= 0))")
+        try await PG.exec("CREATE TABLE \(t) (id bigint PRIMARY KEY, v double precision CHECK (v >= 0))")
         let schema = try Schema.parse("id:int64,v:float64")
         var rows: [[Value]] = (1...100).map { [.int64($0), .float64(Double($0))] }
         rows[16] = [.int64(17), .float64(-1)]
         rows[70] = [.int64(71), .float64(-2)]
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        let r = try PG.load(rows, schema: schema, table: t, mode: .append, batchSize: 50, rejects: dir.file("r"))
+        let r = try await PG.load(rows, schema: schema, table: t, mode: .append, batchSize: 50, rejects: dir.file("r"))
         #expect(r.outcome == .completedWithRejects)
         #expect(r.recordsOut == 98)
         let rejects = try RejectsFile.read(dir.file("r"))
@@ -218,7 +246,8 @@ struct PostgresSinkTests {
     }
 
     @Test(arguments: [WriteMode.append, .upsert(key: ["id"])], [false, true])
-    func aConnectionKilledMidBatchIsRetriedWithoutLosingOrDuplicatingRows(mode: WriteMode, atCommit: Bool) throws {
+    func aConnectionKilledMidBatchIsRetriedWithoutLosingOrDuplicatingRows(mode: WriteMode, atCommit: Bool) async throws
+    {
         let t = PG.table("kill")
         let seq = t + "_once"
         // The server kills the writing backend once, in the batch holding id 150: a trigger calls
@@ -236,7 +265,7 @@ struct PostgresSinkTests {
             atCommit
             ? "CREATE CONSTRAINT TRIGGER kill AFTER INSERT ON \(t) DEFERRABLE INITIALLY DEFERRED FOR EACH ROW"
             : "CREATE TRIGGER kill BEFORE INSERT ON \(t) FOR EACH ROW"
-        try PG.exec(
+        try await PG.exec(
             "CREATE TABLE \(t) (id bigint PRIMARY KEY, v text)",
             "CREATE SEQUENCE \(seq)",
             """
@@ -249,22 +278,22 @@ struct PostgresSinkTests {
             "\(trigger) EXECUTE FUNCTION \(t)_kill()")
         let schema = try Schema.parse("id:int64,v:string")
         let rows: [[Value]] = (1...400).map { [.int64($0), .string("v\($0)")] }
-        let r = try PG.load(rows, schema: schema, table: t, mode: mode, batchSize: 100)
+        let r = try await PG.load(rows, schema: schema, table: t, mode: mode, batchSize: 100)
         #expect(r.outcome == .clean, "\(r.abortReason ?? "")")
         // Row 150 was inserted twice (killed, then retried), so the sequence is at 2 and this reads 3.
         #expect(try PG.texts("SELECT nextval('\(seq)')") == [["3"]])
         #expect(try PG.texts("SELECT count(*), count(DISTINCT id), sum(id) FROM \(t)") == [["400", "400", "80200"]])
     }
 
-    @Test func aMissingTableForUpdateAndABadURLAreClearErrors() throws {
+    @Test func aMissingTableForUpdateAndABadURLAreClearErrors() async throws {
         let schema = try Schema.parse("k:string,m:string")
-        #expect(throws: SluiceError.self) {
-            try PG.load(
+        await #expect(throws: SluiceError.self) {
+            try await PG.load(
                 [], schema: schema, table: PG.table("absent"), mode: .update(key: ["k"], set: ["m"], filter: nil))
         }
         #expect(throws: SluiceError.self) { try PostgresSink(url: "postgres://h:notaport/db", table: "t") }
         let unreachable = try PostgresSink(url: "postgres://postgres@127.0.0.1:1/x", table: "t")
-        let e = #expect(throws: SluiceError.self) { try unreachable.open(schema: schema) }
+        let e = await #expect(throws: SluiceError.self) { try await unreachable.open(schema: schema) }
         #expect(e?.code == .io)
         #expect(e?.message == "cannot connect to postgres://postgres@127.0.0.1:1/x: Connection refused")
     }
@@ -272,7 +301,7 @@ struct PostgresSinkTests {
 
 @Suite(.enabled(if: PG.available, "SLUICE_PG_URL is not set: run scripts/test, which starts PostgreSQL"))
 struct PostgresRunAccountingTests {
-    @Test func aFileIntoPostgreSQLWithThreeWritersBooksEachThreadOnce() throws {
+    @Test func aFileIntoPostgreSQLWithThreeWritersBooksEachThreadOnce() async throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
         var csv = "id,name\n"
@@ -284,10 +313,10 @@ struct PostgresRunAccountingTests {
         o.rejectsPath = nil
         var so = PostgresSinkOptions()
         so.writers = 3
-        let report = try Pipeline(
+        let report = try await Pipeline(
             source: FileSource(paths: [path], format: CSVFormat(), schema: try Schema.parse("id:int64,name:string")),
             sink: PostgresSink(url: PG.url, table: t, mode: .upsert(key: ["id"]), options: so), options: o
-        ).runBlocking()
+        ).run()
         #expect(report.outcome == .clean && report.recordsOut == 40_000, "\(report.text)")
         let write = try #require(report.stages.first { $0.name.hasPrefix("write ") })
         #expect(write.threads == 3)

@@ -19,13 +19,11 @@ enum PG {
         "\(base)_\(getpid())_\(counter.add(1, ordering: .relaxed).newValue)"
     }
 
-    static func session() throws -> PostgresSession { try PostgresSession(PostgresLocation(url: url)) }
-
     /// Runs SQL statements on a new connection.
-    static func exec(_ statements: String...) throws {
-        let s = try session()
-        defer { s.close() }
-        for sql in statements { try s.execute(sql) }
+    static func exec(_ statements: String...) async throws {
+        try await PostgresSession.with(PostgresLocation(url: url)) { s in
+            for sql in statements { try await s.execute(sql) }
+        }
     }
 
     /// Rows of a query, every column in PostgreSQL's text form (NULL as nil), read with `psql`.
@@ -36,27 +34,27 @@ enum PG {
     static func load(
         _ rows: [[Value]], schema: Schema, table: String, mode: WriteMode, batchSize: Int = 3, writers: Int = 2,
         rejects: String? = nil
-    ) throws -> RunReport {
+    ) async throws -> RunReport {
         var o = PipelineOptions()
         o.rejectsPath = rejects
         var so = PostgresSinkOptions()
         so.writers = writers
-        let report = try Pipeline(
+        let report = try await Pipeline(
             source: ArraySource(schema: schema, rows: rows, batchSize: batchSize),
             sink: PostgresSink(url: url, table: table, mode: mode, options: so), options: o
-        ).runBlocking()
+        ).run()
         #expect(ReportInvariants.overbooked(report).isEmpty, "\(ReportInvariants.overbooked(report))")
         return report
     }
 
     /// Reads a query back through the keyset source.
-    static func read(_ query: String, key: String, pageRows: Int = 2) throws -> (Schema?, [[Value]]) {
+    static func read(_ query: String, key: String, pageRows: Int = 2) async throws -> (Schema?, [[Value]]) {
         let sink = CollectingSink()
         var o = PipelineOptions()
         o.rejectsPath = nil
-        let report = try Pipeline(
+        let report = try await Pipeline(
             source: PostgresSource(url: url, query: query, key: key, pageRows: pageRows), sink: sink, options: o
-        ).runBlocking()
+        ).run()
         #expect(ReportInvariants.overbooked(report).isEmpty, "\(ReportInvariants.overbooked(report))")
         return (sink.schema, sink.rows)
     }

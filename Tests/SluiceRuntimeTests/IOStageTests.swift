@@ -29,7 +29,7 @@ final class SlowDoubler: IOTransform, @unchecked Sendable {
         return s
     }
 
-    func open(sink: any BatchSink) throws {}
+    func open(stored: StoredRows) async throws {}
 
     func start(_ batch: RecordBatch, row: Int, completion: IOCompletion) -> Bool {
         let id = batch.columns[0].int64(at: row)

@@ -95,47 +95,49 @@ func rows(_ n: Int) -> [[Value]] { (0..<n).map { [.int64(Int64($0)), .string("r\
 func run(
     _ sink: CollectingSink, rows: [[Value]], batchSize: Int = 4, configure: (inout PipelineOptions) -> Void = { _ in }
 )
-    throws -> (RunReport, String)
+    async throws -> (RunReport, String)
 {
     let dir = try TemporaryDirectory()
     var o = PipelineOptions()
     o.rejectsPath = dir.file("rejects.jsonl")
     o.retry = RetryPolicy(maxAttempts: 4, baseDelay: .milliseconds(1), maxDelay: .milliseconds(2))
     configure(&o)
-    let report = try Pipeline(source: ArraySource(schema: ab, rows: rows, batchSize: batchSize), sink: sink, options: o)
-        .runBlocking()
+    let report = try await Pipeline(
+        source: ArraySource(schema: ab, rows: rows, batchSize: batchSize), sink: sink, options: o
+    )
+    .run()
     return (report, o.rejectsPath!)
 }
 
 @Suite struct PipelineTests {
-    @Test func deliversEveryRowInOrderAcrossWorkers() throws {
+    @Test func deliversEveryRowInOrderAcrossWorkers() async throws {
         let sink = CollectingSink()
-        let (report, _) = try run(sink, rows: rows(1000), batchSize: 7) { $0.workers = 3 }
+        let (report, _) = try await run(sink, rows: rows(1000), batchSize: 7) { $0.workers = 3 }
         #expect(sink.rows == rows(1000))
         #expect(report.outcome == .clean && report.recordsOut == 1000 && report.recordsIn == 1000)
         #expect(sink.finishedComplete == true)
         #expect(report.stages.map(\.name).contains("write collect"))
     }
 
-    @Test func transientFailuresAreRetriedWithoutDuplicates() throws {
+    @Test func transientFailuresAreRetriedWithoutDuplicates() async throws {
         let sink = CollectingSink(transientFailures: 3)
-        let (report, _) = try run(sink, rows: rows(10))
+        let (report, _) = try await run(sink, rows: rows(10))
         #expect(sink.rows == rows(10))
         #expect(sink.writeCalls == 3 + 3)
         #expect(report.outcome == .clean)
     }
 
-    @Test func persistentTransientFailureAbortsTheRun() throws {
+    @Test func persistentTransientFailureAbortsTheRun() async throws {
         let sink = CollectingSink(transientFailures: 100)
-        let (report, _) = try run(sink, rows: rows(10))
+        let (report, _) = try await run(sink, rows: rows(10))
         #expect(report.outcome == .aborted)
         #expect(report.abortReason?.contains("simulated transient failure") == true)
         #expect(sink.finishedComplete == false)
     }
 
-    @Test func refusedBatchesAreBisectedToTheOffendingRows() throws {
+    @Test func refusedBatchesAreBisectedToTheOffendingRows() async throws {
         let sink = CollectingSink { row in row[0] == .int64(5) || row[0] == .int64(13) }
-        let (report, rejectsPath) = try run(sink, rows: rows(20), batchSize: 16)
+        let (report, rejectsPath) = try await run(sink, rows: rows(20), batchSize: 16)
         #expect(sink.rows == rows(20).filter { $0[0] != .int64(5) && $0[0] != .int64(13) })
         #expect(report.outcome == .completedWithRejects && report.recordsRejected == 2 && report.recordsOut == 18)
         let rejects = try RejectsFile.read(rejectsPath)
@@ -143,9 +145,9 @@ func run(
         #expect(rejects.allSatisfy { $0.stage == "sink" && $0.reason == "simulated constraint violation" })
     }
 
-    @Test func maxErrorsAbortsAndKeepsWhatWasCommitted() throws {
+    @Test func maxErrorsAbortsAndKeepsWhatWasCommitted() async throws {
         let sink = CollectingSink { row in if case .int64(let v) = row[0] { return v % 2 == 0 } else { return false } }
-        let (report, _) = try run(sink, rows: rows(100), batchSize: 10) {
+        let (report, _) = try await run(sink, rows: rows(100), batchSize: 10) {
             $0.maxErrors = .count(3)
             $0.workers = 1
         }

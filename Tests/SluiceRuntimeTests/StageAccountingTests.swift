@@ -66,11 +66,11 @@ private final class RecordingObserver: PipelineObserver, @unchecked Sendable {
 }
 
 @Suite struct StageAccountingTests {
-    @Test func aSlowWriterBooksOnlyItsOwnThreadsTimeAndTheDispatcherHasItsOwnRow() throws {
+    @Test func aSlowWriterBooksOnlyItsOwnThreadsTimeAndTheDispatcherHasItsOwnRow() async throws {
         // The writer is the bottleneck: the dispatcher waits for it most of the run. That wait is the
         // dispatcher's (blocked), never the writer's.
         let sink = SlowSink(delayMicros: 3_000)
-        let report = try Pipeline(source: CountingSource(batches: 150), sink: sink).runBlocking()
+        let report = try await Pipeline(source: CountingSource(batches: 150), sink: sink).run()
         #expect(sink.rows.load(ordering: .relaxed) == 150)
         #expect(ReportInvariants.overbooked(report).isEmpty, "\(ReportInvariants.overbooked(report))")
         let write = try #require(report.stages.first { $0.name == "write slow" })
@@ -82,9 +82,9 @@ private final class RecordingObserver: PipelineObserver, @unchecked Sendable {
         #expect(report.bottleneck == "write slow", "\(report.text)")
     }
 
-    @Test func severalWritersBookAtMostTheirThreadsTime() throws {
+    @Test func severalWritersBookAtMostTheirThreadsTime() async throws {
         let sink = SlowSink(delayMicros: 2_000, writers: 3)
-        let report = try Pipeline(source: CountingSource(batches: 120), sink: sink).runBlocking()
+        let report = try await Pipeline(source: CountingSource(batches: 120), sink: sink).run()
         #expect(ReportInvariants.overbooked(report).isEmpty, "\(ReportInvariants.overbooked(report))")
         let write = try #require(report.stages.first { $0.name == "write slow" })
         #expect(write.threads == 3 && write.records == 120)
@@ -107,15 +107,15 @@ private final class RecordingObserver: PipelineObserver, @unchecked Sendable {
         #expect(t.clock.booked == 0)
     }
 
-    @Test func observersSeeSnapshotsEveryBatchAndTheFinalReportFromTheSameNumbers() throws {
+    @Test func observersSeeSnapshotsEveryBatchAndTheFinalReportFromTheSameNumbers() async throws {
         let observer = RecordingObserver()
         var options = PipelineOptions()
         options.observers = [observer]
         options.progressInterval = .milliseconds(10)
-        let report = try Pipeline(
+        let report = try await Pipeline(
             source: CountingSource(batches: 60, delayMicros: 2_000), sink: SlowSink(delayMicros: 500),
             options: options
-        ).runBlocking()
+        ).run()
         #expect(observer.started == 1)
         #expect(observer.snapshots.count >= 3, "\(observer.snapshots.count) snapshots")
         // Counters only grow between snapshots.

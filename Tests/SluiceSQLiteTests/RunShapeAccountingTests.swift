@@ -11,7 +11,7 @@ import Testing
 /// Every stage row of a real run's report books at most its threads' time: busy + overhead + starved +
 /// blocked ≤ threads × wall.
 @Suite struct RunShapeAccountingTests {
-    @Test func fileIntoSQLiteBooksEachThreadOnce() throws {
+    @Test func fileIntoSQLiteBooksEachThreadOnce() async throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
         var csv = "id,name,value\n"
@@ -20,11 +20,11 @@ import Testing
         var o = PipelineOptions()
         o.batching = BatchingPolicy(maxRows: 2_000, maxBytes: 64 << 10, maxLatency: .seconds(1))
         o.rejectsPath = dir.file("rejects.jsonl")
-        let report = try Pipeline(
+        let report = try await Pipeline(
             source: FileSource(
                 paths: [path], format: CSVFormat(), schema: try Schema.parse("id:int64,name:string,value:float64")),
             sink: SQLiteSink(path: dir.file("e.db"), table: "e", mode: .upsert(key: ["id"])), options: o
-        ).runBlocking()
+        ).run()
         #expect(report.outcome == .clean && report.recordsOut == 60_000)
         #expect(ReportInvariants.overbooked(report).isEmpty, "\(ReportInvariants.overbooked(report))\n\(report.text)")
         let names = report.stages.map(\.name)
@@ -35,7 +35,7 @@ import Testing
         #expect(phases <= write.busySeconds + 0.005, "\(report.text)")
     }
 
-    @Test func xmlWithChildTablesIntoSQLiteBooksEachThreadOnce() throws {
+    @Test func xmlWithChildTablesIntoSQLiteBooksEachThreadOnce() async throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
         var xml = "<releases>\n"
@@ -49,10 +49,10 @@ import Testing
         var o = PipelineOptions()
         o.batching = BatchingPolicy(maxRows: 500, maxBytes: 32 << 10, maxLatency: .seconds(1))
         o.rejectsPath = dir.file("rejects.jsonl")
-        let report = try Pipeline(
+        let report = try await Pipeline(
             source: FileSource(paths: [path], format: XMLFormat(record: "/releases/release")),
             sink: SQLiteSink(path: dir.file("r.db"), table: "release", mode: .upsert(key: ["id"])), options: o
-        ).runBlocking()
+        ).run()
         #expect(report.outcome == .clean && report.recordsOut == 3_000, "\(report.text)")
         #expect(report.childRowsOut == 4_500 + 6_000, "\(report.text)")
         #expect(ReportInvariants.overbooked(report).isEmpty, "\(ReportInvariants.overbooked(report))\n\(report.text)")

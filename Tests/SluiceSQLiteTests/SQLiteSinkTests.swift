@@ -15,13 +15,13 @@ let allTypes = Schema([
 func load(
     _ rows: [[Value]], schema: Schema = allTypes, into db: String, table: String = "t", mode: WriteMode,
     batchSize: Int = 3
-) throws -> RunReport {
+) async throws -> RunReport {
     var o = PipelineOptions()
     o.rejectsPath = db + ".rejects.jsonl"
-    let report = try Pipeline(
+    let report = try await Pipeline(
         source: ArraySource(schema: schema, rows: rows, batchSize: batchSize),
         sink: SQLiteSink(path: db, table: table, mode: mode), options: o
-    ).runBlocking()
+    ).run()
     #expect(ReportInvariants.overbooked(report).isEmpty, "\(ReportInvariants.overbooked(report))")
     return report
 }
@@ -40,11 +40,11 @@ func load(
         ],
     ]
 
-    @Test func appendCreatesTheTableAndRoundTripsEveryType() throws {
+    @Test func appendCreatesTheTableAndRoundTripsEveryType() async throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
         let db = dir.file("a.db")
-        let report = try load(sample, into: db, mode: .append)
+        let report = try await load(sample, into: db, mode: .append)
         #expect(report.outcome == .clean && report.recordsOut == 4)
         let c = try SQLiteConnection(path: db)
         let rows = try c.query("SELECT id, f, b, s, hex(raw), t, j, typeof(raw), typeof(f) FROM t ORDER BY id")
@@ -59,17 +59,19 @@ func load(
         #expect(ddl.contains("\"id\" INTEGER") && ddl.contains("\"t\" TEXT") && ddl.contains("\"raw\" BLOB"))
     }
 
-    @Test func upsertConvergesToTheInputAndLastDuplicateWins() throws {
+    @Test func upsertConvergesToTheInputAndLastDuplicateWins() async throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
         let db = dir.file("u.db")
         let schema = Schema([Field("id", .int64, nullable: false), Field("v", .string)])
         let first: [[Value]] = (1...50).map { [.int64(Int64($0)), .string("old\($0)")] }
-        _ = try load(first, schema: schema, into: db, mode: .upsert(key: ["id"]), batchSize: 7)
+        _ = try await load(first, schema: schema, into: db, mode: .upsert(key: ["id"]), batchSize: 7)
         var second: [[Value]] = (25...75).map { [.int64(Int64($0)), .string("new\($0)")] }
         second.append([.int64(30), .string("last")])
         // Run twice: a re-run of the same input must converge to the same table.
-        for _ in 0..<2 { _ = try load(second, schema: schema, into: db, mode: .upsert(key: ["id"]), batchSize: 7) }
+        for _ in 0..<2 {
+            _ = try await load(second, schema: schema, into: db, mode: .upsert(key: ["id"]), batchSize: 7)
+        }
         let c = try SQLiteConnection(path: db)
         #expect(try c.query("SELECT count(*), min(id), max(id) FROM t")[0] == ["75", "1", "75"])
         #expect(
@@ -78,21 +80,21 @@ func load(
             ])
     }
 
-    @Test func compositeKeyUpsert() throws {
+    @Test func compositeKeyUpsert() async throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
         let db = dir.file("c.db")
         let schema = Schema([Field("a", .int64), Field("b", .string), Field("v", .float64)])
-        _ = try load(
+        _ = try await load(
             [[.int64(1), .string("x"), .float64(1)], [.int64(1), .string("y"), .float64(2)]], schema: schema,
             into: db, mode: .upsert(key: ["a", "b"]))
-        _ = try load(
+        _ = try await load(
             [[.int64(1), .string("x"), .float64(9)]], schema: schema, into: db, mode: .upsert(key: ["a", "b"]))
         let c = try SQLiteConnection(path: db)
         #expect(try c.query("SELECT a, b, v FROM t ORDER BY b") == [["1", "x", "9.0"], ["1", "y", "2.0"]])
     }
 
-    @Test func updateSetsColumnsOfMatchingRowsWhereTheFilterHolds() throws {
+    @Test func updateSetsColumnsOfMatchingRowsWhereTheFilterHolds() async throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
         let db = dir.file("u.db")
@@ -101,7 +103,7 @@ func load(
             "CREATE TABLE t (id INTEGER PRIMARY KEY, blob TEXT, mime TEXT); INSERT INTO t VALUES (1, 'a', NULL), (2, 'b', 'keep'), (3, 'a', NULL), (4, 'c', NULL)"
         )
         let schema = Schema([Field("blob", .string), Field("mime", .string), Field("head", .bytes)])
-        let r = try load(
+        let r = try await load(
             [
                 [.string("a"), .string("x/a"), .bytes([1])], [.string("b"), .string("x/b"), .null],
                 [.string("z"), .string("x/z"), .null],
@@ -112,25 +114,26 @@ func load(
             try c.query("SELECT id, mime FROM t ORDER BY id") == [
                 ["1", "x/a"], ["2", "keep"], ["3", "x/a"], ["4", nil],
             ])
-        #expect(throws: (any Error).self) {
-            try load(
+        await #expect(throws: (any Error).self) {
+            try await load(
                 [], schema: schema, into: db, table: "absent", mode: .update(key: ["blob"], set: ["mime"], filter: nil))
         }
     }
 
-    @Test func replaceSwapsOnlyAfterACompleteRun() throws {
+    @Test func replaceSwapsOnlyAfterACompleteRun() async throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
         let db = dir.file("r.db")
         let schema = Schema([Field("id", .int64), Field("v", .string)])
-        _ = try load([[.int64(1), .string("a")], [.int64(2), .string("b")]], schema: schema, into: db, mode: .append)
-        _ = try load([[.int64(9), .string("z")]], schema: schema, into: db, mode: .replace)
+        _ = try await load(
+            [[.int64(1), .string("a")], [.int64(2), .string("b")]], schema: schema, into: db, mode: .append)
+        _ = try await load([[.int64(9), .string("z")]], schema: schema, into: db, mode: .replace)
         let c = try SQLiteConnection(path: db)
         #expect(try c.query("SELECT id, v FROM t") == [["9", "z"]])
         #expect(try c.query("SELECT count(*) FROM sqlite_master WHERE name LIKE '%sluice_replace%'")[0] == ["0"])
     }
 
-    @Test func constraintViolationsRejectOnlyTheOffendingRows() throws {
+    @Test func constraintViolationsRejectOnlyTheOffendingRows() async throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
         let db = dir.file("k.db")
@@ -140,7 +143,7 @@ func load(
         var input: [[Value]] = (1...100).map { [.int64(Int64($0)), .string("ok")] }
         input[10][1] = .string("bad")
         input[70] = [.int64(5), .string("dup")]
-        let report = try load(input, schema: schema, into: db, mode: .append, batchSize: 64)
+        let report = try await load(input, schema: schema, into: db, mode: .append, batchSize: 64)
         #expect(report.outcome == .completedWithRejects && report.recordsRejected == 2 && report.recordsOut == 98)
         #expect(try c.query("SELECT count(*) FROM t")[0] == ["98"])
         let rejects = try RejectsFile.read(db + ".rejects.jsonl")
@@ -149,23 +152,23 @@ func load(
         #expect(rejects[1].reason.contains("UNIQUE constraint failed"))
     }
 
-    @Test func existingTableWithoutTheColumnsIsAClearError() throws {
+    @Test func existingTableWithoutTheColumnsIsAClearError() async throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
         let db = dir.file("e.db")
         try SQLiteConnection(path: db).exec("CREATE TABLE t (x INTEGER)")
-        #expect {
-            _ = try load(sample, into: db, mode: .append)
+        await #expect {
+            _ = try await load(sample, into: db, mode: .append)
         } throws: { e in "\(e)".contains("has no column(s) id") }
         try SQLiteConnection(path: db).exec("CREATE TABLE u (id INTEGER, v TEXT)")
-        #expect {
-            _ = try load(
+        await #expect {
+            _ = try await load(
                 [[.int64(1), .string("a")]], schema: Schema([Field("id", .int64), Field("v", .string)]),
                 into: db, table: "u", mode: .upsert(key: ["id"]))
         } throws: { e in "\(e)".contains("upsert needs a PRIMARY KEY or UNIQUE index") }
     }
 
-    @Test func csvRowsCarryTheirLineIntoSinkRejects() throws {
+    @Test func csvRowsCarryTheirLineIntoSinkRejects() async throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
         let db = dir.file("l.db")
@@ -173,11 +176,11 @@ func load(
         let csv = try dir.write("in.csv", "id,name\n1,a\n2,\"multi\nline\"\n1,again\n3,c\n")
         var o = PipelineOptions()
         o.rejectsPath = dir.file("rej.jsonl")
-        let report = try Pipeline(
+        let report = try await Pipeline(
             source: FileSource(
                 paths: [csv], format: CSVFormat(), schema: Schema([Field("id", .int64), Field("name", .string)])),
             sink: SQLiteSink(path: db, table: "t"), options: o
-        ).runBlocking()
+        ).run()
         #expect(report.recordsOut == 3)
         let rejects = try RejectsFile.read(dir.file("rej.jsonl"))
         #expect(rejects.count == 1)

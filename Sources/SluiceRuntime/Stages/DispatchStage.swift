@@ -14,7 +14,7 @@ final class DispatchStage: Sendable {
     private let input: ReorderBuffer<Decoded>
     private let output: BoundedQueue<(Int, RecordBatch)>
     private let io: IOStageRunner?
-    private let sink: any BatchSink
+    private let sink: any SinkBase
     private let rejects: SharedRejects
     private let control: RunControl
     private let maxErrors: ErrorLimit?
@@ -22,7 +22,7 @@ final class DispatchStage: Sendable {
 
     init(
         input: ReorderBuffer<Decoded>, output: BoundedQueue<(Int, RecordBatch)>, io: IOStageRunner?,
-        sink: any BatchSink, rejects: SharedRejects, control: RunControl, maxErrors: ErrorLimit?
+        sink: any SinkBase, rejects: SharedRejects, control: RunControl, maxErrors: ErrorLimit?
     ) {
         self.input = input
         self.output = output

@@ -7,12 +7,12 @@ import Synchronization
 /// slot-time (its own row); this thread's time is a detail row under it.
 final class IOHandOffStage: Sendable {
     let runner: IOStageRunner
-    private let sink: any BatchSink
+    private let sink: any SinkBase
     private let output: BoundedQueue<(Int, RecordBatch)>
     private let control: RunControl
     private let thread = JoinOnce()
 
-    init(runner: IOStageRunner, sink: any BatchSink, output: BoundedQueue<(Int, RecordBatch)>, control: RunControl) {
+    init(runner: IOStageRunner, sink: any SinkBase, output: BoundedQueue<(Int, RecordBatch)>, control: RunControl) {
         self.runner = runner
         self.sink = sink
         self.output = output

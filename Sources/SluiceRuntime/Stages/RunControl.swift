@@ -130,11 +130,11 @@ final class SharedRejects: @unchecked Sendable {
 /// Tells the source which batches are committed, in input order, however the writers finish them.
 final class CommitTracker: @unchecked Sendable {
     private let lock = NSLock()
-    private let source: any Source
+    private let source: any SourceBase
     private var next = 0
     private var finished: [Int: RecordBatch] = [:]
 
-    init(source: any Source) { self.source = source }
+    init(source: any SourceBase) { self.source = source }
 
     func done(_ seq: Int, _ batch: RecordBatch) {
         lock.lock()

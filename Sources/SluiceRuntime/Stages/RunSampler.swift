@@ -7,8 +7,8 @@ import Synchronization
 /// that the progress line, metrics and the final report show.
 final class RunSampler: Sendable {
     private let control: RunControl
-    private let source: any Source
-    private let sink: any BatchSink
+    private let source: any SourceBase
+    private let sink: any SinkBase
     private let reader: ReaderStage
     private let decoders: DecodeStage
     private let dispatcher: DispatchStage
@@ -19,7 +19,7 @@ final class RunSampler: Sendable {
     private let batches: BoundedQueue<(Int, RecordBatch)>
 
     init(
-        control: RunControl, source: any Source, sink: any BatchSink, reader: ReaderStage, decoders: DecodeStage,
+        control: RunControl, source: any SourceBase, sink: any SinkBase, reader: ReaderStage, decoders: DecodeStage,
         dispatcher: DispatchStage, handOff: IOHandOffStage?, writers: WriterStage,
         chunks: BoundedQueue<(Int, SourceItem)>, decoded: ReorderBuffer<Decoded>,
         batches: BoundedQueue<(Int, RecordBatch)>

@@ -2,17 +2,21 @@ import Foundation
 import SluiceCore
 import SluiceReport
 
-/// The writers: one thread per sink writer (lane), each popping batches and writing them with retries and
-/// bisection; after a commit it records sink rejects, counts the rows and tells the commit tracker.
+/// The writers: one lane per sink writer, each popping batches and writing them with retries and bisection;
+/// after a commit it records sink rejects, counts the rows and tells the commit tracker. A lane of a blocking
+/// ``BatchSink`` is a thread of its own; a lane of an ``AsyncBatchSink`` is a task that holds its writer (its
+/// connection) from its first batch to the end of the input (``AsyncBatchSink/withWriter(_:_:)``), started by
+/// ``run()`` in the run's task group.
 ///
-/// Booking: the sink's write (encode, write, commit, and the retries' attempts) is busy, a retry's back-off is
-/// blocked (waiting for the store to accept again), waiting for a batch is starved, the bookkeeping after a
-/// commit is overhead. The sink's finish at the end of the run is booked as busy by ``finish(complete:clean:)``.
+/// Booking, the same for both: the sink's write (encode, write, commit, and the retries' attempts) is busy, a
+/// retry's back-off is blocked (waiting for the store to accept again), waiting for a batch is starved, the
+/// bookkeeping after a commit is overhead. The sink's finish at the end of the run is booked as busy by
+/// ``finish(complete:clean:)``.
 final class WriterStage: Sendable {
     let meter: StageMeter
-    /// Threads writing at once.
+    /// Writers at once.
     let lanes: Int
-    private let sink: any BatchSink
+    private let sink: any SinkBase
     private let input: BoundedQueue<(Int, RecordBatch)>
     private let rejects: SharedRejects
     private let tracker: CommitTracker?
@@ -22,7 +26,7 @@ final class WriterStage: Sendable {
     private let threads = JoinOnce()
 
     init(
-        sink: any BatchSink, input: BoundedQueue<(Int, RecordBatch)>, rejects: SharedRejects,
+        sink: any SinkBase, input: BoundedQueue<(Int, RecordBatch)>, rejects: SharedRejects,
         tracker: CommitTracker?, control: RunControl, options: PipelineOptions, observers: [any PipelineObserver]
     ) {
         self.sink = sink
@@ -36,89 +40,161 @@ final class WriterStage: Sendable {
         meter = StageMeter(name: "write \(sink.target)", threads: lanes)
     }
 
-    /// Starts the threads.
+    /// Starts the threads of a blocking sink (an async sink's lanes are tasks: ``run()``).
     func start() {
-        for lane in 0..<lanes { threads.start(name: "sluice-write\(lane)") { [self] in run(lane: lane) } }
+        guard case .blocking(let sink) = sink.kind else { return }
+        for lane in 0..<lanes { threads.start(name: "sluice-write\(lane)") { [self] in run(sink, lane: lane) } }
     }
 
     /// Waits for every thread to end.
     func join() { threads.join() }
 
+    /// Runs the lanes of an async sink as child tasks, each holding its writer, until the input ends.
+    func run() async {
+        guard case .async(let sink) = sink.kind else { return }
+        await withTaskGroup(of: Void.self) { group in
+            for lane in 0..<lanes {
+                group.addTask { [self] in
+                    var timer = ThreadTimer()
+                    do {
+                        try await sink.withWriter(lane) { writer in await run(writer, lane: lane, timer: &timer) }
+                    } catch {
+                        // The writer could not be opened, or failed to close: the run cannot write.
+                        timer.mark(.busy)
+                        control.fail(RunFailure(.write, error))
+                    }
+                    timer.mark(.overhead)
+                    meter.publish(&timer)
+                }
+            }
+        }
+    }
+
     /// Ends the sink's run (after every writer ended); its time is the write row's busy time.
-    func finish(complete: Bool, clean: Bool) {
+    func finish(complete: Bool, clean: Bool) async {
         let a = MonotonicClock.now()
+        let end = RunEnd(complete: complete, clean: clean)
         do {
-            try sink.finish(RunEnd(complete: complete, clean: clean))
+            switch sink.kind {
+            case .blocking(let sink): try await Blocking.run("sluice-finish") { try sink.finish(end) }
+            case .async(let sink): try await sink.finish(end)
+            }
         } catch {
             control.fail(RunFailure(.write, error))
         }
         meter.add(.busy, MonotonicClock.now() - a)
     }
 
-    private func run(lane: Int) {
+    /// A blocking sink's lane: its thread's loop.
+    private func run(_ sink: any BatchSink, lane: Int) {
         var timer = ThreadTimer()
         while true {
             var starved: UInt64 = 0
             guard let (seq, batch) = input.pop(waited: &starved) else { break }
             timer.mark(waited: starved, as: .starved)
             let started = MonotonicClock.now()
-            do {
-                defer { sink.didWrite(sequence: seq) }
-                let result = try write(batch, lane: lane, sequence: seq, timer: &timer)
-                let committed = timer.mark(.busy)
-                for o in observers { o.batchWritten(rows: result.written, seconds: Double(committed - started) / 1e9) }
-                timer.clock.records += Int64(result.written)
-                timer.clock.batches += 1
-                if result.childRows > 0 { control.childRows.add(Int64(result.childRows), ordering: .relaxed) }
-                control.recordsOut.add(Int64(result.written), ordering: .relaxed)
-                for r in result.rejected {
-                    try rejects.write(Self.sinkReject(batch, row: r.row, reason: r.reason))
+            var machine = WriteAttemptStateMachine(rows: batch.count, policy: options.retry)
+            var action = machine.start()
+            attempts: while true {
+                switch action {
+                case .write(let rows):
+                    let part = rows.count == batch.count ? batch : batch.slice(rows)
+                    do {
+                        let o = try sink.write(part, context: WriteContext(writer: lane, sequence: seq))
+                        action = machine.succeeded(written: o.written, refused: o.rejected, childRows: o.childRows)
+                    } catch {
+                        action = Self.failed(&machine, error)
+                    }
+                case .sleep(let d):
+                    timer.mark(.busy)
+                    usleep(UInt32(min(d.nanoseconds / 1000, 60_000_000)))
+                    timer.mark(.blocked)
+                    action = machine.resume()
+                case .done(let outcome):
+                    committed(outcome, seq, batch, started: started, timer: &timer)
+                    break attempts
+                case .fail(let error):
+                    timer.mark(.busy)
+                    control.fail(RunFailure(.write, error))
+                    break attempts
                 }
-                tracker?.done(seq, batch)
-                let total = control.rejected.add(Int64(result.rejected.count), ordering: .relaxed).newValue
-                control.checkRejectLimit(
-                    options.maxErrors, total: total, seen: control.recordsSeen.load(ordering: .relaxed), final: false)
-                timer.mark(.overhead)
-            } catch {
-                timer.mark(.busy)
-                control.fail(RunFailure(.write, error))
             }
+            sink.didWrite(sequence: seq)
             meter.publish(&timer)
         }
         timer.mark(.overhead)
         meter.publish(&timer)
     }
 
-    /// Writes a batch as its ``WriteAttemptStateMachine`` says: retrying transient failures after a back-off
-    /// (booked as blocked), bisecting batches the sink refuses.
-    private func write(
-        _ batch: RecordBatch, lane: Int, sequence: Int, timer: inout ThreadTimer
-    ) throws -> WriteAttemptStateMachine.Outcome {
-        var machine = WriteAttemptStateMachine(rows: batch.count, policy: options.retry)
-        var action = machine.start()
+    /// An async sink's lane: the body of its task while it holds its writer.
+    private func run(_ writer: any AsyncSinkWriter, lane: Int, timer: inout ThreadTimer) async {
         while true {
-            switch action {
-            case .write(let rows):
-                let part = rows.count == batch.count ? batch : batch.slice(rows)
-                do {
-                    let o = try sink.write(part, context: WriteContext(writer: lane, sequence: sequence))
-                    action = machine.succeeded(written: o.written, refused: o.rejected, childRows: o.childRows)
-                } catch let e as SluiceError {
-                    action = machine.failed(e, unit: Double.random(in: 0...1))
-                } catch {
-                    action = machine.failed(SluiceError(.sink, "\(error)"), unit: 0)
+            let (next, starved) = await input.pop()
+            guard let (seq, batch) = next else { break }
+            timer.mark(waited: starved, as: .starved)
+            let started = MonotonicClock.now()
+            var machine = WriteAttemptStateMachine(rows: batch.count, policy: options.retry)
+            var action = machine.start()
+            attempts: while true {
+                switch action {
+                case .write(let rows):
+                    let part = rows.count == batch.count ? batch : batch.slice(rows)
+                    do {
+                        let o = try await writer.write(part, sequence: seq)
+                        action = machine.succeeded(written: o.written, refused: o.rejected, childRows: o.childRows)
+                    } catch {
+                        action = Self.failed(&machine, error)
+                    }
+                case .sleep(let d):
+                    timer.mark(.busy)
+                    // The run's tasks are never cancelled (a stop finishes what was read), so this sleeps `d`.
+                    try? await Task.sleep(for: min(d, .seconds(60)))
+                    timer.mark(.blocked)
+                    action = machine.resume()
+                case .done(let outcome):
+                    committed(outcome, seq, batch, started: started, timer: &timer)
+                    break attempts
+                case .fail(let error):
+                    timer.mark(.busy)
+                    control.fail(RunFailure(.write, error))
+                    break attempts
                 }
-            case .sleep(let d):
-                timer.mark(.busy)
-                usleep(UInt32(min(d.nanoseconds / 1000, 60_000_000)))
-                timer.mark(.blocked)
-                action = machine.resume()
-            case .done(let outcome):
-                return outcome
-            case .fail(let error):
-                throw error
             }
+            sink.didWrite(sequence: seq)
+            meter.publish(&timer)
         }
+    }
+
+    /// The retry machine's next action after a failed attempt.
+    private static func failed(
+        _ machine: inout WriteAttemptStateMachine, _ error: any Error
+    ) -> WriteAttemptStateMachine.Action {
+        if let e = error as? SluiceError { return machine.failed(e, unit: Double.random(in: 0...1)) }
+        return machine.failed(SluiceError(.sink, "\(error)"), unit: 0)
+    }
+
+    /// After a batch is done: books the write as busy, tells the observers, counts, writes the sink's
+    /// rejects, tells the commit tracker and checks the reject limit (overhead).
+    private func committed(
+        _ result: WriteAttemptStateMachine.Outcome, _ seq: Int, _ batch: RecordBatch, started: UInt64,
+        timer: inout ThreadTimer
+    ) {
+        let done = timer.mark(.busy)
+        for o in observers { o.batchWritten(rows: result.written, seconds: Double(done - started) / 1e9) }
+        timer.clock.records += Int64(result.written)
+        timer.clock.batches += 1
+        if result.childRows > 0 { control.childRows.add(Int64(result.childRows), ordering: .relaxed) }
+        control.recordsOut.add(Int64(result.written), ordering: .relaxed)
+        do {
+            for r in result.rejected { try rejects.write(Self.sinkReject(batch, row: r.row, reason: r.reason)) }
+        } catch {
+            control.fail(RunFailure(.write, error))
+        }
+        tracker?.done(seq, batch)
+        let total = control.rejected.add(Int64(result.rejected.count), ordering: .relaxed).newValue
+        control.checkRejectLimit(
+            options.maxErrors, total: total, seen: control.recordsSeen.load(ordering: .relaxed), final: false)
+        timer.mark(.overhead)
     }
 
     /// The rejects-file record for row `row` of `batch`, refused by the sink.
