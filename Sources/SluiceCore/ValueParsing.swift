@@ -371,21 +371,42 @@ public enum JSONText {
 
     /// Appends `s` as a JSON string literal (with quotes) to `out`.
     public static func appendQuoted(_ s: String, to out: inout [UInt8]) {
-        out.append(UInt8(ascii: "\""))
-        for b in s.utf8 {
+        var s = s
+        s.withUTF8 { forEachQuotedByte($0) { out.append($0) } }
+    }
+
+    /// Emits the JSON string literal of `bytes` (with its quotes) byte by byte to `emit`: the one escaping
+    /// rule of every JSON text Sluice writes — `"`, `\` and control characters escaped, every other byte as
+    /// it is.
+    @inlinable
+    public static func forEachQuotedByte(_ bytes: UnsafeBufferPointer<UInt8>, _ emit: (UInt8) -> Void) {
+        let hex: StaticString = "0123456789abcdef"
+        emit(UInt8(ascii: "\""))
+        for b in bytes {
             switch b {
-            case UInt8(ascii: "\""): out.append(contentsOf: [92, 34])
-            case UInt8(ascii: "\\"): out.append(contentsOf: [92, 92])
-            case 10: out.append(contentsOf: [92, UInt8(ascii: "n")])
-            case 13: out.append(contentsOf: [92, UInt8(ascii: "r")])
-            case 9: out.append(contentsOf: [92, UInt8(ascii: "t")])
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"):
+                emit(UInt8(ascii: "\\"))
+                emit(b)
+            case 10:
+                emit(UInt8(ascii: "\\"))
+                emit(UInt8(ascii: "n"))
+            case 13:
+                emit(UInt8(ascii: "\\"))
+                emit(UInt8(ascii: "r"))
+            case 9:
+                emit(UInt8(ascii: "\\"))
+                emit(UInt8(ascii: "t"))
             case 0..<32:
-                let hex = Array("0123456789abcdef".utf8)
-                out.append(contentsOf: [92, UInt8(ascii: "u"), 48, 48, hex[Int(b >> 4)], hex[Int(b & 15)]])
-            default: out.append(b)
+                emit(UInt8(ascii: "\\"))
+                emit(UInt8(ascii: "u"))
+                emit(UInt8(ascii: "0"))
+                emit(UInt8(ascii: "0"))
+                emit(hex.utf8Start[Int(b >> 4)])
+                emit(hex.utf8Start[Int(b & 15)])
+            default: emit(b)
             }
         }
-        out.append(UInt8(ascii: "\""))
+        emit(UInt8(ascii: "\""))
     }
 
     /// `s` as a JSON string literal.

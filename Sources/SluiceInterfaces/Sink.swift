@@ -294,3 +294,34 @@ public protocol Transform: Sendable {
     /// Transforms one batch.
     func apply(_ batch: RecordBatch) throws -> RecordBatch
 }
+
+/// Conventions the table sinks share, so that SQLite and PostgreSQL name and say the same things the same way.
+public enum TableConventions {
+    /// The table a `replace` run writes into and swaps in for `table` only after a complete run:
+    /// `<table>__sluice_replace`. A persisted name: a run that was killed leaves it behind, and the next
+    /// `replace` run drops it first.
+    public static func replaceTable(for table: String) -> String { table + "__sluice_replace" }
+
+    /// Why `--purge-missing` deleted nothing in a run that was not clean.
+    public static func purgeSkippedReason(complete: Bool) -> String {
+        complete ? "some records were rejected, so absent keys may only be unreadable" : "the run did not complete"
+    }
+
+    /// The error for a target table that lacks columns the run needs: `table t in x.db has no column(s) a, b
+    /// (it has c, d)`, or `… to resume from`.
+    /// - Parameters:
+    ///   - table: what the table is (`table events`, `child table release_label`).
+    ///   - location: where it is, when that helps (the database file).
+    ///   - existing: the columns it has, to show.
+    ///   - purpose: what the columns are needed for (`to resume from`).
+    public static func missingColumns(
+        _ table: String, in location: String? = nil, missing: [String], existing: [String]? = nil,
+        purpose: String? = nil
+    ) -> SluiceError {
+        var text = table + (location.map { " in \($0)" } ?? "") + " has no column(s) "
+        text += missing.joined(separator: ", ")
+        if let purpose { text += " " + purpose }
+        if let existing { text += " (it has \(existing.joined(separator: ", ")))" }
+        return SluiceError.sink(.fatal, text)
+    }
+}

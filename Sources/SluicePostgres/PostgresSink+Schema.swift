@@ -56,9 +56,8 @@ extension PostgresSink {
         let byName = Dictionary(existing.map { ($0.0, $0) }, uniquingKeysWith: { a, _ in a })
         let missing = needed.filter { byName[$0] == nil }
         if !missing.isEmpty {
-            throw SluiceError.sink(
-                .fatal,
-                "table \(table) has no column(s) \(missing.joined(separator: ", ")) (it has \(existing.map(\.0).joined(separator: ", ")))"
+            throw TableConventions.missingColumns(
+                "table \(table)", missing: missing, existing: existing.map(\.0)
             )
         }
         columns = needed.map { name in
@@ -85,7 +84,7 @@ extension PostgresSink {
             }
         }
         if case .replace = mode {
-            writeTable = table + "__sluice_replace"
+            writeTable = TableConventions.replaceTable(for: table)
             try await s.execute("DROP TABLE IF EXISTS \(SQL.table(writeTable))")
             try await s.execute(
                 "CREATE TABLE \(SQL.table(writeTable)) (LIKE \(SQL.table(table)) INCLUDING ALL)")

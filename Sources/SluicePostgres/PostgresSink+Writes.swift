@@ -125,9 +125,7 @@ extension PostgresSink {
     ) async throws {
         guard clean else {
             timingLock.withLock {
-                counts.purgeSkipped =
-                    complete
-                    ? "some records were rejected, so absent keys may only be unreadable" : "the run did not complete"
+                counts.purgeSkipped = TableConventions.purgeSkippedReason(complete: complete)
             }
             return
         }

@@ -249,8 +249,7 @@ public final class PostgresSink: AsyncBatchSink, @unchecked Sendable {
                 if existing.isEmpty { return }
                 let missing = columns.filter { !existing.contains($0) }
                 guard missing.isEmpty else {
-                    throw SluiceError.sink(
-                        .fatal, "table \(table) has no column(s) \(missing.joined(separator: ", ")) to resume from")
+                    throw TableConventions.missingColumns("table \(table)", missing: missing, purpose: "to resume from")
                 }
                 let n = columns.count
                 try await s.forEachRow(

@@ -215,6 +215,17 @@ public final class Pipeline: Sendable {
             sourceSchema = try await Blocking.run("sluice-open") { try source.open(context: context) }
         case .async(let source): sourceSchema = try await source.open(context: context)
         }
+        do {
+            return try await openRest(sourceSchema: sourceSchema)
+        } catch {
+            // The reader task that would close an async source's connection never starts.
+            if case .async(let source) = source.kind { await source.close() }
+            throw error
+        }
+    }
+
+    /// Opens the sink and the I/O stage once the source's schema is known.
+    private func openRest(sourceSchema: Schema) async throws -> Schemas {
         var schema = sourceSchema
         for t in transforms { schema = try t.outputSchema(for: schema) }
         let ioInputSchema = schema

@@ -31,9 +31,7 @@ extension SQLiteSink {
             } else {
                 let missing = child.schema.fields.map(\.name).filter { !existing.contains($0) }
                 if !missing.isEmpty {
-                    throw SluiceError.sink(
-                        .fatal,
-                        "child table \(child.name) in \(path) has no column(s) \(missing.joined(separator: ", "))")
+                    throw TableConventions.missingColumns("child table \(child.name)", in: path, missing: missing)
                 }
             }
             let cols = child.schema.fields.map { q($0.name) }.joined(separator: ", ")

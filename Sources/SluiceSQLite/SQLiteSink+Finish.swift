@@ -42,9 +42,7 @@ extension SQLiteSink {
                     throw SluiceError.sink(.fatal, "purging missing records: \(error)")
                 }
             } else {
-                counts.purgeSkipped =
-                    complete
-                    ? "some records were rejected, so absent keys may only be unreadable" : "the run did not complete"
+                counts.purgeSkipped = TableConventions.purgeSkippedReason(complete: complete)
                 _ = try? db.exec("DROP TABLE IF EXISTS temp.sluice_seen")
             }
         }

@@ -22,9 +22,8 @@ extension SQLiteSink {
             if existing.isEmpty { return true }
             let missing = columns.filter { !existing.contains($0) }
             guard missing.isEmpty else {
-                throw SluiceError.sink(
-                    .fatal,
-                    "table \(table) in \(path) has no column(s) \(missing.joined(separator: ", ")) to resume from")
+                throw TableConventions.missingColumns(
+                    "table \(table)", in: path, missing: missing, purpose: "to resume from")
             }
             let stmt = try db.prepare("SELECT \(columns.map(q).joined(separator: ", ")) FROM \(q(table))")
             while true {

@@ -213,7 +213,7 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
         }
         do {
             if case .replace = mode {
-                writeTable = table + "__sluice_replace"
+                writeTable = TableConventions.replaceTable(for: table)
                 try db.exec("DROP TABLE IF EXISTS \(q(writeTable))")
                 try db.exec(Self.createTableSQL(writeTable, schema: schema, key: []))
             } else {
@@ -238,9 +238,8 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
                     }
                     let missing = needed.filter { !existing.contains($0) }
                     if !missing.isEmpty {
-                        throw SluiceError.sink(
-                            .fatal,
-                            "table \(table) in \(path) has no column(s) \(missing.joined(separator: ", ")) (it has \(existing.joined(separator: ", ")))"
+                        throw TableConventions.missingColumns(
+                            "table \(table)", in: path, missing: missing, existing: existing
                         )
                     }
                 }

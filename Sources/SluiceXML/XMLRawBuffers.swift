@@ -111,26 +111,8 @@ struct RawBytes {
 
     mutating func append(_ s: StaticString) { append(s.utf8Start, s.utf8CodeUnitCount) }
 
-    /// Appends `p[0..<n]` as a quoted JSON string.
+    /// Appends `p[0..<n]` as a quoted JSON string (Core's ``JSONText/forEachQuotedByte(_:_:)`` rule).
     mutating func appendJSONString(_ p: UnsafePointer<UInt8>, _ n: Int) {
-        append(UInt8(ascii: "\""))
-        let hex: StaticString = "0123456789abcdef"
-        for i in 0..<n {
-            let c = p[i]
-            switch c {
-            case UInt8(ascii: "\""), UInt8(ascii: "\\"):
-                append(UInt8(ascii: "\\"))
-                append(c)
-            case 0x0A: append("\\n")
-            case 0x0D: append("\\r")
-            case 0x09: append("\\t")
-            case 0..<0x20:
-                append("\\u00")
-                append(hex.utf8Start[Int(c >> 4)])
-                append(hex.utf8Start[Int(c & 15)])
-            default: append(c)
-            }
-        }
-        append(UInt8(ascii: "\""))
+        JSONText.forEachQuotedByte(UnsafeBufferPointer(start: p, count: n)) { append($0) }
     }
 }
