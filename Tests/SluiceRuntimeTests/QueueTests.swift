@@ -1,4 +1,5 @@
 import Foundation
+import SluiceCore
 import Synchronization
 import Testing
 
@@ -33,7 +34,7 @@ import Testing
 
     @Test func aTaskFeedsAThreadAndWaitsForRoom() async {
         let q = BoundedQueue<Int>(capacity: 1)
-        let got = Mutex<[Int]>([])
+        let got = Locked<[Int]>([])
         let consumer = Thread {
             var waited: UInt64 = 0
             while let i = q.pop(waited: &waited) {
