@@ -74,10 +74,7 @@ final class BoundedQueue<Element>: @unchecked Sendable {
             condition.unlock()
             return false
         }
-        append(item)
-        let wake = takeWaiters(&waitingForItems)
-        condition.unlock()
-        for w in wake { w.resume() }
+        appendAndUnlock(item)
         return true
     }
 
@@ -85,11 +82,17 @@ final class BoundedQueue<Element>: @unchecked Sendable {
     /// was cancelled, with the time it waited.
     func push(_ item: sending Element) async -> (ok: Bool, waited: UInt64) {
         var pending: Element? = item
+        return await suspend(forRoom: true) { offer(&pending) }
+    }
+
+    /// Retries `attempt` until it gives a result, suspending between tries until the queue may have room
+    /// (`forRoom`) or an item; returns the result and the time spent suspended.
+    private func suspend<R>(forRoom: Bool, _ attempt: () -> R?) async -> (R, UInt64) {
         var t0: UInt64?
         while true {
-            if let ok = offer(&pending) { return (ok, t0.map { MonotonicClock.now() - $0 } ?? 0) }
+            if let r = attempt() { return (r, t0.map { MonotonicClock.now() - $0 } ?? 0) }
             if t0 == nil { t0 = MonotonicClock.now() }
-            await withCheckedContinuation { park($0, forRoom: true) }
+            await withCheckedContinuation { park($0, forRoom: forRoom) }
         }
     }
 
@@ -104,10 +107,7 @@ final class BoundedQueue<Element>: @unchecked Sendable {
             condition.unlock()
             return nil
         }
-        append(pending.take()!)
-        let wake = takeWaiters(&waitingForItems)
-        condition.unlock()
-        for w in wake { w.resume() }
+        appendAndUnlock(pending.take()!)
         return true
     }
 
@@ -134,22 +134,13 @@ final class BoundedQueue<Element>: @unchecked Sendable {
             condition.unlock()
             return nil
         }
-        let item = removeFirst()
-        let wake = takeWaiters(&waitingForRoom)
-        condition.unlock()
-        for w in wake { w.resume() }
-        return item
+        return removeFirstAndUnlock()
     }
 
     /// Takes the oldest item from a task, suspending while the queue is empty; nil once closed and drained (or
     /// cancelled), with the time it waited.
     func pop() async -> (item: Element?, waited: UInt64) {
-        var t0: UInt64?
-        while true {
-            if let item = poll() { return (item, t0.map { MonotonicClock.now() - $0 } ?? 0) }
-            if t0 == nil { t0 = MonotonicClock.now() }
-            await withCheckedContinuation { park($0, forRoom: false) }
-        }
+        await suspend(forRoom: false) { poll() }
     }
 
     /// The oldest item (`.some(item)`), the end (`.some(nil)`: closed and drained, or cancelled), or nil when
@@ -164,11 +155,7 @@ final class BoundedQueue<Element>: @unchecked Sendable {
             condition.unlock()
             return nil
         }
-        let item = removeFirst()
-        let wake = takeWaiters(&waitingForRoom)
-        condition.unlock()
-        for w in wake { w.resume() }
-        return .some(item)
+        return .some(removeFirstAndUnlock())
     }
 
     /// Items queued now.
@@ -200,19 +187,27 @@ final class BoundedQueue<Element>: @unchecked Sendable {
         for w in wake { w.resume() }
     }
 
-    /// Stores `item` at the tail and wakes blocked threads (called with the lock held, room checked).
-    private func append(_ item: consuming Element) {
+    /// Stores `item` at the tail, unlocks, and wakes blocked threads and suspended consumers (called with the
+    /// lock held, room checked).
+    private func appendAndUnlock(_ item: consuming Element) {
         slots[(head + count) % capacity] = item
         count += 1
         condition.broadcast()
+        let wake = takeWaiters(&waitingForItems)
+        condition.unlock()
+        for w in wake { w.resume() }
     }
 
-    /// Takes the head item and wakes blocked threads (called with the lock held, an item present).
-    private func removeFirst() -> Element? {
+    /// Takes the head item, unlocks, and wakes blocked threads and suspended producers (called with the lock
+    /// held, an item present).
+    private func removeFirstAndUnlock() -> Element? {
         let item = slots[head].take()
         head = (head + 1) % capacity
         count -= 1
         condition.broadcast()
+        let wake = takeWaiters(&waitingForRoom)
+        condition.unlock()
+        for w in wake { w.resume() }
         return item
     }
 

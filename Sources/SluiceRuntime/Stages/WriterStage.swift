@@ -20,7 +20,7 @@ final class WriterStage: Sendable {
     private let input: BoundedQueue<(Int, RecordBatch)>
     private let rejects: SharedRejects
     private let tracker: CommitTracker?
-    private let control: RunControl
+    let control: RunControl
     private let options: PipelineOptions
     private let observers: [any PipelineObserver]
     private let threads = JoinOnce()
@@ -92,31 +92,18 @@ final class WriterStage: Sendable {
             var starved: UInt64 = 0
             guard let (seq, batch) = input.pop(waited: &starved) else { break }
             timer.mark(waited: starved, as: .starved)
-            let started = MonotonicClock.now()
-            var machine = WriteAttemptStateMachine(rows: batch.count, policy: options.retry)
-            var action = machine.start()
-            attempts: while true {
-                switch action {
-                case .write(let rows):
-                    let part = rows.count == batch.count ? batch : batch.slice(rows)
+            var attempts = BatchAttempts(batch, sequence: seq, policy: options.retry)
+            while let step = attempts.next(self, timer: &timer) {
+                switch step {
+                case .write(let part):
                     do {
-                        let o = try sink.write(part, context: WriteContext(writer: lane, sequence: seq))
-                        action = machine.succeeded(written: o.written, refused: o.rejected, childRows: o.childRows)
+                        attempts.wrote(try sink.write(part, context: WriteContext(writer: lane, sequence: seq)))
                     } catch {
-                        action = Self.failed(&machine, error)
+                        attempts.failed(error)
                     }
                 case .sleep(let d):
-                    timer.mark(.busy)
-                    usleep(UInt32(min(d.nanoseconds / 1000, 60_000_000)))
-                    timer.mark(.blocked)
-                    action = machine.resume()
-                case .done(let outcome):
-                    committed(outcome, seq, batch, started: started, timer: &timer)
-                    break attempts
-                case .fail(let error):
-                    timer.mark(.busy)
-                    control.fail(RunFailure(.write, error))
-                    break attempts
+                    usleep(UInt32(d.nanoseconds / 1000))
+                    attempts.slept(timer: &timer)
                 }
             }
             sink.didWrite(sequence: seq)
@@ -132,32 +119,15 @@ final class WriterStage: Sendable {
             let (next, starved) = await input.pop()
             guard let (seq, batch) = next else { break }
             timer.mark(waited: starved, as: .starved)
-            let started = MonotonicClock.now()
-            var machine = WriteAttemptStateMachine(rows: batch.count, policy: options.retry)
-            var action = machine.start()
-            attempts: while true {
-                switch action {
-                case .write(let rows):
-                    let part = rows.count == batch.count ? batch : batch.slice(rows)
-                    do {
-                        let o = try await writer.write(part, sequence: seq)
-                        action = machine.succeeded(written: o.written, refused: o.rejected, childRows: o.childRows)
-                    } catch {
-                        action = Self.failed(&machine, error)
-                    }
+            var attempts = BatchAttempts(batch, sequence: seq, policy: options.retry)
+            while let step = attempts.next(self, timer: &timer) {
+                switch step {
+                case .write(let part):
+                    do { attempts.wrote(try await writer.write(part, sequence: seq)) } catch { attempts.failed(error) }
                 case .sleep(let d):
-                    timer.mark(.busy)
                     // The run's tasks are never cancelled (a stop finishes what was read), so this sleeps `d`.
-                    try? await Task.sleep(for: min(d, .seconds(60)))
-                    timer.mark(.blocked)
-                    action = machine.resume()
-                case .done(let outcome):
-                    committed(outcome, seq, batch, started: started, timer: &timer)
-                    break attempts
-                case .fail(let error):
-                    timer.mark(.busy)
-                    control.fail(RunFailure(.write, error))
-                    break attempts
+                    try? await Task.sleep(for: d)
+                    attempts.slept(timer: &timer)
                 }
             }
             sink.didWrite(sequence: seq)
@@ -165,17 +135,73 @@ final class WriterStage: Sendable {
         }
     }
 
-    /// The retry machine's next action after a failed attempt.
-    private static func failed(
-        _ machine: inout WriteAttemptStateMachine, _ error: any Error
-    ) -> WriteAttemptStateMachine.Action {
-        if let e = error as? SluiceError { return machine.failed(e, unit: Double.random(in: 0...1)) }
-        return machine.failed(SluiceError(.sink, "\(error)"), unit: 0)
+    /// One batch's way through its ``WriteAttemptStateMachine``, shared by both kinds of lane: the lane
+    /// performs the writes and back-offs it is asked for and reports back; the outcome and a failure are
+    /// handled here. Booking: the attempts are busy, a back-off is blocked.
+    private struct BatchAttempts {
+        /// What the lane does next.
+        enum Step {
+            /// Write this part of the batch.
+            case write(RecordBatch)
+            /// Wait this long (at most a minute), then report ``slept(timer:)``.
+            case sleep(Duration)
+        }
+
+        let batch: RecordBatch
+        let sequence: Int
+        let started = MonotonicClock.now()
+        var machine: WriteAttemptStateMachine
+        var action: WriteAttemptStateMachine.Action
+
+        init(_ batch: RecordBatch, sequence: Int, policy: RetryPolicy) {
+            self.batch = batch
+            self.sequence = sequence
+            machine = WriteAttemptStateMachine(rows: batch.count, policy: policy)
+            action = machine.start()
+        }
+
+        /// The next step, or nil once the batch is done (its outcome counted, or the run failed).
+        mutating func next(_ stage: WriterStage, timer: inout ThreadTimer) -> Step? {
+            switch action {
+            case .write(let rows):
+                return .write(rows.count == batch.count ? batch : batch.slice(rows))
+            case .sleep(let d):
+                timer.mark(.busy)
+                return .sleep(min(d, .seconds(60)))
+            case .done(let outcome):
+                stage.committed(outcome, sequence, batch, started: started, timer: &timer)
+                return nil
+            case .fail(let error):
+                timer.mark(.busy)
+                stage.control.fail(RunFailure(.write, error))
+                return nil
+            }
+        }
+
+        /// The write succeeded (possibly refusing some rows).
+        mutating func wrote(_ o: SinkWriteOutcome) {
+            action = machine.succeeded(written: o.written, refused: o.rejected, childRows: o.childRows)
+        }
+
+        /// The write threw.
+        mutating func failed(_ error: any Error) {
+            if let e = error as? SluiceError {
+                action = machine.failed(e, unit: Double.random(in: 0...1))
+            } else {
+                action = machine.failed(SluiceError(.sink, "\(error)"), unit: 0)
+            }
+        }
+
+        /// The back-off is over (booked as blocked).
+        mutating func slept(timer: inout ThreadTimer) {
+            timer.mark(.blocked)
+            action = machine.resume()
+        }
     }
 
     /// After a batch is done: books the write as busy, tells the observers, counts, writes the sink's
     /// rejects, tells the commit tracker and checks the reject limit (overhead).
-    private func committed(
+    fileprivate func committed(
         _ result: WriteAttemptStateMachine.Outcome, _ seq: Int, _ batch: RecordBatch, started: UInt64,
         timer: inout ThreadTimer
     ) {
