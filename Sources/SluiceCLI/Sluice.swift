@@ -40,7 +40,8 @@ struct Sluice: AsyncParsableCommand {
         discussion: """
             Exit status: 0 clean, 3 completed with rejected records, 4 completed with failed records (e.g. \
             fetches that failed after their retries, written with their reason), 1 aborted (too many errors or \
-            a fatal error), 2 usage or configuration error, 130 interrupted (SIGINT/SIGTERM; committed batches \
+            a fatal error), 2 nothing run (a usage or configuration error, or one found before anything ran: \
+            unreadable input, no schema to infer, an unreachable database), 130 interrupted (SIGINT/SIGTERM; committed batches \
             are kept).
             """,
         subcommands: [Load.self, Run.self, Quickstart.self, Generate.self])
@@ -66,7 +67,8 @@ struct Sluice: AsyncParsableCommand {
             }
         } catch let e as SluiceError {
             FileHandle.standardError.write(Data("sluice: \(e)\n".utf8))
-            Foundation.exit(e.code == .config || e.code == .io ? ExitStatus.usage : ExitStatus.aborted)
+            // A run that started ends with a report; an error that reaches here stopped it before anything ran.
+            Foundation.exit(ExitStatus.usage)
         } catch let e as ExitCode {
             Foundation.exit(e.rawValue)
         } catch {
@@ -212,7 +214,11 @@ struct Load: AsyncParsableCommand {
     @Option(help: "CSV field delimiter (one character, or `tab`).")
     var delimiter: String?
 
-    @Option(name: .customLong("null"), help: "CSV token meaning null (repeatable). Default: an unquoted empty field.")
+    @Option(
+        name: .customLong("null"),
+        help:
+            "CSV token meaning null (repeatable; then the only nulls). Default: an unquoted empty field, and NA, NULL, \\N and the like in numeric, boolean and timestamp columns."
+    )
     var nullTokens: [String] = []
 
     @Flag(name: .customLong("no-header"), help: "The CSV input has no header row (fields map by position).")

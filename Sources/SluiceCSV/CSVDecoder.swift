@@ -129,7 +129,10 @@ struct CSVDecoder: RecordDecoder {
             }
             return "field '\(field.name)' is not valid JSON"
         default:
+            let shown = String(decoding: UnsafeBufferPointer(start: fp, count: min(len, 40)), as: UTF8.self)
             return Bytes.mismatch(field, fp, len)
+                + " (to keep such values, declare the column as text: --schema \(field.name):string; if '\(shown)'"
+                + " means a missing value: --null, e.g. --null '' --null '\(shown)')"
         }
     }
 
@@ -148,6 +151,18 @@ struct CSVDecoder: RecordDecoder {
         if e > start, chunk[e - 1] == CSVGrammar.lf { e -= 1 }
         if e > start, chunk[e - 1] == CSVGrammar.cr { e -= 1 }
         return Array(chunk[start..<e])
+    }
+
+    /// A value of a numeric, boolean or timestamp column that did not parse: null when it is one of the usual
+    /// missing-value tokens (``Bytes/missingTokens``: `NA`, `NULL`, `\N`, …) and the user gave no null tokens of
+    /// their own; otherwise a mismatch (false). Called only when parsing failed, so good values pay nothing.
+    private static func missing(
+        _ s: FieldSlice, _ fp: UnsafePointer<UInt8>, _ len: Int, _ column: Column, _ nullable: Bool,
+        _ nullTokens: [[UInt8]]?
+    ) -> Bool {
+        guard nullTokens == nil, nullable, !s.quoted, Bytes.isMissingToken(fp, len) else { return false }
+        column.appendNull()
+        return true
     }
 
     /// Appends one field's value; false when it does not fit the field (the caller explains why).
@@ -175,16 +190,22 @@ struct CSVDecoder: RecordDecoder {
         }
         switch type {
         case .int64:
-            guard let v = ValueParsing.parseInt64(fp, len) else { return false }
+            guard let v = ValueParsing.parseInt64(fp, len) else {
+                return missing(s, fp, len, column, nullable, nullTokens)
+            }
             column.append(int64: v)
         case .float64:
-            guard let v = ValueParsing.parseDouble(fp, len) else { return false }
+            guard let v = ValueParsing.parseDouble(fp, len) else {
+                return missing(s, fp, len, column, nullable, nullTokens)
+            }
             column.append(double: v)
         case .bool:
-            guard let v = ValueParsing.parseBool(fp, len) else { return false }
+            guard let v = ValueParsing.parseBool(fp, len) else {
+                return missing(s, fp, len, column, nullable, nullTokens)
+            }
             column.append(bool: v)
         case .timestamp:
-            guard let v = Timestamp.parse(fp, len) else { return false }
+            guard let v = Timestamp.parse(fp, len) else { return missing(s, fp, len, column, nullable, nullTokens) }
             column.append(int64: v)
         case .string, .json, .bytes:
             let out = column.beginBytes(reserving: len)

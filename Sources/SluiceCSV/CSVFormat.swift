@@ -107,7 +107,11 @@ public struct CSVFormat: RecordFormat {
                     let isNull =
                         !field.quoted
                         && (nullTokens.map { $0.contains { $0.elementsEqual(raw) } } ?? (raw.count == 0))
-                    inference.observe(text: isNull ? nil : raw, for: name)
+                    // Without null tokens of the user's, `NA`, `NULL`, `\N`… do not make a numeric column text.
+                    let isMissing =
+                        !field.quoted && nullTokens == nil && raw.count > 0
+                        && Bytes.isMissingToken(p + field.start, raw.count)
+                    inference.observe(text: isNull ? nil : raw, missing: isMissing, for: name)
                 }
             }
         }

@@ -134,3 +134,36 @@ extension RecordFormat {
     /// Does nothing.
     public func useStoredSourceHashes(_ stored: StoredSourceHashes) {}
 }
+
+/// Records a source rejected before the run started (the sample it inferred a schema from), for the rejects
+/// file: the error that stops the run carries them as its `underlying` error, and the runtime writes them.
+public struct EarlyRejects: Error, Sendable {
+    /// One rejected record and its place in the input.
+    public struct Record: Sendable {
+        /// The input file.
+        public var file: String
+        /// The 1-based line where the record starts.
+        public var line: Int
+        /// The byte offset where the record starts.
+        public var offset: Int64
+        /// Why it was rejected.
+        public var reason: String
+        /// Its raw bytes.
+        public var raw: [UInt8]
+
+        /// Creates a record.
+        public init(file: String, line: Int, offset: Int64, reason: String, raw: [UInt8]) {
+            self.file = file
+            self.line = line
+            self.offset = offset
+            self.reason = reason
+            self.raw = raw
+        }
+    }
+
+    /// The records, in input order.
+    public var records: [Record]
+
+    /// Creates the list.
+    public init(_ records: [Record]) { self.records = records }
+}

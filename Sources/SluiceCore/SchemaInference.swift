@@ -32,10 +32,10 @@ public struct SchemaInference: Sendable {
         return names.count - 1
     }
 
-    /// Observes a textual value (CSV); `nil` or empty is a null.
-    public mutating func observe(text bytes: UnsafeRawBufferPointer?, for name: String) {
+    /// Observes a textual value (CSV); `nil`, empty, or a `missing` token (`NA`, `NULL`, …) is a null.
+    public mutating func observe(text bytes: UnsafeRawBufferPointer?, missing: Bool = false, for name: String) {
         let i = slot(name)
-        guard let bytes, bytes.count > 0 else {
+        guard let bytes, bytes.count > 0, !missing else {
             sawNull[i] = true
             return
         }

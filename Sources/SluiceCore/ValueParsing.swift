@@ -455,4 +455,21 @@ public enum Bytes {
         let shown = String(decoding: UnsafeBufferPointer(start: p, count: min(n, 40)), as: UTF8.self)
         return "field '\(field.name)': '\(shown)\(n > 40 ? "…" : "")' is not a valid \(field.type.rawValue)"
     }
+
+    /// The values that mean "missing" in numeric, boolean and timestamp columns of text formats when the user
+    /// gave no null tokens: pyarrow's default list (`NA`, `N/A`, `NULL`, `null`, `NaN`, `nan`, `#N/A`, …)
+    /// plus `\N` (PostgreSQL and MySQL dumps). A float column keeps `NaN` as the number NaN; string columns
+    /// keep every one of them as text.
+    public static let missingTokens: [[UInt8]] = [
+        "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
+        "NA", "NULL", "NaN", "None", "n/a", "nan", "null", "\\N",
+    ].map { Array($0.utf8) }
+
+    /// Whether `p[0..<n]` is one of ``missingTokens``.
+    public static func isMissingToken(_ p: UnsafePointer<UInt8>, _ n: Int) -> Bool {
+        guard n <= 8 else { return false }
+        return missingTokens.contains { t in
+            t.count == n && t.withUnsafeBufferPointer { n == 0 || equal($0.baseAddress!, p, n) }
+        }
+    }
 }

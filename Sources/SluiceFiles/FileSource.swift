@@ -118,21 +118,49 @@ public final class FileSource: Source, @unchecked Sendable {
         }
         let (head, complete) = try InputFile.head(of: paths[0], maxBytes: 4 << 20)
         firstHead = (head, complete)
-        let schema = try head.withUnsafeBytes { view -> Schema in
-            guard let pre = try format.preamble(view, atEOF: true, file: paths[0]) else {
-                throw SluiceError(
-                    .format, "cannot read the start of the file", position: SourcePosition(file: paths[0]))
+        let path = paths[0]
+        return try head.withUnsafeBytes { view -> Schema in
+            guard let pre = try format.preamble(view, atEOF: true, file: path) else {
+                throw SluiceError(.format, "cannot read the start of the file", position: SourcePosition(file: path))
             }
             var framer = format.makeFramer()
             let body = UnsafeRawBufferPointer(rebasing: view[pre.length...])
             let whole = framer.completeLength(of: body, atEOF: complete)
-            return try format.inferSchema(sample: UnsafeRawBufferPointer(rebasing: body[0..<whole]), header: pre.header)
+            let sample = UnsafeRawBufferPointer(rebasing: body[0..<whole])
+            let schema = try format.inferSchema(sample: sample, header: pre.header)
+            if schema.count > 0 { return schema }
+            throw noSchema(sample, pre, path)
         }
-        if schema.count == 0 {
-            throw SluiceError(
-                .format, "no fields found to infer a schema from", position: SourcePosition(file: paths[0]))
+    }
+
+    /// Why no schema could be inferred from `sample`: the sampled records the decoder rejects (the first one's
+    /// line and reason in the message, all of them for the rejects file), or an input with no fields at all.
+    private func noSchema(_ sample: UnsafeRawBufferPointer, _ pre: Preamble, _ path: String) -> SluiceError {
+        var rejects: [RecordReject] = []
+        if let decoder = try? format.makeDecoder(schema: Schema([]), header: pre.header, file: path) {
+            let builder = RecordBatchBuilder(schema: Schema([]), rowCapacity: 1024)
+            var at = 0
+            var line = 0
+            while at < sample.count && rejects.count < 10_000 {
+                let p = decoder.decode(
+                    sample, from: at, line: line, into: builder, maxRows: 1 << 20, maxBytes: 1 << 30, rejects: &rejects)
+                if p.end <= at { break }
+                (at, line) = (p.end, p.line)
+            }
         }
-        return schema
+        let records = rejects.map {
+            EarlyRejects.Record(
+                file: path, line: pre.lines + $0.relativeLine + 1, offset: Int64(pre.length + $0.relativeOffset),
+                reason: $0.reason, raw: $0.raw)
+        }
+        guard let first = records.first else {
+            return SluiceError(.format, "no fields found to infer a schema from", position: SourcePosition(file: path))
+        }
+        return SluiceError(
+            .format,
+            "\(first.reason) (no sampled record could be read, so no schema could be inferred: "
+                + "\(records.count) rejected; fix the input or give --schema)",
+            position: SourcePosition(file: path, line: first.line), underlying: EarlyRejects(records))
     }
 
     private func openNext() throws -> Bool {

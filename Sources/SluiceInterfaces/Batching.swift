@@ -92,8 +92,9 @@ public struct Batcher: Sendable {
 
 /// Exponential backoff with full jitter for transient failures.
 public struct RetryPolicy: Sendable, Hashable {
-    /// Attempts in total, the first included. Default: 5.
-    public var maxAttempts: Int = 5
+    /// Attempts in total, the first included. Default: 10 — with the default delays up to about 16 s of
+    /// back-off in all (less with jitter), enough to ride out a database server's restart.
+    public var maxAttempts: Int = 10
     /// Delay before the first retry. Default: 50 ms.
     public var baseDelay: Duration = .milliseconds(50)
     /// Longest delay. Default: 5 s.

@@ -19,14 +19,98 @@ extension PostgresSession {
         precondition(statement.hasPrefix("COPY \""), "copyIn statement must start with COPY \"")
         precondition(!statement.contains("\n"), "copyIn statement must be one line")
         let passThrough = String(statement.dropFirst(6)) + " --"
-        do {
-            try await connection.copyFrom(table: passThrough, logger: logger) { writer in
-                var rest = data
-                while rest.readableBytes > 0 {
-                    let piece = rest.readSlice(length: min(rest.readableBytes, 1 << 20))!
-                    try await writer.write(piece)
+        let (connection, logger) = (self.connection, self.logger)
+        try await Self.bounded(by: connection) {
+            do {
+                try await connection.copyFrom(table: passThrough, logger: logger) { writer in
+                    var rest = data
+                    while rest.readableBytes > 0 {
+                        let piece = rest.readSlice(length: min(rest.readableBytes, 1 << 20))!
+                        try await writer.write(piece)
+                    }
+                }
+            } catch { throw SluiceError.postgres(error) }
+        }
+    }
+
+    /// How long a COPY may go on after its connection closed before the caller is told the connection is lost.
+    static let copyGrace: TimeAmount = .seconds(2)
+
+    /// Runs `copy` and returns its result — or, when the connection closes and `copy` has not finished
+    /// ``copyGrace`` later, throws a lost-connection error at once. PostgresNIO 1.33.2 can leave a COPY's write
+    /// waiting for good on a connection that closed mid-copy (measured: a server restart during an append load
+    /// hung a writer for good); so that the batch is retried instead, the COPY runs as a task of its own that
+    /// is abandoned then (it holds only the dead connection). One task per COPY, not per row.
+    static func bounded(
+        by connection: PostgresConnection, _ copy: @escaping @Sendable () async throws -> Void
+    ) async throws {
+        let outcome = CopyOutcome()
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            outcome.set(c)
+            // While the COPY runs, look at the connection every 100 ms (never per row).
+            let closedAt = Locked<NIODeadline?>(nil)
+            let watch = connection.closeFuture.eventLoop.scheduleRepeatedTask(
+                initialDelay: .milliseconds(100), delay: .milliseconds(100)
+            ) { task in
+                guard connection.isClosed else { return }
+                let now = NIODeadline.now()
+                let since = closedAt.withLock { at -> NIODeadline in
+                    if at == nil { at = now }
+                    return at!
+                }
+                guard now - since >= copyGrace else { return }
+                task.cancel()
+                outcome.finish(
+                    .failure(
+                        SluiceError(
+                            .connectionLost, "PostgreSQL connection closed during COPY", kind: .retry,
+                            underlying: PostgresClientFailure(text: "connection closed during COPY"))))
+            }
+            outcome.whenFinished { watch.cancel() }
+            Task {
+                do {
+                    try await copy()
+                    outcome.finish(.success(()))
+                } catch {
+                    outcome.finish(.failure(error))
                 }
             }
-        } catch { throw SluiceError.postgres(error) }
+        }
+    }
+}
+
+/// The continuation of a bounded COPY, resumed once: by the COPY, or by the watchdog of its connection.
+private final class CopyOutcome: Sendable {
+    private struct State {
+        var continuation: CheckedContinuation<Void, any Error>?
+        var done = false
+        var onFinish: (@Sendable () -> Void)?
+    }
+    private let state = Locked(State())
+
+    func set(_ c: CheckedContinuation<Void, any Error>) { state.withLock { $0.continuation = c } }
+
+    /// Runs `action` once the outcome is known (at once if it is).
+    func whenFinished(_ action: @escaping @Sendable () -> Void) {
+        let now = state.withLock { st -> Bool in
+            if st.done { return true }
+            st.onFinish = action
+            return false
+        }
+        if now { action() }
+    }
+
+    func finish(_ result: Result<Void, any Error>) {
+        var continuation: CheckedContinuation<Void, any Error>?
+        var action: (@Sendable () -> Void)?
+        state.withLock { st in
+            guard !st.done else { return }
+            st.done = true
+            continuation = st.continuation
+            action = st.onFinish
+            st.onFinish = nil
+        }
+        action?()
+        continuation?.resume(with: result)
     }
 }

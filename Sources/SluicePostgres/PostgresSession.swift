@@ -116,7 +116,8 @@ extension SluiceError {
     /// Converts any error thrown by PostgresNIO (or passes a ``SluiceError`` through): the server's message
     /// with its SQLSTATE and, apart, its DETAIL and HINT (which may quote row values); a lost connection has
     /// code ``SluiceError/Code/connectionLost``. The kind says what the runtime may do: retry (a lost
-    /// connection, serialization failures, deadlocks, lock timeouts, cancels, insufficient resources), bisect
+    /// connection, a server starting or stopping, serialization failures, deadlocks, lock timeouts, cancels,
+    /// insufficient resources), bisect
     /// (constraints and bad values, SQLSTATE classes 22 and 23), or stop.
     static func postgres(_ error: any Error, file: String = #fileID, line: Int = #line) -> SluiceError {
         if let f = error as? SluiceError { return f }
@@ -153,6 +154,7 @@ extension SluiceError {
         guard let s = sqlState else { return .fatal }
         switch s {
         case "40001", "40P01", "55P03", "57014": return .retry  // serialization, deadlock, lock, cancel
+        case "57P03": return .retry  // cannot connect now: the server is starting up or shutting down
         case _ where s.hasPrefix("53"): return .retry  // insufficient resources
         case _ where s.hasPrefix("23") || s.hasPrefix("22"): return .bisect  // constraint, bad value
         default: return .fatal

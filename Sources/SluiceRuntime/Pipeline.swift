@@ -210,10 +210,15 @@ public final class Pipeline: Sendable {
     /// their own.
     private func open(context: SourceContext) async throws -> Schemas {
         let sourceSchema: Schema
-        switch source.kind {
-        case .blocking(let source):
-            sourceSchema = try await Blocking.run("sluice-open") { try source.open(context: context) }
-        case .async(let source): sourceSchema = try await source.open(context: context)
+        do {
+            switch source.kind {
+            case .blocking(let source):
+                sourceSchema = try await Blocking.run("sluice-open") { try source.open(context: context) }
+            case .async(let source): sourceSchema = try await source.open(context: context)
+            }
+        } catch let e as SluiceError {
+            if let early = e.underlying as? EarlyRejects { try writeEarly(early) }
+            throw e
         }
         do {
             return try await openRest(sourceSchema: sourceSchema)
@@ -245,6 +250,20 @@ public final class Pipeline: Sendable {
             try? FileManager.default.removeItem(atPath: path)
         }
         return Schemas(source: sourceSchema, ioInput: ioInputSchema, output: schema)
+    }
+
+    /// Writes the records a source rejected while opening (the sample it could not infer a schema from) to the
+    /// rejects file, as a run would have.
+    private func writeEarly(_ early: EarlyRejects) throws {
+        guard let path = options.rejectsPath else { return }
+        if FileManager.default.fileExists(atPath: path) { try? FileManager.default.removeItem(atPath: path) }
+        let writer = RejectsWriter(path: path)
+        for r in early.records {
+            try writer.write(
+                RejectedRecord(
+                    file: r.file, line: r.line, offset: r.offset, stage: "parse", reason: r.reason, bytes: r.raw))
+        }
+        try writer.close()
     }
 
     /// What the sink stores, read through its own calling convention.

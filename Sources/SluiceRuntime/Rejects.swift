@@ -13,21 +13,52 @@ public struct RejectedRecord: Sendable, Codable, Equatable {
     public var stage: String
     /// Why.
     public var reason: String
-    /// The raw input (for parse rejects) or the decoded row as a JSON array (for sink rejects).
+    /// The raw input (for parse rejects) or the decoded row as a JSON array (for sink rejects). Input bytes that
+    /// are not valid UTF-8 appear here with U+FFFD in place of the bad bytes; ``rawBase64`` then keeps them.
     public var raw: String
+    /// The exact input bytes, base64-encoded, when they are not valid UTF-8 (so that the record can be fixed
+    /// and replayed); nil otherwise.
+    public var rawBase64: String?
+
+    private enum CodingKeys: String, CodingKey {
+        case file, line, offset, stage, reason, raw
+        case rawBase64 = "raw_base64"
+    }
 
     /// Creates a record.
-    public init(file: String, line: Int?, offset: Int64?, stage: String, reason: String, raw: String) {
+    public init(
+        file: String, line: Int?, offset: Int64?, stage: String, reason: String, raw: String, rawBase64: String? = nil
+    ) {
         self.file = file
         self.line = line
         self.offset = offset
         self.stage = stage
         self.reason = reason
         self.raw = raw
+        self.rawBase64 = rawBase64
+    }
+
+    /// Creates a record of the input bytes `bytes`: `raw` is their text, and when they are not valid UTF-8,
+    /// `raw_base64` keeps them exactly.
+    public init(file: String, line: Int?, offset: Int64?, stage: String, reason: String, bytes: [UInt8]) {
+        if let text = String(validating: bytes, as: UTF8.self) {
+            self.init(file: file, line: line, offset: offset, stage: stage, reason: reason, raw: text)
+        } else {
+            self.init(
+                file: file, line: line, offset: offset, stage: stage, reason: reason,
+                raw: String(decoding: bytes, as: UTF8.self), rawBase64: Data(bytes).base64EncodedString())
+        }
+    }
+
+    /// The record's input bytes as they were: ``rawBase64`` decoded when present, else ``raw``'s UTF-8.
+    public var rawBytes: [UInt8] {
+        if let b = rawBase64, let d = Data(base64Encoded: b) { return Array(d) }
+        return Array(raw.utf8)
     }
 }
 
-/// Writes rejected records as JSON Lines (`file`, `line`, `offset`, `stage`, `reason`, `raw`).
+/// Writes rejected records as JSON Lines (`file`, `line`, `offset`, `stage`, `reason`, `raw`, and
+/// `raw_base64` when the raw bytes are not valid UTF-8).
 /// The file is created at the first reject, so a clean run leaves none.
 final class RejectsWriter {
     let path: String
@@ -48,6 +79,10 @@ final class RejectsWriter {
         JSONText.appendQuoted(r.reason, to: &buffer)
         buffer.append(contentsOf: Array(",\"raw\":".utf8))
         JSONText.appendQuoted(r.raw, to: &buffer)
+        if let b = r.rawBase64 {
+            buffer.append(contentsOf: Array(",\"raw_base64\":".utf8))
+            JSONText.appendQuoted(b, to: &buffer)
+        }
         buffer.append(contentsOf: Array("}\n".utf8))
         count += 1
         if buffer.count >= 1 << 16 { try flush() }

@@ -1,4 +1,5 @@
 import Foundation
+import SluiceRuntime
 import SluiceSQLite
 import SluiceTesting
 import SluiceWorkloads
@@ -250,5 +251,23 @@ func sluice(_ args: [String], cwd: String, stdin: String? = nil, env: [String: S
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("sluice-demo.db now holds 20000 events"))
         #expect(r.stderr.contains("records    20,000 in, 20,000 out"))
+    }
+}
+
+@Suite struct InferenceFailureTests {
+    /// A file whose sampled records are all broken names its first bad line and why, writes every sampled
+    /// record to the rejects file, and exits 2: nothing was loaded.
+    @Test func anAllBrokenFileNamesItsFirstBadLineAndKeepsItsRejects() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        try dir.write("bad.jsonl", "{\"a\" b}\n{\"a\": 1,}\n")
+        let r = try sluice(
+            ["load", "bad.jsonl", "--into", "sqlite:x.db", "--table", "t", "--no-progress"], cwd: dir.path)
+        #expect(r.status == 2, "\(r.stderr)")
+        #expect(r.stderr.contains("bad.jsonl:1: malformed JSON: expected ':'"), "\(r.stderr)")
+        #expect(r.stderr.contains("2 rejected"), "\(r.stderr)")
+        let rejects = try RejectsFile.read(dir.file("t.rejects.jsonl"))
+        #expect(rejects.map(\.line) == [1, 2])
+        #expect(rejects.first?.raw == "{\"a\" b}")
     }
 }

@@ -192,3 +192,64 @@ func csv(
         #expect(whole.rejects.count == 86)
     }
 }
+
+@Suite struct RejectBytesTests {
+    /// A record rejected because it is not UTF-8 keeps its exact bytes (`raw_base64`), so it can be fixed and
+    /// replayed; a UTF-8 reject has none.
+    @Test func aNonUTF8RejectKeepsItsBytes() async throws {
+        let bad: [UInt8] = Array("2,caf".utf8) + [0xE9, 0xFF] + Array(" noir".utf8)
+        let input = Array("id,name\n1,ok\n".utf8) + bad + Array("\n3,x,extra\n".utf8)
+        let r = try await PipelineHarness.load(bytes: input, name: "in.csv", format: CSVFormat(), schema: idName)
+        #expect(r.rows == [[.int64(1), .string("ok")]])
+        #expect(r.rejects.count == 2)
+        let nonUTF8 = try #require(r.rejects.first { $0.line == 3 })
+        #expect(nonUTF8.reason.contains("not valid UTF-8"), "\(nonUTF8.reason)")
+        #expect(nonUTF8.rawBase64 != nil)
+        #expect(nonUTF8.rawBytes == bad)
+        let utf8 = try #require(r.rejects.first { $0.line == 4 })
+        #expect(utf8.rawBase64 == nil && utf8.raw == "3,x,extra")
+    }
+}
+
+@Suite struct MissingValueTests {
+    /// R, pandas and database exports write `NA`, `NULL` or `\N` for a missing number: numeric, boolean and
+    /// timestamp columns read them as null, in inference and in decoding; text columns keep them as text.
+    @Test func usualMissingTokensAreNullInTypedColumnsAndTextInStringColumns() async throws {
+        var text = "dep_delay,temp,ok,at,carrier\n"
+        text += "3,1.5,true,2024-01-01T00:00:00Z,UA\n"
+        text += "NA,NA,NA,NA,NA\n"
+        text += "\\N,NULL,null,N/A,AA\n"
+        text += "-2,NaN,false,2024-01-02T00:00:00Z,NULL\n"
+        let r = try await csv(text, schema: nil)
+        #expect(r.schema?.fields.map(\.type) == [.int64, .float64, .bool, .timestamp, .string])
+        #expect(r.rejects.isEmpty, "\(r.rejects)")
+        #expect(r.rows.map { $0[0] } == [.int64(3), .null, .null, .int64(-2)])
+        #expect(r.rows.map { $0[2] } == [.bool(true), .null, .null, .bool(false)])
+        #expect(r.rows.map { $0[4] } == [.string("UA"), .string("NA"), .string("AA"), .string("NULL")])
+        // A float column keeps NaN as the number it is.
+        if case .float64(let v) = r.rows[3][1] { #expect(v.isNaN) } else { Issue.record("\(r.rows[3][1])") }
+    }
+
+    /// A missing token the inference sample never saw is null too, not a reject (the nycflights13 weather
+    /// table has its first `NA` wind speed after thousands of rows).
+    @Test func aMissingTokenAfterTheSampleIsNullNotAReject() async throws {
+        var text = "id,wind_speed\n"
+        for i in 0..<3_000 { text += "\(i),\(Double(i) / 10)\n" }
+        text += "3000,NA\n"
+        let r = try await csv(text, schema: nil)
+        #expect(r.rejects.isEmpty, "\(r.rejects)")
+        #expect(r.rows.last == [.int64(3000), .null])
+    }
+
+    /// With `--null` the user's tokens are the only nulls; a value that fits no type says how to fix it.
+    @Test func userNullTokensReplaceTheDefaultsAndARejectNamesTheFix() async throws {
+        var o = CSVOptions()
+        o.nullTokens = ["-"]
+        let r = try await csv(
+            "id,v\n1,-\n2,NA\n", schema: Schema([Field("id", .int64), Field("v", .int64)]), options: o)
+        #expect(r.rows == [[.int64(1), .null]])
+        let reason = try #require(r.rejects.first?.reason)
+        #expect(reason.contains("'NA' is not a valid int64"), "\(reason)")
+        #expect(reason.contains("--schema v:string") && reason.contains("--null"), "\(reason)")
+    }
+}

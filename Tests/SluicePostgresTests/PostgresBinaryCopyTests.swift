@@ -29,4 +29,29 @@ struct PostgresBinaryCopyTests {
         }
         #expect(try PG.texts("SELECT id, name FROM \(t) ORDER BY id") == [["1", "one"], ["2", "twö"]])
     }
+
+    /// A COPY that never finishes on a connection that closed is given up after the grace period, with a
+    /// retryable lost-connection error, so the batch is retried instead of hanging its writer for good.
+    @Test func aCopyStuckOnAClosedConnectionFailsWithinItsGrace() async throws {
+        let session = try await PostgresSession.connect(PostgresLocation(url: PG.url))
+        await session.close()
+        let started = ContinuousClock.now
+        let e = await #expect(throws: SluiceError.self) {
+            try await PostgresSession.bounded(by: session.connection) {
+                try await Task.sleep(for: .seconds(3600))
+            }
+        }
+        #expect(e?.code == .connectionLost && e?.kind == .retry)
+        #expect(ContinuousClock.now - started < .seconds(10))
+    }
+
+    /// On an open connection the guard stays out of the way: the COPY's own result comes back.
+    @Test func aBoundedCopyReturnsItsOwnOutcome() async throws {
+        try await PostgresSession.with(PostgresLocation(url: PG.url)) { session in
+            try await PostgresSession.bounded(by: session.connection) { try await Task.sleep(for: .milliseconds(250)) }
+            await #expect(throws: SluiceError.self) {
+                try await PostgresSession.bounded(by: session.connection) { throw SluiceError(.sink, "own failure") }
+            }
+        }
+    }
 }

@@ -69,7 +69,7 @@ final class DispatchStage: Sendable {
                         RejectedRecord(
                             file: item.file, line: baseLine + r.relativeLine,
                             offset: item.fileOffset + Int64(r.relativeOffset),
-                            stage: "parse", reason: r.reason, raw: String(decoding: r.raw, as: UTF8.self)))
+                            stage: "parse", reason: r.reason, bytes: r.raw))
                 }
             } catch {
                 control.fail(RunFailure(.rejects, error))
