@@ -33,19 +33,21 @@ extension PostgresSession {
         }
     }
 
-    /// How long a COPY may go on after its connection closed before the caller is told the connection is lost.
-    static let copyGrace: TimeAmount = .seconds(2)
+    /// How long a statement may go on after its connection closed before the caller is told the connection is
+    /// lost.
+    static let closedGrace: TimeAmount = .seconds(2)
 
-    /// Runs `copy` and returns its result — or, when the connection closes and `copy` has not finished
-    /// ``copyGrace`` later, throws a lost-connection error at once. PostgresNIO 1.33.2 can leave a COPY's write
-    /// waiting for good on a connection that closed mid-copy (measured: a server restart during an append load
-    /// hung a writer for good); so that the batch is retried instead, the COPY runs as a task of its own that
-    /// is abandoned then (it holds only the dead connection). One task per COPY, not per row.
-    static func bounded(
-        by connection: PostgresConnection, _ copy: @escaping @Sendable () async throws -> Void
-    ) async throws {
-        let outcome = CopyOutcome()
-        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+    /// Runs `operation` (one statement, a COPY, closing) and returns its result — or, when the connection
+    /// closes and `operation` has not finished ``closedGrace`` later, throws a lost-connection error (kind
+    /// retry). PostgresNIO 1.33.2 can leave an operation waiting for good on a connection that closed under it
+    /// (measured: a server restart during an append load left a writer lane suspended for good, no thread
+    /// left running); so that the batch is retried instead, the operation runs as a task of its own that is
+    /// abandoned then (it holds only the dead connection). One task per statement, never per row.
+    static func bounded<T: Sendable>(
+        by connection: PostgresConnection, _ operation: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
+        let outcome = BoundedOutcome<T>()
+        return try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, any Error>) in
             outcome.set(c)
             // While the COPY runs, look at the connection every 100 ms (never per row).
             let closedAt = Locked<NIODeadline?>(nil)
@@ -58,19 +60,18 @@ extension PostgresSession {
                     if at == nil { at = now }
                     return at!
                 }
-                guard now - since >= copyGrace else { return }
+                guard now - since >= closedGrace else { return }
                 task.cancel()
                 outcome.finish(
                     .failure(
                         SluiceError(
-                            .connectionLost, "PostgreSQL connection closed during COPY", kind: .retry,
-                            underlying: PostgresClientFailure(text: "connection closed during COPY"))))
+                            .connectionLost, "the connection closed during a statement", kind: .retry,
+                            underlying: PostgresClientFailure(text: "connection closed during a statement"))))
             }
             outcome.whenFinished { watch.cancel() }
             Task {
                 do {
-                    try await copy()
-                    outcome.finish(.success(()))
+                    outcome.finish(.success(try await operation()))
                 } catch {
                     outcome.finish(.failure(error))
                 }
@@ -79,16 +80,17 @@ extension PostgresSession {
     }
 }
 
-/// The continuation of a bounded COPY, resumed once: by the COPY, or by the watchdog of its connection.
-private final class CopyOutcome: Sendable {
+/// The continuation of a bounded operation, resumed once: by the operation, or by the watchdog of its
+/// connection.
+private final class BoundedOutcome<T: Sendable>: Sendable {
     private struct State {
-        var continuation: CheckedContinuation<Void, any Error>?
+        var continuation: CheckedContinuation<T, any Error>?
         var done = false
         var onFinish: (@Sendable () -> Void)?
     }
     private let state = Locked(State())
 
-    func set(_ c: CheckedContinuation<Void, any Error>) { state.withLock { $0.continuation = c } }
+    func set(_ c: CheckedContinuation<T, any Error>) { state.withLock { $0.continuation = c } }
 
     /// Runs `action` once the outcome is known (at once if it is).
     func whenFinished(_ action: @escaping @Sendable () -> Void) {
@@ -100,8 +102,8 @@ private final class CopyOutcome: Sendable {
         if now { action() }
     }
 
-    func finish(_ result: Result<Void, any Error>) {
-        var continuation: CheckedContinuation<Void, any Error>?
+    func finish(_ result: Result<T, any Error>) {
+        var continuation: CheckedContinuation<T, any Error>?
         var action: (@Sendable () -> Void)?
         state.withLock { st in
             guard !st.done else { return }

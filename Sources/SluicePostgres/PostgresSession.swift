@@ -244,23 +244,32 @@ public struct PostgresSession: Sendable {
     public var isClosed: Bool { connection.isClosed }
 
     /// Closes the connection (a lost one is already closed).
-    public func close() async { try? await connection.close() }
+    public func close() async {
+        let c = connection
+        _ = try? await Self.bounded(by: c) { try await c.close() }
+    }
 
     /// Runs one statement and discards its rows.
     /// - Throws: ``SluiceError``.
     public func execute(_ sql: String, _ binds: PostgresBindings = PostgresBindings()) async throws {
-        do {
-            let rows = try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger)
-            for try await _ in rows {}
-        } catch { throw SluiceError.postgres(error) }
+        let (c, logger) = (connection, logger)
+        let query = PostgresQuery(unsafeSQL: sql, binds: binds)
+        try await Self.bounded(by: c) {
+            do {
+                let rows = try await c.query(query, logger: logger)
+                for try await _ in rows {}
+            } catch { throw SluiceError.postgres(error) }
+        }
     }
 
     /// Runs one statement and returns its rows.
     /// - Throws: ``SluiceError``.
     public func rows(_ sql: String, _ binds: PostgresBindings = PostgresBindings()) async throws -> [PostgresRow] {
-        do {
-            return try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger).collect()
-        } catch { throw SluiceError.postgres(error) }
+        let (c, logger) = (connection, logger)
+        let query = PostgresQuery(unsafeSQL: sql, binds: binds)
+        return try await Self.bounded(by: c) {
+            do { return try await c.query(query, logger: logger).collect() } catch { throw SluiceError.postgres(error) }
+        }
     }
 
     /// Runs one statement and hands each row to `body` as it arrives (no array of rows).
