@@ -129,7 +129,7 @@ struct CSVDecoder: RecordDecoder {
             }
             return "field '\(field.name)' is not valid JSON"
         default:
-            let shown = String(decoding: UnsafeBufferPointer(start: fp, count: min(len, 40)), as: UTF8.self)
+            let shown = Bytes.shown(fp, len)
             return Bytes.mismatch(field, fp, len)
                 + " (to keep such values, declare the column as text: --schema \(field.name):string; if '\(shown)'"
                 + " means a missing value: --null, e.g. --null '' --null '\(shown)')"

@@ -452,8 +452,12 @@ public enum Bytes {
 
     /// The reject reason for a value that does not parse as `field`'s type, quoting at most 40 bytes of it.
     public static func mismatch(_ field: Field, _ p: UnsafePointer<UInt8>, _ n: Int) -> String {
-        let shown = String(decoding: UnsafeBufferPointer(start: p, count: min(n, 40)), as: UTF8.self)
-        return "field '\(field.name)': '\(shown)\(n > 40 ? "…" : "")' is not a valid \(field.type.rawValue)"
+        "field '\(field.name)': '\(shown(p, n))' is not a valid \(field.type.rawValue)"
+    }
+
+    /// A value as a reject reason quotes it: its first 40 bytes as text, `…` when there is more.
+    public static func shown(_ p: UnsafePointer<UInt8>, _ n: Int) -> String {
+        String(decoding: UnsafeBufferPointer(start: p, count: min(n, 40)), as: UTF8.self) + (n > 40 ? "…" : "")
     }
 
     /// The values that mean "missing" in numeric, boolean and timestamp columns of text formats when the user
