@@ -224,6 +224,13 @@ struct Load: AsyncParsableCommand {
     @Flag(name: .customLong("no-header"), help: "The CSV input has no header row (fields map by position).")
     var noHeader = false
 
+    @Flag(
+        name: .customLong("strict-header"),
+        help:
+            "An empty or repeated CSV header name is an error (default: named column<N>, or suffixed _2, and listed in the report)."
+    )
+    var strictHeader = false
+
     @Option(help: "File for rejected records (default: <table>.rejects.jsonl beside the database).")
     var rejects: String?
 
@@ -257,6 +264,7 @@ struct Load: AsyncParsableCommand {
         spec.delimiter = try delimiter.map(CSVOptions.delimiter)
         spec.csv.nullTokens = nullTokens.isEmpty ? nil : nullTokens
         spec.csv.header = !noHeader
+        spec.csv.strictHeader = strictHeader
         spec.rejects = rejects
         if let maxErrors {
             guard let limit = ErrorLimit(maxErrors) else {

@@ -14,6 +14,10 @@ public struct CSVOptions: Sendable, Hashable {
     public var maxRecordBytes: Int = 16 << 20
     /// Records read to infer a schema. Default: 1,000.
     public var inferenceSampleRecords: Int = 1_000
+    /// A header with an empty or repeated name is an error. Default: `false`: an empty name becomes
+    /// `column<N>` (N its 1-based position, as for a file without a header) and a repeated one gets a suffix
+    /// (`Name_2`), both listed in the run report.
+    public var strictHeader: Bool = false
 
     /// Creates default options.
     public init() {}
@@ -64,19 +68,51 @@ public struct CSVFormat: RecordFormat {
                         .format, "header field \(f + 1) is not valid UTF-8",
                         position: SourcePosition(file: file, line: 1))
                 }
-                let name = String(decoding: bytes, as: UTF8.self).sluiceTrimmed()
-                if name.isEmpty {
-                    throw SluiceError(
-                        .format, "header field \(f + 1) is empty", position: SourcePosition(file: file, line: 1))
-                }
-                if names.contains(name) {
-                    throw SluiceError(
-                        .format, "header names column '\(name)' twice", position: SourcePosition(file: file, line: 1))
-                }
-                names.append(name)
+                names.append(String(decoding: bytes, as: UTF8.self).sluiceTrimmed())
             }
-            return Preamble(length: end, lines: lines, header: names)
+            let (header, notes) = try Self.uniqueNames(names, strict: options.strictHeader, file: file)
+            return Preamble(length: end, lines: lines, header: header, notes: notes)
         }
+    }
+
+    /// The header's names with every empty one named `column<N>` and every repeat suffixed (`Name_2`), never
+    /// taking a name the header gives another column; and a note for each change. Strict: the first empty or
+    /// repeated name is an error.
+    static func uniqueNames(_ names: [String], strict: Bool, file: String) throws -> ([String], [String]) {
+        var given = Set(names)
+        var used = Set<String>()
+        var out: [String] = []
+        var notes: [String] = []
+        for (f, name) in names.enumerated() {
+            if name.isEmpty || used.contains(name) {
+                if strict {
+                    throw SluiceError(
+                        .format,
+                        name.isEmpty
+                            ? "header field \(f + 1) is empty (without --strict-header it would be named column\(f + 1))"
+                            : "header names column '\(name)' twice (without --strict-header the repeat would get a suffix)",
+                        position: SourcePosition(file: file, line: 1))
+                }
+                let base = name.isEmpty ? "column\(f + 1)" : name
+                var candidate = name.isEmpty ? base : "\(base)_2"
+                var k = name.isEmpty ? 2 : 3
+                while used.contains(candidate) || given.contains(candidate) {
+                    candidate = "\(base)_\(k)"
+                    k += 1
+                }
+                notes.append(
+                    name.isEmpty
+                        ? "field \(f + 1) has no name: named \(candidate)"
+                        : "field \(f + 1) repeats '\(name)': named \(candidate)")
+                given.insert(candidate)
+                used.insert(candidate)
+                out.append(candidate)
+            } else {
+                used.insert(name)
+                out.append(name)
+            }
+        }
+        return (out, notes)
     }
 
     /// Infers types from up to ``CSVOptions/inferenceSampleRecords`` records of `sample`.

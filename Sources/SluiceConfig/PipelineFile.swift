@@ -242,8 +242,9 @@ public enum PipelineFile {
         let src = try r.mapping(
             source, "source",
             allowed: [
-                "path", "paths", "format", "schema", "delimiter", "null", "header", "record", "key", "hash", "fields",
-                "children", "tolerant", "source_hash",
+                "path", "paths", "format", "schema", "delimiter", "null", "header", "strict_header", "record", "key",
+                "hash", "fields",
+                "children", "tolerant", "source_hash", "trim",
             ])
         if let p = src["path"] { spec.inputs = [try r.path(p, "source.path")] }
         if let ps = src["paths"] {
@@ -278,6 +279,7 @@ public enum PipelineFile {
             }
         }
         if let h = src["header"] { spec.csv.header = try r.bool(h, "source.header") }
+        if let h = src["strict_header"] { spec.csv.strictHeader = try r.bool(h, "source.strict_header") }
         try parseXML(src, source, r, &spec)
     }
 
@@ -287,7 +289,7 @@ public enum PipelineFile {
         let isXML =
             spec.format?.lowercased() == "xml"
             || (spec.format == nil && spec.inputs.first.flatMap(PipelineSpec.formatFromName) == "xml")
-        let xmlKeys = ["record", "key", "hash", "fields", "children", "tolerant", "source_hash"]
+        let xmlKeys = ["record", "key", "hash", "fields", "children", "tolerant", "source_hash", "trim"]
         guard isXML else {
             if let k = xmlKeys.first(where: { src[$0] != nil }) {
                 throw r.error(src[k]!, "source.\(k) applies to XML input only (format: xml)")
@@ -306,6 +308,7 @@ public enum PipelineFile {
         }
         if let h = src["hash"] { x.hashColumn = try column(h, "content_hash", "source.hash") }
         if let t = src["tolerant"] { x.tolerant = try r.bool(t, "source.tolerant") }
+        if let t = src["trim"] { x.trim = try r.bool(t, "source.trim") }
         if let h = src["source_hash"] { x.sourceHashColumn = try column(h, "source_hash", "source.source_hash") }
         if let f = src["fields"] { x.fields = try xmlFields(f, "source.fields", r) }
         if let c = src["children"] {
@@ -313,7 +316,7 @@ public enum PipelineFile {
             guard case .mapping(let m) = c else { throw r.error(c, "source.children must be a mapping of table: {…}") }
             for (k, v) in m {
                 let table = try r.string(k, "a child table name")
-                let body = try r.mapping(v, "source.children.\(table)", allowed: ["path", "fields", "as"])
+                let body = try r.mapping(v, "source.children.\(table)", allowed: ["path", "fields", "as", "trim"])
                 guard let p = body["path"], let f = body["fields"] else {
                     throw r.error(v, "source.children.\(table) needs 'path' and 'fields'")
                 }
@@ -326,7 +329,8 @@ public enum PipelineFile {
                 x.children.append(
                     XMLChildMapping(
                         table: table, path: try r.string(p, "source.children.\(table).path"),
-                        fields: try xmlFields(f, "source.children.\(table).fields", r), asJSON: asJSON))
+                        fields: try xmlFields(f, "source.children.\(table).fields", r), asJSON: asJSON,
+                        trim: try body["trim"].map { try r.bool($0, "source.children.\(table).trim") }))
             }
         }
         if let mapping = x.mapping(sinkKey: spec.mode.keyColumns) {
@@ -336,14 +340,14 @@ public enum PipelineFile {
         spec.xml = x
     }
 
-    /// `name: path` or `name: {path: …, type: …}` entries, in file order.
+    /// `name: path` or `name: {path: …, type: …, trim: …}` entries, in file order.
     private static func xmlFields(_ node: Node, _ what: String, _ r: Reader) throws -> [XMLFieldMapping] {
         guard case .mapping(let m) = node else { throw r.error(node, "\(what) must be a mapping of column: path") }
         var out: [XMLFieldMapping] = []
         for (k, v) in m {
             let name = try r.string(k, "a column name")
             if case .mapping = v {
-                let b = try r.mapping(v, "\(what).\(name)", allowed: ["path", "type"])
+                let b = try r.mapping(v, "\(what).\(name)", allowed: ["path", "type", "trim"])
                 guard let p = b["path"] else { throw r.error(v, "\(what).\(name) needs 'path'") }
                 var type = FieldType.string
                 if let t = b["type"] {
@@ -354,7 +358,10 @@ public enum PipelineFile {
                     }
                     type = ft
                 }
-                out.append(XMLFieldMapping(name, path: try r.string(p, "\(what).\(name).path"), type: type))
+                out.append(
+                    XMLFieldMapping(
+                        name, path: try r.string(p, "\(what).\(name).path"), type: type,
+                        trim: try b["trim"].map { try r.bool($0, "\(what).\(name).trim") }))
             } else {
                 out.append(XMLFieldMapping(name, path: try r.string(v, "\(what).\(name)")))
             }

@@ -261,6 +261,8 @@ extension PipelineSpec {
         /// The source-hash column (a hash of each record's raw bytes, kept with the content hash so that update
         /// runs skip decoding unchanged records); nil: none. Default: `source_hash`.
         public var sourceHashColumn: String? = "source_hash"
+        /// Trim whitespace around element text (``XMLMapping/trim``). Default: false, text is kept exactly.
+        public var trim = false
 
         /// The source-hash column in use (none without a content-hash column).
         public var effectiveSourceHashColumn: String? {
@@ -278,7 +280,7 @@ extension PipelineSpec {
             fields.map {
                 XMLMapping(
                     record: record, key: linkKey(sinkKey: sinkKey), fields: $0, children: children,
-                    hashColumn: hashColumn, tolerant: tolerant, sourceHashColumn: sourceHashColumn)
+                    hashColumn: hashColumn, tolerant: tolerant, sourceHashColumn: sourceHashColumn, trim: trim)
             }
         }
 
@@ -287,7 +289,7 @@ extension PipelineSpec {
             if let m = mapping(sinkKey: sinkKey) { return try XMLFormat(mapping: m) }
             return XMLFormat(
                 record: record, key: linkKey(sinkKey: sinkKey), hashColumn: hashColumn, tolerant: tolerant,
-                sourceHashColumn: sourceHashColumn)
+                sourceHashColumn: sourceHashColumn, trim: trim)
         }
     }
 }

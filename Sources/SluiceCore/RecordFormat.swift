@@ -104,12 +104,16 @@ public struct Preamble: Sendable {
     public var lines: Int
     /// The header's field names, if the format has a header.
     public var header: [String]?
+    /// What the format changed to read the header, for the run report (`field 1 has no name: named
+    /// column1`).
+    public var notes: [String]
 
     /// Creates a preamble.
-    public init(length: Int, lines: Int, header: [String]?) {
+    public init(length: Int, lines: Int, header: [String]?, notes: [String] = []) {
         self.length = length
         self.lines = lines
         self.header = header
+        self.notes = notes
     }
 }
 

@@ -30,6 +30,8 @@ public final class FileSource: Source, @unchecked Sendable {
     private var firstHead: (bytes: [UInt8], complete: Bool)?
     /// Chunk buffers handed back by decoded chunks.
     private let pool = BufferPool()
+    /// What the format changed to read each file's header (`file: note`), for the report.
+    private let headerNotes = Locked<[String]>([])
 
     private struct OpenFile {
         let input: InputFile
@@ -56,6 +58,12 @@ public final class FileSource: Source, @unchecked Sendable {
     public var name: String {
         let shown = paths.count > 3 ? "\(paths[0]) and \(paths.count - 1) more" : paths.joined(separator: ", ")
         return "\(shown) (\(format.name))"
+    }
+
+    /// A `header` line for each column a file's header did not name usably (empty, or a repeat), with the
+    /// name it was given.
+    public var reportLines: [ReportLine] {
+        headerNotes.withLock { $0 }.map { ReportLine(label: "header", text: $0) }
     }
 
     /// Passes the sink's stored source hashes to the format's decoders.
@@ -181,6 +189,7 @@ public final class FileSource: Source, @unchecked Sendable {
                 file.decoder =
                     try checkedDecoders.removeValue(forKey: fileIndex)
                     ?? format.makeDecoder(schema: schema, header: pre.header, file: path)
+                if !pre.notes.isEmpty { headerNotes.withLock { $0 += pre.notes.map { "\(path): \($0)" } } }
                 file.offset = Int64(pre.length)
                 file.startLine = 1 + pre.lines
                 let rest = file.filled - pre.length

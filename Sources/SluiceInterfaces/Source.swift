@@ -1,4 +1,5 @@
 import SluiceCore
+import SluiceReport
 import Synchronization
 
 /// Settings a source receives when the run opens it.
@@ -83,6 +84,9 @@ public protocol SourceBase: AnyObject, Sendable {
     /// read was committed (a complete run without failure). A push source fails what is still waiting for
     /// its acknowledgement here. Default: nothing.
     func runEnded(committedAll: Bool)
+    /// Lines for the run report, read once after the run ended (a renamed header column, paths a mapping
+    /// ignored). Default: none.
+    var reportLines: [ReportLine] { get }
 }
 
 /// A source's calling convention, for the runtime to drive it.
@@ -121,6 +125,8 @@ extension SourceBase {
     public func useStoredSourceHashes(_ stored: StoredSourceHashes) {}
     /// Does nothing.
     public func runEnded(committedAll: Bool) {}
+    /// None.
+    public var reportLines: [ReportLine] { [] }
 }
 
 extension Source {

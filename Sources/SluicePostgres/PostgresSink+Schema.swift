@@ -189,6 +189,16 @@ extension PostgresSink {
             let cast = kc.input == .int64 ? "int8" : "text"
             n.lookup =
                 "SELECT \(SQL.ident(k))::\(cast), \(hash ?? "NULL::bytea") FROM \(SQL.table(table)) WHERE \(SQL.ident(k)) = ANY($1)"
+            if tracking.skipUnchanged, hash != nil, let sh = tracking.sourceHashColumn,
+                let si = columns.firstIndex(where: { $0.name == sh }), columns[si].encoding == .int8
+            {
+                let t = SQL.table(table)
+                n.refreshSource =
+                    "UPDATE \(t) SET \(SQL.ident(sh)) = v.s FROM unnest($1::\(kc.sqlType)[], $2::int8[]) AS v(k, s) "
+                    + "WHERE \(t).\(SQL.ident(k)) = v.k AND \(t).\(SQL.ident(sh)) IS DISTINCT FROM v.s"
+                n.sourceIndex = inputIndex[si]
+                n.sourceColumn = columns[si]
+            }
             if kc.input == .int64 {
                 let source =
                     tracking.skipUnchanged

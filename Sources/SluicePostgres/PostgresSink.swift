@@ -148,6 +148,12 @@ public final class PostgresSink: AsyncBatchSink, @unchecked Sendable {
         var copySeen: String
         /// Every stored key and hash, read once at open (int64 keys, a table that fits the cap).
         var stored: StoredHashes?
+        /// With `--skip-unchanged` and a source-hash column: `UPDATE … SET source_hash` for unchanged records
+        /// decoded from other bytes (reformatted, or hashed by another decoder version), so the next update run
+        /// skips them without decoding; the column's input index and encoding.
+        var refreshSource: String?
+        var sourceIndex = -1
+        var sourceColumn: PostgresColumn?
     }
 
     /// Inserted / updated / unchanged / purged counts (upserts of nested or hashed records).

@@ -87,16 +87,16 @@ final class StoredHashes: @unchecked Sendable {
         )
     }
 
-    /// A batch's rows: new and changed (ascending), and how many are unchanged. Of a key repeated in the
-    /// batch, only the last occurrence counts. Marks every stored key of the batch as seen. `hash` nil: every
-    /// stored record counts as changed.
-    func classify(_ batch: RecordBatch, key: Int, hash: Int?) -> (new: [Int], changed: [Int], unchanged: Int) {
+    /// A batch's rows: new, changed and unchanged (each ascending). Of a key repeated in the batch, only the
+    /// last occurrence counts. Marks every stored key of the batch as seen. `hash` nil: every stored record
+    /// counts as changed.
+    func classify(_ batch: RecordBatch, key: Int, hash: Int?) -> (new: [Int], changed: [Int], unchanged: [Int]) {
         let keyColumn = batch.columns[key]
         let hashColumn = hash.map { batch.columns[$0] }
         var inBatch = Set<Int64>(minimumCapacity: batch.count)
         var new: [Int] = []
         var changedRows: [Int] = []
-        var unchanged = 0
+        var unchanged: [Int] = []
         lock.lock()
         defer { lock.unlock() }
         for row in stride(from: batch.count - 1, through: 0, by: -1) {
@@ -114,12 +114,12 @@ final class StoredHashes: @unchecked Sendable {
                 continue
             }
             if let mine, let stored, stored != (0, 0), mine == stored {
-                unchanged += 1
+                unchanged.append(row)
             } else {
                 changedRows.append(row)
             }
         }
-        return (new.reversed(), changedRows.reversed(), unchanged)
+        return (new.reversed(), changedRows.reversed(), unchanged.reversed())
     }
 
     /// Notes the hashes the run wrote for `rows` (changed records).

@@ -194,7 +194,7 @@ public final class Pipeline: Sendable {
             outcome: outcome, failure: failure, target: sink.target, snapshot: last,
             peakRSSBytes: ProcessStats.peakRSS(), rejectsFile: last.recordsRejected > 0 ? options.rejectsPath : nil,
             batchRows: sizing.maxRows, chunkBytes: sizing.chunkBytes, memoryBudgetBytes: options.memory.bytes,
-            changes: sink.changes, notes: io?.reportLines ?? [])
+            changes: sink.changes, notes: source.reportLines + (io?.reportLines ?? []))
         for o in observers { o.runFinished(report, snapshot: last) }
         return report
     }

@@ -41,8 +41,18 @@ extension SQLiteSink {
         }
         var lookup: SQLiteStatement?
         var seen: SQLiteStatement?
+        var refresh: SQLiteStatement?
+        let hashName = tracking.hashColumn.flatMap { schema.index(of: $0) != nil ? $0 : nil }
+        let sourceName =
+            tracking.skipUnchanged && hashName != nil
+            ? tracking.sourceHashColumn.flatMap { schema.index(of: $0) != nil ? $0 : nil } : nil
         if let keyName {
-            let what = tracking.hashColumn.flatMap { schema.index(of: $0) != nil ? q($0) : nil } ?? "1"
+            var what = hashName.map(q) ?? "1"
+            if let sourceName {
+                what += ", \(q(sourceName))"
+                refresh = try db.prepare(
+                    "UPDATE \(q(table)) SET \(q(sourceName)) = ? WHERE \(q(keyName)) = ?")
+            }
             lookup = try db.prepare("SELECT \(what) FROM \(q(table)) WHERE \(q(keyName)) = ?")
             if tracking.purgeMissing {
                 try db.exec("CREATE TEMP TABLE IF NOT EXISTS sluice_seen (k PRIMARY KEY) WITHOUT ROWID")
@@ -69,7 +79,9 @@ extension SQLiteSink {
         nested = Nested(
             lookup: lookup, deleteChildren: deletes, insertChild: inserts, seen: seen,
             keyColumn: keyName.flatMap { schema.index(of: $0) } ?? -1,
-            hashColumn: tracking.hashColumn.flatMap { schema.index(of: $0) })
+            hashColumn: tracking.hashColumn.flatMap { schema.index(of: $0) },
+            sourceHashColumn: refresh != nil ? sourceName.flatMap { schema.index(of: $0) } : nil,
+            refreshSource: refresh)
     }
 
     /// Writes a batch record by record: looks the key up, skips an unchanged record (same hash), upserts the
@@ -122,8 +134,21 @@ extension SQLiteSink {
                                             if m == n, let stored = sqlite3_column_blob(lookup.handle, 0),
                                                 memcmp(stored, p, n) == 0
                                             {
+                                                let refresh = nested.sourceHashColumn.flatMap { sc in
+                                                    views[sc].isNull(row)
+                                                        || sqlite3_column_type(lookup.handle, 1) == SQLITE_INTEGER
+                                                            && sqlite3_column_int64(lookup.handle, 1)
+                                                                == views[sc].int64(row)
+                                                        ? nil : sc
+                                                }
                                                 sqlite3_reset(lookup.handle)
                                                 local.unchanged += 1
+                                                if let sc = refresh, let update = nested.refreshSource {
+                                                    sqlite3_bind_int64(update.handle, 1, views[sc].int64(row))
+                                                    bind(update.handle, 2, row, kv, kt)
+                                                    let rc = step(update)
+                                                    if rc != SQLITE_DONE { return fail(rc, update) }
+                                                }
                                                 if let seen = nested.seen {
                                                     bind(seen.handle, 1, row, kv, kt)
                                                     let rc = step(seen)

@@ -141,10 +141,17 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
         let seen: SQLiteStatement?
         let keyColumn: Int
         let hashColumn: Int?
+        /// With `--skip-unchanged` and a source-hash column: its index, the lookup's second result column.
+        let sourceHashColumn: Int?
+        /// `UPDATE t SET source_hash = ? WHERE key = ?`: an unchanged record decoded from other bytes (a
+        /// reformatted record, or a decoder version that hashes differently) gets the hash of its new bytes, so
+        /// the next update run skips it without decoding it.
+        let refreshSource: SQLiteStatement?
 
         init(
             lookup: SQLiteStatement?, deleteChildren: [SQLiteStatement], insertChild: [SQLiteStatement],
-            seen: SQLiteStatement?, keyColumn: Int, hashColumn: Int?
+            seen: SQLiteStatement?, keyColumn: Int, hashColumn: Int?, sourceHashColumn: Int? = nil,
+            refreshSource: SQLiteStatement? = nil
         ) {
             self.lookup = lookup
             self.deleteChildren = deleteChildren
@@ -152,6 +159,8 @@ public final class SQLiteSink: BatchSink, @unchecked Sendable {
             self.seen = seen
             self.keyColumn = keyColumn
             self.hashColumn = hashColumn
+            self.sourceHashColumn = sourceHashColumn
+            self.refreshSource = refreshSource
         }
     }
 

@@ -20,6 +20,8 @@ struct CompiledMapping: Sendable {
         var names: [[UInt8]] = []
         var next: [Int] = []
         var text: SlotTarget?
+        /// The text is trimmed: the mapping asks for it, or the column is not text (numbers ignore whitespace).
+        var textTrim = false
         var attributes: [([UInt8], SlotTarget)] = []
         /// Entering this element starts a row of child mapping `startsRow`.
         var startsRow: Int?
@@ -67,7 +69,7 @@ struct CompiledMapping: Sendable {
         keyField = mapping.key.flatMap { k in mapping.fields.firstIndex { $0.name == k } }
         hashColumn = mapping.hashColumn.flatMap { s.index(of: $0) }
         sourceHashColumn = mapping.effectiveSourceHashColumn.flatMap { s.index(of: $0) }
-        sourceSeed = SourceHash.seed("sluice-xml-source-1 \(mapping)")
+        sourceSeed = SourceHash.seed("sluice-xml-source-2 \(mapping)")
         if let k = keyField, mapping.fields[k].type == .int64, mapping.fields[k].path.hasPrefix("@") {
             keyAttribute = Array(mapping.fields[k].path.dropFirst().utf8)
         } else {
@@ -82,8 +84,11 @@ struct CompiledMapping: Sendable {
                     scalarList: c.fields.count == 1 && c.fields[0].path == "."))
             if !c.asJSON { tableIndex += 1 }
         }
+        func trims(_ f: XMLFieldMapping, _ c: XMLChildMapping?) -> Bool {
+            (f.type != .string && f.type != .bytes && f.type != .json) || (f.trim ?? c?.trim ?? mapping.trim)
+        }
         for (k, f) in mapping.fields.enumerated() {
-            try place(f.path, from: 0, target: SlotTarget(table: -1, column: k))
+            try place(f.path, from: 0, target: SlotTarget(table: -1, column: k), trim: trims(f, nil))
         }
         for (t, c) in mapping.children.enumerated() {
             let node = walk(c.path.split(separator: "/").map { Array($0.utf8) }, from: 0)
@@ -92,7 +97,7 @@ struct CompiledMapping: Sendable {
             }
             nodes[node].startsRow = t
             for (k, f) in c.fields.enumerated() {
-                try place(f.path, from: node, target: SlotTarget(table: t, column: k))
+                try place(f.path, from: node, target: SlotTarget(table: t, column: k), trim: trims(f, c))
             }
         }
         tables = MappingTables(self)
@@ -113,9 +118,10 @@ struct CompiledMapping: Sendable {
         return node
     }
 
-    private mutating func place(_ path: String, from: Int, target: SlotTarget) throws {
+    private mutating func place(_ path: String, from: Int, target: SlotTarget, trim: Bool) throws {
         if path == "." {
             nodes[from].text = target
+            nodes[from].textTrim = trim
             return
         }
         var steps = path.split(separator: "/").map { Array($0.utf8) }
@@ -126,6 +132,7 @@ struct CompiledMapping: Sendable {
         } else {
             let node = walk(steps, from: from)
             nodes[node].text = target
+            nodes[node].textTrim = trim
         }
     }
 }
@@ -140,6 +147,8 @@ final class MappingTables: @unchecked Sendable {
     let edgeCount: UnsafeMutablePointer<Int32>
     let textTable: UnsafeMutablePointer<Int32>
     let textColumn: UnsafeMutablePointer<Int32>
+    /// Per node: 1 when its text is trimmed.
+    let textTrim: UnsafeMutablePointer<Int32>
     let rowTable: UnsafeMutablePointer<Int32>
     let attrStart: UnsafeMutablePointer<Int32>
     let attrCount: UnsafeMutablePointer<Int32>
@@ -178,6 +187,7 @@ final class MappingTables: @unchecked Sendable {
         var ec: [Int32] = []
         var tt: [Int32] = []
         var tc: [Int32] = []
+        var tr: [Int32] = []
         var rt: [Int32] = []
         var ast: [Int32] = []
         var ac: [Int32] = []
@@ -199,6 +209,7 @@ final class MappingTables: @unchecked Sendable {
             }
             tt.append(Int32(n.text?.table ?? -2))
             tc.append(Int32(n.text?.column ?? 0))
+            tr.append(n.textTrim ? 1 : 0)
             rt.append(Int32(n.startsRow ?? -1))
             ast.append(Int32(an.count))
             ac.append(Int32(n.attributes.count))
@@ -214,6 +225,7 @@ final class MappingTables: @unchecked Sendable {
         edgeCount = buffer(ec)
         textTable = buffer(tt)
         textColumn = buffer(tc)
+        textTrim = buffer(tr)
         rowTable = buffer(rt)
         attrStart = buffer(ast)
         attrCount = buffer(ac)
@@ -247,7 +259,7 @@ final class MappingTables: @unchecked Sendable {
 
     deinit {
         for p in [
-            edgeStart, edgeCount, textTable, textColumn, rowTable, attrStart, attrCount, edgeName, edgeLength,
+            edgeStart, edgeCount, textTable, textColumn, textTrim, rowTable, attrStart, attrCount, edgeName, edgeLength,
             edgeTarget, attrName, attrLength, attrTable, attrColumn, childFields, childTable, childTypeStart,
         ] {
             p.deallocate()

@@ -19,6 +19,8 @@ public final class XMLFormat: RecordFormat, Sendable {
     public let tolerant: Bool
     /// The source-hash column of an inferred mapping (see ``XMLMapping/sourceHashColumn``).
     public let sourceHashColumn: String?
+    /// Whether an inferred mapping trims element text (see ``XMLMapping/trim``).
+    public let trim: Bool
     private let state: Locked<CompiledMapping?>
     private let stored = StoredBox()
 
@@ -30,14 +32,16 @@ public final class XMLFormat: RecordFormat, Sendable {
         hashColumn = mapping.hashColumn
         tolerant = mapping.tolerant
         sourceHashColumn = mapping.sourceHashColumn
+        trim = mapping.trim
         state = Locked(try CompiledMapping(mapping))
     }
 
     /// A format whose mapping is inferred from the document's first records.
     public init(
         record: String, key: String? = nil, hashColumn: String? = "content_hash", tolerant: Bool = true,
-        sourceHashColumn: String? = "source_hash"
+        sourceHashColumn: String? = "source_hash", trim: Bool = false
     ) {
+        self.trim = trim
         self.record = record
         self.key = key
         self.hashColumn = hashColumn
@@ -131,6 +135,7 @@ public final class XMLFormat: RecordFormat, Sendable {
             sample: sample, record: record, key: key, hashColumn: hashColumn)
         inferred.tolerant = tolerant
         inferred.sourceHashColumn = sourceHashColumn
+        inferred.trim = trim
         let compiled = try CompiledMapping(inferred)
         state.withLock { $0 = compiled }
         return compiled.schema

@@ -9,12 +9,17 @@ public struct XMLFieldMapping: Sendable, Hashable {
     public var path: String
     /// The column type; text is converted to it (an empty value is null).
     public var type: FieldType
+    /// Trim whitespace around the element's text (string columns; numbers, booleans and timestamps always
+    /// ignore it). nil: as the child mapping or the source says (``XMLChildMapping/trim``,
+    /// ``XMLMapping/trim``). Attribute values are never trimmed.
+    public var trim: Bool?
 
     /// Creates a field mapping.
-    public init(_ name: String, path: String, type: FieldType = .string) {
+    public init(_ name: String, path: String, type: FieldType = .string, trim: Bool? = nil) {
         self.name = name
         self.path = path
         self.type = type
+        self.trim = trim
     }
 }
 
@@ -29,13 +34,17 @@ public struct XMLChildMapping: Sendable, Hashable {
     public var fields: [XMLFieldMapping]
     /// Store the rows as a JSON array in a parent column instead of a child table.
     public var asJSON: Bool
+    /// Trim whitespace around the text of this mapping's fields, unless a field says otherwise. nil: as the
+    /// source says (``XMLMapping/trim``).
+    public var trim: Bool?
 
     /// Creates a child mapping.
-    public init(table: String, path: String, fields: [XMLFieldMapping], asJSON: Bool = false) {
+    public init(table: String, path: String, fields: [XMLFieldMapping], asJSON: Bool = false, trim: Bool? = nil) {
         self.table = table
         self.path = path
         self.fields = fields
         self.asJSON = asJSON
+        self.trim = trim
     }
 }
 
@@ -61,12 +70,18 @@ public struct XMLMapping: Sendable, Hashable {
     /// added next to ``hashColumn`` (never without it). An update run (`--skip-unchanged`) skips decoding a
     /// record whose bytes hash to the stored value. nil: none. Default: `source_hash`.
     public var sourceHashColumn: String?
+    /// Trim whitespace around element text in string columns, unless a child mapping or field says otherwise.
+    /// Default: false: text is stored exactly as the document has it (only whitespace-only text between
+    /// child elements is not part of a value).
+    public var trim: Bool
 
     /// Creates a mapping.
     public init(
         record: String, key: String? = nil, fields: [XMLFieldMapping], children: [XMLChildMapping] = [],
-        hashColumn: String? = "content_hash", tolerant: Bool = true, sourceHashColumn: String? = "source_hash"
+        hashColumn: String? = "content_hash", tolerant: Bool = true, sourceHashColumn: String? = "source_hash",
+        trim: Bool = false
     ) {
+        self.trim = trim
         self.record = record
         self.key = key
         self.fields = fields

@@ -11,7 +11,7 @@ import SluiceCore
 // list columns, and the canonical encoding behind the content hash.
 extension RecordState {
 
-    /// The decoded, trimmed bytes of a slot: a pointer into the input or into `scratch` (valid until `scratch`
+    /// The decoded bytes of a slot (trimmed when it says so): a pointer into the input or into `scratch` (valid until `scratch`
     /// grows).
     @inline(__always)
     mutating func value(_ s: Slot) -> (UnsafePointer<UInt8>, Int) {

@@ -102,7 +102,10 @@ struct RecordState {
                         offset: recordStart,
                         reason: "<\(scanner.string(name))> is not closed before the next one starts")
                 }
-                let node = t.child(of: nodes[nodes.count - 1], base, name.start, name.count)
+                let parent = nodes[nodes.count - 1]
+                let parentTable = Int(t.textTable[parent])
+                if parentTable != -2 { childStarted(SlotTarget(table: parentTable, column: Int(t.textColumn[parent]))) }
+                let node = t.child(of: parent, base, name.start, name.count)
                 if node < 0 {
                     try scanner.skipElement()
                     continue
@@ -124,13 +127,17 @@ struct RecordState {
                 let node = nodes[nodes.count - 1]
                 let table = Int(t.textTable[node])
                 if table != -2 {
-                    addText(span, literal: false, to: SlotTarget(table: table, column: Int(t.textColumn[node])))
+                    addText(
+                        span, literal: false, trim: t.textTrim[node] != 0,
+                        to: SlotTarget(table: table, column: Int(t.textColumn[node])))
                 }
             case .cdata(let span):
                 let node = nodes[nodes.count - 1]
                 let table = Int(t.textTable[node])
                 if table != -2 {
-                    addText(span, literal: true, to: SlotTarget(table: table, column: Int(t.textColumn[node])))
+                    addText(
+                        span, literal: true, trim: t.textTrim[node] != 0,
+                        to: SlotTarget(table: table, column: Int(t.textColumn[node])))
                 }
             case .endOfInput:
                 throw XMLError(offset: recordStart, reason: "the record is not closed before the input ends")
@@ -154,8 +161,8 @@ struct RecordState {
                             setSlot(
                                 i, target.table,
                                 Slot(
-                                    kind: .span, final: true, refs: a.value.hasReferences, trim: false,
-                                    start: a.value.start, end: a.value.end))
+                                    kind: .span, final: true, refs: a.value.hasReferences, trim: false, blank: false,
+                                    mixed: false, start: a.value.start, end: a.value.end))
                         }
                     }
                 }
@@ -184,20 +191,39 @@ struct RecordState {
         if target.table < 0 { slots[i].final = true } else { rowSlots[i].final = true }
     }
 
-    mutating func addText(_ span: XMLSpan, literal: Bool, to target: SlotTarget) {
+    /// A child element starts inside the element whose text fills `target`: whitespace-only text before it
+    /// (and after it) is layout, not part of the value.
+    mutating func childStarted(_ target: SlotTarget) {
+        guard let i = slotIndex(target) else { return }
+        var s = slot(i, target.table)
+        if s.final || s.mixed && !s.blank { return }
+        if s.kind == .none || s.blank {
+            s.kind = .none
+            s.blank = false
+        }
+        s.mixed = true
+        setSlot(i, target.table, s)
+    }
+
+    mutating func addText(_ span: XMLSpan, literal: Bool, trim: Bool, to target: SlotTarget) {
         guard let i = slotIndex(target) else { return }
         var s = slot(i, target.table)
         if s.final { return }
+        // (A reference is not whitespace: `&` is not blank, whatever `hasReferences` says.)
+        let blank = !literal && XMLText.isBlank(base, span)
+        if blank && s.mixed && s.kind == .none { return }
         switch s.kind {
         case .none:
             s = Slot(
-                kind: literal ? .literal : .span, final: false, refs: span.hasReferences, trim: true,
-                start: span.start, end: span.end)
+                kind: literal ? .literal : .span, final: false, refs: span.hasReferences, trim: trim, blank: blank,
+                mixed: s.mixed, start: span.start, end: span.end)
         case .span, .literal:
             let first = scratch.count
             appendDecoded(s.kind == .literal, s.refs, s.start, s.end)
             appendDecoded(literal, span.hasReferences, span.start, span.end)
-            s = Slot(kind: .scratch, final: false, refs: false, trim: true, start: first, end: scratch.count)
+            s = Slot(
+                kind: .scratch, final: false, refs: false, trim: trim, blank: s.blank && blank, mixed: s.mixed,
+                start: first, end: scratch.count)
         case .scratch:
             if s.end != scratch.count {
                 // Another value was written after this one: move this one to the end first.
@@ -209,6 +235,7 @@ struct RecordState {
             }
             appendDecoded(literal, span.hasReferences, span.start, span.end)
             s.end = scratch.count
+            s.blank = s.blank && blank
         }
         setSlot(i, target.table, s)
     }

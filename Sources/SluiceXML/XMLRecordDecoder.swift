@@ -22,8 +22,13 @@ struct Slot {
     /// The element ended (or the attribute was read): later text of the same name is ignored.
     var final = false
     var refs = false
-    /// Trim surrounding whitespace (element text, not attribute values).
-    var trim = true
+    /// Trim surrounding whitespace (element text the mapping trims, not attribute values).
+    var trim = false
+    /// The text so far is whitespace only (no reference, no CDATA): if a child element follows, it is the
+    /// layout between elements, not a value.
+    var blank = false
+    /// The element has had a child element: whitespace-only text after it is layout too.
+    var mixed = false
     var start = 0
     var end = 0
 }

@@ -129,6 +129,17 @@ public enum XMLText {
         return XMLSpan(start: s, end: e, hasReferences: span.hasReferences)
     }
 
+    /// Whether `p[span]` is whitespace only (or empty).
+    @inline(__always)
+    public static func isBlank(_ p: UnsafePointer<UInt8>, _ span: XMLSpan) -> Bool {
+        var i = span.start
+        while i < span.end {
+            if !isSpace(p[i]) { return false }
+            i += 1
+        }
+        return true
+    }
+
     /// Whether `c` is XML whitespace.
     @inline(__always)
     public static func isSpace(_ c: UInt8) -> Bool { c == 0x20 || c == 0x0A || c == 0x09 || c == 0x0D }

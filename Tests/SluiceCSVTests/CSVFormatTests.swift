@@ -253,3 +253,38 @@ func csv(
         #expect(reason.contains("--schema v:string") && reason.contains("--null"), "\(reason)")
     }
 }
+
+@Suite struct CSVHeaderTests {
+    /// pandas and Excel exports start with an unnamed index column; hand-made files repeat a name. Both load,
+    /// with names the report lists; `strictHeader` keeps the error.
+    @Test func emptyAndRepeatedNamesAreNamedAndListedOrAnErrorWhenStrict() async throws {
+        let text = ",Name,Total,Name,Name_2,\n0,ann,3,a,b,x\n1,bo,4,c,d,y\n"
+        let r = try await csv(text, schema: nil)
+        #expect(r.rejects.isEmpty)
+        #expect(r.schema?.fields.map(\.name) == ["column1", "Name", "Total", "Name_3", "Name_2", "column6"])
+        #expect(r.rows[1] == [.int64(1), .string("bo"), .int64(4), .string("c"), .string("d"), .string("y")])
+        let notes = r.report.notes.map { $0.label + " " + $0.text.split(separator: "/").last! }
+        #expect(
+            notes == [
+                "header in.csv: field 1 has no name: named column1",
+                "header in.csv: field 4 repeats 'Name': named Name_3",
+                "header in.csv: field 6 has no name: named column6",
+            ])
+        #expect(r.report.text.contains("in.csv: field 1 has no name: named column1\n"), "\(r.report.text)")
+        // A generated name never takes one the header gives another column.
+        let taken = try await csv("column2,,x\n1,2,3\n", schema: nil)
+        #expect(taken.schema?.fields.map(\.name) == ["column2", "column2_2", "x"])
+        var strict = CSVOptions()
+        strict.strictHeader = true
+        await #expect {
+            try await csv(text, schema: nil, options: strict)
+        } throws: { e in
+            "\(e)".contains("in.csv:1") && "\(e)".contains("header field 1 is empty")
+        }
+        await #expect {
+            try await csv("a,b,a\n1,2,3\n", schema: nil, options: strict)
+        } throws: { e in "\(e)".contains("header names column 'a' twice") }
+        // A clean header adds no line to the report.
+        #expect(try await csv("id,name\n1,a\n").report.notes.isEmpty)
+    }
+}

@@ -106,4 +106,25 @@ private struct Env: ~Copyable {
         #expect(spec.schema == Schema([Field("id", .int64, nullable: false), Field("name", .string)]))
         #expect(spec.delimiter == 9 && spec.maxErrors == .percent(1) && spec.mode == .upsert(key: ["id"]))
     }
+
+    @Test func trimIsSetOnTheSourceAChildTableOrAField() throws {
+        let yaml = """
+            source:
+              path: d.xml
+              record: /releases/release
+              trim: true
+              fields: {id: {path: "@id", type: int64}, title: {path: title, trim: false}, notes: notes}
+              children:
+                track: {path: tracks/track, trim: false, fields: {title: title, note: {path: note, trim: true}}}
+            sink: {url: "sqlite:x.db", table: release, mode: upsert, key: id}
+            """
+        let spec = try PipelineFile.parse(yaml, file: "p.yaml", baseDirectory: "")
+        let m = try #require(spec.xml?.mapping(sinkKey: ["id"]))
+        #expect(m.trim && m.fields.map(\.trim) == [nil, false, nil])
+        #expect(m.children[0].trim == false && m.children[0].fields.map(\.trim) == [nil, true])
+        let bad = yaml.replacingOccurrences(of: "trim: true\n", with: "trim: maybe\n")
+        #expect {
+            try PipelineFile.parse(bad, file: "p.yaml", baseDirectory: "")
+        } throws: { e in "\(e)".contains("p.yaml:4") && "\(e)".contains("source.trim") }
+    }
 }

@@ -112,7 +112,7 @@ let mapping = XMLMapping(
         let r = try decodeDocument(xml, try XMLFormat(mapping: mapping))
         #expect(r.rejects.isEmpty)
         #expect(r.rows.count == 2)
-        #expect(r.rows[0][0..<5] == [.int64(7), .string("A & B"), .int64(70), .bool(true), .string("R&B\r\ndone")])
+        #expect(r.rows[0][0..<5] == [.int64(7), .string(" A & B "), .int64(70), .bool(true), .string("R&B\r\ndone")])
         #expect(r.rows[0][5] == .json(#"[{"name":"Cy","role":"Mix"}]"#))
         #expect(r.rows[1][0..<6] == [.int64(8), .null, .null, .null, .null, .json("[]")])
         #expect(
@@ -169,7 +169,7 @@ let mapping = XMLMapping(
               <release id='1'>
                 <notes>n</notes>
                 <master_id   is_main_release = "false" >5</master_id>
-                <title>  T  </title>
+                <title>T</title>
                 <artists>
                   <artist><name>A</name><id>1</id></artist>
                   <artist><name>B</name>  <id>2</id></artist>
@@ -181,7 +181,8 @@ let mapping = XMLMapping(
             """
         #expect(try hash(same) == h)
         let changes = [
-            ("<title>T</title>", "<title>T2</title>"), ("\">5<", "\">6<"), ("\"false\"", "\"true\""),
+            ("<title>T</title>", "<title>T2</title>"), ("<title>T</title>", "<title>T </title>"), ("\">5<", "\">6<"),
+            ("\"false\"", "\"true\""),
             ("<name>A</name>", "<name>a</name>"), ("<id>2</id>", "<id>3</id>"),
             ("<genre>G</genre>", "<genre>G</genre><genre>H</genre>"),
             ("<role>R</role>", "<role>S</role>"), ("<notes>n</notes>", ""),
@@ -195,6 +196,66 @@ let mapping = XMLMapping(
             #expect(changed != base)
             #expect(try hash(changed) != h, "\(from) → \(to)")
         }
+    }
+
+    @Test func elementTextIsKeptExactlyUnlessTheMappingTrimsIt() throws {
+        let xml = """
+            <releases>
+            <release id="1"><title>Circostanze </title><notes>
+              two lines\t
+            </notes><year> 1999 </year><blank> </blank>
+              <tracks><track><title> Intro</title></track><track><title>Outro </title></track></tracks>
+              <mixed>
+                <b>bold</b>
+              </mixed><lead> lead <b>x</b> tail </lead>
+            </release>
+            </releases>
+            """
+        func decode(trim: Bool = false, titleTrim: Bool? = nil, childTrim: Bool? = nil) throws -> Decoded {
+            let m = XMLMapping(
+                record: "/releases/release", key: "id",
+                fields: [
+                    XMLFieldMapping("id", path: "@id", type: .int64),
+                    XMLFieldMapping("title", path: "title", trim: titleTrim), XMLFieldMapping("notes", path: "notes"),
+                    XMLFieldMapping("year", path: "year", type: .int64), XMLFieldMapping("blank", path: "blank"),
+                    XMLFieldMapping("mixed", path: "mixed"), XMLFieldMapping("lead", path: "lead"),
+                ],
+                children: [
+                    XMLChildMapping(
+                        table: "track", path: "tracks/track", fields: [XMLFieldMapping("title", path: "title")],
+                        trim: childTrim)
+                ], trim: trim)
+            let d = try decodeDocument(xml, try XMLFormat(mapping: m))
+            #expect(d.rejects.isEmpty)
+            return d
+        }
+        let exact = try decode()
+        // Text is stored as the document has it; numbers ignore whitespace around them (as XML Schema's numeric
+        // types do); whitespace-only layout between child elements is not a value, a whitespace-only value is.
+        #expect(
+            exact.rows[0][0..<7] == [
+                .int64(1), .string("Circostanze "), .string("\n  two lines\t\n"), .int64(1999), .string(" "), .null,
+                .string(" lead  tail "),
+            ])
+        #expect(exact.children[0].map { $0[2] } == [.string(" Intro"), .string("Outro ")])
+        let trimmed = try decode(trim: true)
+        #expect(
+            trimmed.rows[0][0..<7] == [
+                .int64(1), .string("Circostanze"), .string("two lines"), .int64(1999), .string(""), .null,
+                .string("lead  tail"),
+            ])
+        #expect(trimmed.children[0].map { $0[2] } == [.string("Intro"), .string("Outro")])
+        // A field or a child mapping says otherwise than the source.
+        let some = try decode(trim: true, titleTrim: false, childTrim: false)
+        #expect(some.rows[0][1] == .string("Circostanze ") && some.rows[0][2] == .string("two lines"))
+        #expect(some.children[0].map { $0[2] } == [.string(" Intro"), .string("Outro ")])
+        let onlyTitle = try decode(titleTrim: true, childTrim: true)
+        #expect(onlyTitle.rows[0][1] == .string("Circostanze") && onlyTitle.rows[0][2] == .string("\n  two lines\t\n"))
+        #expect(onlyTitle.children[0].map { $0[2] } == [.string("Intro"), .string("Outro")])
+        // The content hash follows the stored values.
+        let h = try #require(exact.rows[0].count > 7 ? exact.rows[0][7] : nil)
+        #expect(try decode(titleTrim: false).rows[0][7] == h)
+        #expect(trimmed.rows[0][7] != h)
     }
 
     @Test func aMappingIsInferredFromTheDocument() throws {
