@@ -47,7 +47,7 @@ struct CSVDecoder: RecordDecoder {
                                 switch CSVGrammar.scanRecord(p, i, n, atEnd: true, dialect, &visitor) {
                                 case .incomplete, .empty:
                                     return DecodeProgress(end: n, line: line)
-                                case .malformed(let reason, let recover, let lines):
+                                case .malformed(let reason, let recover, let lines, _):
                                     rejects.append(
                                         RecordReject(
                                             relativeLine: line, relativeOffset: recordStart,

@@ -56,7 +56,7 @@ public struct CSVFormat: RecordFormat {
         case .empty:
             // An empty file holds no records; there is no header to check.
             return Preamble(length: start, lines: 0, header: nil)
-        case .malformed(let reason, _, _):
+        case .malformed(let reason, _, _, _):
             throw SluiceError(.format, "malformed header: \(reason)", position: SourcePosition(file: file, line: 1))
         case .complete(let end, let lines):
             for f in 0..<visitor.count {
@@ -131,7 +131,7 @@ public struct CSVFormat: RecordFormat {
             switch CSVGrammar.scanRecord(p, i, n, atEnd: true, dialect, &visitor) {
             case .incomplete, .empty:
                 i = n
-            case .malformed(_, let recover, _):
+            case .malformed(_, let recover, _, _):
                 i = recover
             case .complete(let end, _):
                 i = end
@@ -184,20 +184,28 @@ public struct CSVFormat: RecordFormat {
 struct CSVFramer: RecordFramer {
     let options: CSVOptions
 
+    /// Cuts after whole records, never inside the bytes a broken record's reason was read from: a broken
+    /// record covers its first line, but telling why may have taken bytes past it, and the decoder must see
+    /// them too to give the same reason whatever the chunk size.
     mutating func completeLength(of buffer: UnsafeRawBufferPointer, atEOF: Bool) -> Int {
         guard let base = buffer.baseAddress else { return 0 }
         let p = base.assumingMemoryBound(to: UInt8.self)
         let n = buffer.count
         var i = 0
+        var cut = 0
+        var needed = 0
         var visitor = NoVisitor()
         while i < n {
             switch CSVGrammar.scanRecord(p, i, n, atEnd: atEOF, Dialect(options), &visitor) {
-            case .incomplete: return i
+            case .incomplete: return cut
             case .empty: return n
             case .complete(let end, _): i = end
-            case .malformed(_, let recover, _): i = recover
+            case .malformed(_, let recover, _, let scanned):
+                i = recover
+                needed = max(needed, scanned)
             }
+            if i >= needed { cut = i }
         }
-        return i
+        return cut
     }
 }

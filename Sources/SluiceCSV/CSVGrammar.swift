@@ -35,7 +35,9 @@ struct CollectingVisitor: FieldVisitor {
 
     @inline(__always)
     mutating func field(start: Int, end: Int, quoted: Bool, escaped: Bool) {
-        if count == capacity {
+        if count >= capacity {
+            // Past `limit` fields are only counted (a ragged record is rejected by its count), never stored: the
+            // count may exceed the capacity from then on.
             if count >= limit {
                 count += 1
                 return
@@ -59,8 +61,9 @@ enum ScanResult {
     case incomplete
     /// No data at all.
     case empty
-    /// The record is broken; decoding resumes at `recoverAt` (just past the record's first line).
-    case malformed(reason: String, recoverAt: Int, lines: Int)
+    /// The record is broken; decoding resumes at `recoverAt` (just past the record's first line). Telling
+    /// so took the bytes before `scanned`: a chunk cut before it would find another reason.
+    case malformed(reason: String, recoverAt: Int, lines: Int, scanned: Int)
 }
 
 /// The scalar settings the grammar needs (kept apart from ``CSVOptions`` so the hot loop copies no arrays).
@@ -108,9 +111,12 @@ enum CSVGrammar {
                     if j >= limit {
                         if limit < n {
                             return malformed(
-                                p, start, n, atEnd: atEnd, "quoted field longer than \(dialect.maxRecordBytes) bytes")
+                                p, start, n, atEnd: atEnd, "quoted field longer than \(dialect.maxRecordBytes) bytes",
+                                scanned: limit + 1)
                         }
-                        if atEnd { return malformed(p, start, n, atEnd: atEnd, "unterminated quoted field") }
+                        if atEnd {
+                            return malformed(p, start, n, atEnd: atEnd, "unterminated quoted field", scanned: n)
+                        }
                         return .incomplete
                     }
                     if j + 1 < n {
@@ -140,7 +146,9 @@ enum CSVGrammar {
                         return atEnd ? .complete(end: n, lines: lines) : .incomplete
                     }
                 }
-                return malformed(p, start, n, atEnd: atEnd, "unexpected character after a closing quote")
+                return malformed(
+                    p, start, n, atEnd: atEnd, "unexpected character after a closing quote",
+                    scanned: min(n, i + (c == cr ? 2 : 1)))
             } else {
                 let fs = i
                 while true {
@@ -182,14 +190,14 @@ enum CSVGrammar {
 
     /// The record at `start` is broken: it covers its first line only.
     static func malformed(
-        _ p: UnsafePointer<UInt8>, _ start: Int, _ n: Int, atEnd: Bool, _ reason: String
+        _ p: UnsafePointer<UInt8>, _ start: Int, _ n: Int, atEnd: Bool, _ reason: String, scanned: Int
     )
         -> ScanResult
     {
         var k = start
         while k < n && p[k] != lf { k += 1 }
-        if k < n { return .malformed(reason: reason, recoverAt: k + 1, lines: 1) }
-        return atEnd ? .malformed(reason: reason, recoverAt: n, lines: 0) : .incomplete
+        if k < n { return .malformed(reason: reason, recoverAt: k + 1, lines: 1, scanned: scanned) }
+        return atEnd ? .malformed(reason: reason, recoverAt: n, lines: 0, scanned: scanned) : .incomplete
     }
 
     /// Replaces doubled quotes by single ones.

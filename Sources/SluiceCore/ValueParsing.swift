@@ -130,9 +130,12 @@ public enum ValueParsing {
     public static func parseBool(_ p: UnsafePointer<UInt8>, _ n: Int) -> Bool? {
         switch n {
         case 1:
+            // Digits as they are: `| 0x20` folds the case of letters only (0x11 | 0x20 is "1").
+            if p[0] == UInt8(ascii: "1") { return true }
+            if p[0] == UInt8(ascii: "0") { return false }
             switch p[0] | 0x20 {
-            case UInt8(ascii: "t"), UInt8(ascii: "y"), UInt8(ascii: "1") | 0x20: return true
-            case UInt8(ascii: "f"), UInt8(ascii: "n"), UInt8(ascii: "0") | 0x20: return false
+            case UInt8(ascii: "t"), UInt8(ascii: "y"): return true
+            case UInt8(ascii: "f"), UInt8(ascii: "n"): return false
             default: return nil
             }
         case 2: return (p[0] | 0x20 == UInt8(ascii: "n") && p[1] | 0x20 == UInt8(ascii: "o")) ? false : nil

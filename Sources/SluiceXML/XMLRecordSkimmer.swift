@@ -76,6 +76,7 @@ public struct XMLRecordSkimmer: Sendable {
                     }
                     i = lt + 2
                 } else if c == UInt8(ascii: "!") {
+                    if p[lt + 2] == UInt8(ascii: "[") && lt + 9 > n { break }  // a CDATA section, maybe: wait
                     if p[lt + 2] == UInt8(ascii: "-") && p[lt + 3] == UInt8(ascii: "-") {
                         guard let e = XMLText.find("-->", in: p, from: lt + 4, end: n) else { break }
                         i = e + 3
@@ -83,7 +84,9 @@ public struct XMLRecordSkimmer: Sendable {
                         guard let e = XMLText.find("]]>", in: p, from: lt + 9, end: n) else { break }
                         i = e + 3
                     } else {
-                        i = lt + 2
+                        // A declaration: never cut inside it.
+                        guard let gt = memchr(p + lt + 2, Int32(UInt8(ascii: ">")), n - lt - 2) else { break }
+                        i = UnsafeRawPointer(gt) - raw + 1
                     }
                     if depth == 0 { cut = i }
                 } else if c == UInt8(ascii: "?") {
@@ -187,7 +190,10 @@ public struct XMLRecordSkimmer: Sendable {
             guard lt + 1 < n else { break }
             let c = p[lt + 1]
             if c == UInt8(ascii: "!") {
-                if lt + 4 <= n && p[lt + 2] == UInt8(ascii: "-") && p[lt + 3] == UInt8(ascii: "-") {
+                // Too few bytes to tell a comment or a CDATA section from a declaration: wait for more (a CDATA
+                // section holds '>' that would end a declaration).
+                if lt + 4 > n || p[lt + 2] == UInt8(ascii: "[") && lt + 9 > n { break }
+                if p[lt + 2] == UInt8(ascii: "-") && p[lt + 3] == UInt8(ascii: "-") {
                     guard let e = findString("-->", lt + 4) else { break }
                     i = e + 3
                 } else if lt + 9 <= n && memcmp(p + lt, "<![CDATA[", 9) == 0 {

@@ -64,6 +64,30 @@ func csv(
         #expect(r.report.recordsRejected == 2)
     }
 
+    /// Found by FuzzCSV: a record of more than 65 fields overflowed the field buffer of a narrow schema.
+    @Test func aRecordWithHundredsOfFieldsIsRaggedNotAnOverflow() async throws {
+        let wide = String(repeating: ",", count: 300)
+        let r = try await csv("id,name\n1,a\n\(wide)\n2,b\n\(wide)x\n")
+        #expect(r.rows == [[.int64(1), .string("a")], [.int64(2), .string("b")]])
+        #expect(r.rejects.map(\.line) == [3, 5])
+        #expect(r.rejects.allSatisfy { $0.reason.contains("expected 2 fields, found more than 2") }, "\(r.rejects)")
+    }
+
+    /// Found by FuzzCSV: a chunk cut right after a broken record's first line hid the bytes its reason was
+    /// read from, so the reason depended on the chunk size.
+    @Test func aBrokenRecordHasTheSameReasonWhateverTheChunkSize() async throws {
+        let text = "id,name\n1,a\n2,\"be,a\r\n2,\"b\r\nc\"\r\n3,z\n\"x\ny,z\n4\"q\n5,e\n"
+        let whole = try await csv(text)
+        #expect(whole.rejects.map(\.reason).contains("unexpected character after a closing quote"))
+        for chunk in [1, 3, 8, 13] {
+            let r = try await csv(text, chunkBytes: chunk)
+            #expect(r.rows == whole.rows, "chunks of \(chunk)")
+            #expect(
+                r.rejects.map { "\($0.line ?? 0) \($0.reason)" } == whole.rejects.map { "\($0.line ?? 0) \($0.reason)" }
+            )
+        }
+    }
+
     @Test func unterminatedQuoteIsRejectedAtItsOwnLineAndParsingResumes() async throws {
         let text = "id,name\n1,a\n2,\"broken\n3,c\n4,\"d\"\n5,e\n"
         let r = try await csv(text)

@@ -37,6 +37,8 @@ func parse<T>(_ s: String, _ f: (UnsafePointer<UInt8>, Int) -> T?) -> T? {
         for t in ["true", "TRUE", "t", "1", "yes", "y"] { #expect(parse(t, ValueParsing.parseBool) == true) }
         for f in ["false", "F", "0", "no", "n"] { #expect(parse(f, ValueParsing.parseBool) == false) }
         #expect(parse("maybe", ValueParsing.parseBool) == nil)
+        // Found by FuzzValues: control characters 0x10 and 0x11 were read as 0 and 1.
+        for c in ["\u{10}", "\u{11}", "\u{14}", "\u{19}"] { #expect(parse(c, ValueParsing.parseBool) == nil) }
     }
 
     @Test func utf8Validation() {

@@ -258,6 +258,23 @@ let mapping = XMLMapping(
         #expect(trimmed.rows[0][7] != h)
     }
 
+    /// Found by FuzzXML: a chunk ending inside `<![CDATA[` was cut at a `>` inside the section.
+    @Test func aCDATASectionBetweenRecordsIsNeverCutWhateverTheChunkSize() throws {
+        let xml = """
+            <?xml version="1.0"?><r><!-- c --><![CDATA[<&>]]><x id="1"><a>A</a></x><![CDATA[ > ]]><x id="2"/></r>
+            """
+        let format = try XMLFormat(
+            mapping: XMLMapping(
+                record: "/r/x", key: "id",
+                fields: [XMLFieldMapping("id", path: "@id", type: .int64), XMLFieldMapping("a", path: "a")]))
+        let whole = try decodeDocument(xml, format)
+        #expect(whole.rejects.isEmpty && whole.rows.count == 2)
+        for chunk in 1...12 {
+            let r = try decodeDocument(xml, format, chunk: chunk)
+            #expect(r.rows == whole.rows && r.rejects.isEmpty, "chunks of \(chunk): \(r.rejects)")
+        }
+    }
+
     @Test func aMappingIsInferredFromTheDocument() throws {
         let xml = """
             <releases>
