@@ -340,14 +340,14 @@ public enum PipelineFile {
         spec.xml = x
     }
 
-    /// `name: path` or `name: {path: …, type: …, trim: …}` entries, in file order.
+    /// `name: path` or `name: {path: …, type: …, trim: …, repeated: …}` entries, in file order.
     private static func xmlFields(_ node: Node, _ what: String, _ r: Reader) throws -> [XMLFieldMapping] {
         guard case .mapping(let m) = node else { throw r.error(node, "\(what) must be a mapping of column: path") }
         var out: [XMLFieldMapping] = []
         for (k, v) in m {
             let name = try r.string(k, "a column name")
             if case .mapping = v {
-                let b = try r.mapping(v, "\(what).\(name)", allowed: ["path", "type", "trim"])
+                let b = try r.mapping(v, "\(what).\(name)", allowed: ["path", "type", "trim", "repeated"])
                 guard let p = b["path"] else { throw r.error(v, "\(what).\(name) needs 'path'") }
                 var type = FieldType.string
                 if let t = b["type"] {
@@ -358,10 +358,18 @@ public enum PipelineFile {
                     }
                     type = ft
                 }
+                var repeated = XMLRepeated.reject
+                if let rp = b["repeated"] {
+                    let text = try r.string(rp, "\(what).\(name).repeated")
+                    guard let v = XMLRepeated(rawValue: text) else {
+                        throw r.error(rp, "\(what).\(name).repeated must be reject, first or list (got '\(text)')")
+                    }
+                    repeated = v
+                }
                 out.append(
                     XMLFieldMapping(
                         name, path: try r.string(p, "\(what).\(name).path"), type: type,
-                        trim: try b["trim"].map { try r.bool($0, "\(what).\(name).trim") }))
+                        trim: try b["trim"].map { try r.bool($0, "\(what).\(name).trim") }, repeated: repeated))
             } else {
                 out.append(XMLFieldMapping(name, path: try r.string(v, "\(what).\(name)")))
             }

@@ -22,7 +22,9 @@ struct CompiledMapping: Sendable {
         var text: SlotTarget?
         /// The text is trimmed: the mapping asks for it, or the column is not text (numbers ignore whitespace).
         var textTrim = false
-        var attributes: [([UInt8], SlotTarget)] = []
+        /// What a repeat of the element (text target) does.
+        var textRepeated = XMLRepeated.reject
+        var attributes: [([UInt8], SlotTarget, XMLRepeated)] = []
         /// Entering this element starts a row of child mapping `startsRow`.
         var startsRow: Int?
     }
@@ -65,7 +67,7 @@ struct CompiledMapping: Sendable {
         let s = try mapping.schema()
         schema = s
         recordName = Array(mapping.recordName.utf8)
-        parentTypes = mapping.fields.map(\.type)
+        parentTypes = mapping.fields.map(\.columnType)
         keyField = mapping.key.flatMap { k in mapping.fields.firstIndex { $0.name == k } }
         hashColumn = mapping.hashColumn.flatMap { s.index(of: $0) }
         sourceHashColumn = mapping.effectiveSourceHashColumn.flatMap { s.index(of: $0) }
@@ -80,7 +82,8 @@ struct CompiledMapping: Sendable {
             let json = c.asJSON ? schema.index(of: c.table) : nil
             children.append(
                 Child(
-                    mapping: c, types: c.fields.map(\.type), tableIndex: c.asJSON ? nil : tableIndex, jsonColumn: json,
+                    mapping: c, types: c.fields.map(\.columnType), tableIndex: c.asJSON ? nil : tableIndex,
+                    jsonColumn: json,
                     scalarList: c.fields.count == 1 && c.fields[0].path == "."))
             if !c.asJSON { tableIndex += 1 }
         }
@@ -88,7 +91,7 @@ struct CompiledMapping: Sendable {
             (f.type != .string && f.type != .bytes && f.type != .json) || (f.trim ?? c?.trim ?? mapping.trim)
         }
         for (k, f) in mapping.fields.enumerated() {
-            try place(f.path, from: 0, target: SlotTarget(table: -1, column: k), trim: trims(f, nil))
+            try place(f.path, from: 0, target: SlotTarget(table: -1, column: k), trim: trims(f, nil), f.repeated)
         }
         for (t, c) in mapping.children.enumerated() {
             let node = walk(c.path.split(separator: "/").map { Array($0.utf8) }, from: 0)
@@ -97,7 +100,7 @@ struct CompiledMapping: Sendable {
             }
             nodes[node].startsRow = t
             for (k, f) in c.fields.enumerated() {
-                try place(f.path, from: node, target: SlotTarget(table: t, column: k), trim: trims(f, c))
+                try place(f.path, from: node, target: SlotTarget(table: t, column: k), trim: trims(f, c), f.repeated)
             }
         }
         tables = MappingTables(self)
@@ -118,21 +121,26 @@ struct CompiledMapping: Sendable {
         return node
     }
 
-    private mutating func place(_ path: String, from: Int, target: SlotTarget, trim: Bool) throws {
+    private mutating func place(
+        _ path: String, from: Int, target: SlotTarget, trim: Bool, _ repeated: XMLRepeated
+    ) throws {
         if path == "." {
             nodes[from].text = target
             nodes[from].textTrim = trim
+            // The element's own text of a row or of the record: the element itself never repeats.
+            nodes[from].textRepeated = repeated
             return
         }
         var steps = path.split(separator: "/").map { Array($0.utf8) }
         if let last = steps.last, last.first == UInt8(ascii: "@") {
             steps.removeLast()
             let node = walk(steps, from: from)
-            nodes[node].attributes.append((Array(last.dropFirst()), target))
+            nodes[node].attributes.append((Array(last.dropFirst()), target, repeated))
         } else {
             let node = walk(steps, from: from)
             nodes[node].text = target
             nodes[node].textTrim = trim
+            nodes[node].textRepeated = repeated
         }
     }
 }
@@ -149,6 +157,8 @@ final class MappingTables: @unchecked Sendable {
     let textColumn: UnsafeMutablePointer<Int32>
     /// Per node: 1 when its text is trimmed.
     let textTrim: UnsafeMutablePointer<Int32>
+    /// Per node: what a repeat of the element does (0 reject, 1 first, 2 list).
+    let textRepeated: UnsafeMutablePointer<Int32>
     let rowTable: UnsafeMutablePointer<Int32>
     let attrStart: UnsafeMutablePointer<Int32>
     let attrCount: UnsafeMutablePointer<Int32>
@@ -161,6 +171,8 @@ final class MappingTables: @unchecked Sendable {
     let attrLength: UnsafeMutablePointer<Int32>
     let attrTable: UnsafeMutablePointer<Int32>
     let attrColumn: UnsafeMutablePointer<Int32>
+    /// Per attribute: what a repeat does (as ``textRepeated``).
+    let attrRepeated: UnsafeMutablePointer<Int32>
     let names: UnsafeMutablePointer<UInt8>
     /// The record element's name.
     let recordName: UnsafeMutablePointer<UInt8>
@@ -188,6 +200,8 @@ final class MappingTables: @unchecked Sendable {
         var tt: [Int32] = []
         var tc: [Int32] = []
         var tr: [Int32] = []
+        var trep: [Int32] = []
+        var arep: [Int32] = []
         var rt: [Int32] = []
         var ast: [Int32] = []
         var ac: [Int32] = []
@@ -210,10 +224,12 @@ final class MappingTables: @unchecked Sendable {
             tt.append(Int32(n.text?.table ?? -2))
             tc.append(Int32(n.text?.column ?? 0))
             tr.append(n.textTrim ? 1 : 0)
+            trep.append(Self.code(n.textRepeated))
             rt.append(Int32(n.startsRow ?? -1))
             ast.append(Int32(an.count))
             ac.append(Int32(n.attributes.count))
-            for (name, target) in n.attributes {
+            for (name, target, repeated) in n.attributes {
+                arep.append(Self.code(repeated))
                 an.append(Int32(bytes.count))
                 al.append(Int32(name.count))
                 bytes.append(contentsOf: name)
@@ -226,6 +242,8 @@ final class MappingTables: @unchecked Sendable {
         textTable = buffer(tt)
         textColumn = buffer(tc)
         textTrim = buffer(tr)
+        textRepeated = buffer(trep)
+        attrRepeated = buffer(arep)
         rowTable = buffer(rt)
         attrStart = buffer(ast)
         attrCount = buffer(ac)
@@ -259,7 +277,8 @@ final class MappingTables: @unchecked Sendable {
 
     deinit {
         for p in [
-            edgeStart, edgeCount, textTable, textColumn, textTrim, rowTable, attrStart, attrCount, edgeName, edgeLength,
+            edgeStart, edgeCount, textTable, textColumn, textTrim, textRepeated, attrRepeated, rowTable, attrStart,
+            attrCount, edgeName, edgeLength,
             edgeTarget, attrName, attrLength, attrTable, attrColumn, childFields, childTable, childTypeStart,
         ] {
             p.deallocate()
@@ -268,6 +287,15 @@ final class MappingTables: @unchecked Sendable {
         recordName.deallocate()
         childTypes.deallocate()
         parentTypes.deallocate()
+    }
+
+    /// ``XMLRepeated`` as stored in the tables.
+    static func code(_ r: XMLRepeated) -> Int32 {
+        switch r {
+        case .reject: return 0
+        case .first: return 1
+        case .list: return 2
+        }
     }
 
     /// The child node of `node` named by `p[start..<end]`, or -1.

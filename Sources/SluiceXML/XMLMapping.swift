@@ -1,5 +1,17 @@
 import SluiceCore
 
+/// What a field does when its path matches several elements (or attributes of several elements) in one
+/// record or child row.
+public enum XMLRepeated: String, Sendable, Hashable, CaseIterable {
+    /// The record is rejected, naming the path: a value is never dropped without a word. The default.
+    case reject
+    /// The first one is kept and the others are ignored, on purpose.
+    case first
+    /// Every one is kept, in document order, as a JSON array of strings (the column's type is `json`; null
+    /// when none is present).
+    case list
+}
+
 /// One column filled from an XML record: an attribute (`@id`), a child element's text (`title`), a nested
 /// element's text or attribute (`master_id/@is_main_release`), or the element's own text (`.`).
 public struct XMLFieldMapping: Sendable, Hashable {
@@ -13,14 +25,22 @@ public struct XMLFieldMapping: Sendable, Hashable {
     /// ignore it). nil: as the child mapping or the source says (``XMLChildMapping/trim``,
     /// ``XMLMapping/trim``). Attribute values are never trimmed.
     public var trim: Bool?
+    /// What to do when the path matches more than once. Default: ``XMLRepeated/reject``.
+    public var repeated: XMLRepeated
 
     /// Creates a field mapping.
-    public init(_ name: String, path: String, type: FieldType = .string, trim: Bool? = nil) {
+    public init(
+        _ name: String, path: String, type: FieldType = .string, trim: Bool? = nil, repeated: XMLRepeated = .reject
+    ) {
         self.name = name
         self.path = path
         self.type = type
         self.trim = trim
+        self.repeated = repeated
     }
+
+    /// The column's type: `json` for a list, else ``type``.
+    public var columnType: FieldType { repeated == .list ? .json : type }
 }
 
 /// Repeated elements of a record (`artists/artist`) mapped to rows of a child table linked by the parent key,
@@ -130,7 +150,8 @@ public struct XMLMapping: Sendable, Hashable {
         }
         for f in fields {
             try Self.checkPath(f.path, field: f.name)
-            try add(Field(f.name, f.type))
+            try Self.checkRepeated(f)
+            try add(Field(f.name, f.columnType))
         }
         for c in children where c.asJSON { try add(Field(c.table, .json)) }
         if let h = hashColumn { try add(Field(h, .bytes)) }
@@ -149,11 +170,12 @@ public struct XMLMapping: Sendable, Hashable {
                 var cf = [Field(linkColumn, k.type, nullable: false), Field("position", .int64, nullable: false)]
                 for f in c.fields {
                     try Self.checkPath(f.path, field: f.name)
+                    try Self.checkRepeated(f)
                     guard f.name != linkColumn && f.name != "position" else {
                         throw SluiceError(
                             .config, "child table \(c.table): column '\(f.name)' is reserved (link and position)")
                     }
-                    cf.append(Field(f.name, f.type))
+                    cf.append(Field(f.name, f.columnType))
                 }
                 tables.append(ChildTable(name: c.table, schema: Schema(cf)))
             }
@@ -168,6 +190,14 @@ public struct XMLMapping: Sendable, Hashable {
             throw SluiceError(.config, "the record key '\(key)' is not one of the mapped fields")
         }
         return Schema(fieldsOut, children: tables)
+    }
+
+    static func checkRepeated(_ f: XMLFieldMapping) throws {
+        if f.repeated == .list && f.path == "." {
+            throw SluiceError(
+                .config,
+                "field '\(f.name)': '.' is one value; repeated: list applies to a path below the element")
+        }
     }
 
     static func checkPath(_ path: String, field: String) throws {

@@ -26,6 +26,7 @@ extension RecordState {
             let n = XMLText.decode(base, span.start, span.end, into: at)
             return (UnsafePointer(at), n)
         case .scratch:
+            if s.list { return listValue(s) }
             let p = scratch.base
             var a = s.start
             var b = s.end
@@ -35,6 +36,21 @@ extension RecordState {
             }
             return (UnsafePointer(p + a), b - a)
         }
+    }
+
+    /// A list slot's items as a JSON array of strings (in `listOut`, valid until the next list is read).
+    mutating func listValue(_ s: Slot) -> (UnsafePointer<UInt8>, Int) {
+        listOut.count = 0
+        listOut.append(UInt8(ascii: "["))
+        var k = s.start
+        while k + 4 <= s.end {
+            let n = Int(UInt32(littleEndian: UnsafeRawPointer(scratch.base + k).loadUnaligned(as: UInt32.self)))
+            if k > s.start { listOut.append(UInt8(ascii: ",")) }
+            listOut.appendJSONString(scratch.base + k + 4, n)
+            k += 4 + n
+        }
+        listOut.append(UInt8(ascii: "]"))
+        return (UnsafePointer(listOut.base), listOut.count)
     }
 
     /// Appends a slot's value to `column` as `type`, and to the canonical encoding. Returns why it does not
@@ -195,7 +211,9 @@ extension RecordState {
             return
         }
         let (p, n) = value(s)
-        if (type == .int64 || type == .float64) && n > 0 && JSONSyntax.validate(p, n) != nil
+        if s.list {
+            json.append(p, n)
+        } else if (type == .int64 || type == .float64) && n > 0 && JSONSyntax.validate(p, n) != nil
             && (type == .float64 || ValueParsing.parseInt64(p, n) != nil)
         {
             json.append(p, n)

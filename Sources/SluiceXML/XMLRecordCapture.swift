@@ -27,6 +27,8 @@ struct RecordState {
     var scratch = RawBytes(capacity: 4096)
     var canonical = RawBytes(capacity: 8192)
     var json = RawBytes(capacity: 1024)
+    /// The JSON text of the last list value read (``Slot/list``).
+    var listOut = RawBytes(capacity: 256)
     /// Unmanaged parent columns, then each child table's columns (`childColumnStart[t]` is table t's first),
     /// and the child builders.
     var columns: UnsafeMutablePointer<Unmanaged<Column>>
@@ -52,6 +54,7 @@ struct RecordState {
         scratch.free()
         canonical.free()
         json.free()
+        listOut.free()
         columns.deallocate()
         slots.free()
         rows.free()
@@ -89,7 +92,7 @@ struct RecordState {
         nodes.removeAll()
         nodes.append(0)
         let t = tables
-        attributes(of: 0, &scanner)
+        try attributes(of: 0, &scanner)
         let depth = scanner.depth - 1
         while true {
             let event = try scanner.next()
@@ -100,7 +103,7 @@ struct RecordState {
                 {
                     throw XMLError(
                         offset: recordStart,
-                        reason: "<\(scanner.string(name))> is not closed before the next one starts")
+                        reason: notClosed)
                 }
                 let parent = nodes[nodes.count - 1]
                 let parentTable = Int(t.textTable[parent])
@@ -110,6 +113,21 @@ struct RecordState {
                     try scanner.skipElement()
                     continue
                 }
+                let text = Int(t.textTable[node])
+                if text != -2 && t.rowTable[node] < 0 {
+                    // The element fills a value: a list gets an item, any other value must not repeat.
+                    let target = SlotTarget(table: text, column: Int(t.textColumn[node]))
+                    let repeated = t.textRepeated[node]
+                    if repeated == 2 {
+                        listItemStart(target)
+                    } else if let i = slotIndex(target), slot(i, text).final {
+                        if repeated == 1 {
+                            try scanner.skipElement()
+                            continue
+                        }
+                        throw XMLError(offset: name.start - 1, reason: repeatReason(target))
+                    }
+                }
                 nodes.append(node)
                 let table = Int(t.rowTable[node])
                 if table >= 0 {
@@ -117,11 +135,18 @@ struct RecordState {
                     for _ in 0..<Int(t.childFields[table]) { rowSlots.append(Slot()) }
                     currentRow[table] = rows.count - 1
                 }
-                if t.attrCount[node] > 0 { attributes(of: node, &scanner) }
+                if t.attrCount[node] > 0 { try attributes(of: node, &scanner) }
             case .end:
                 let node = nodes.removeLast()
                 let table = Int(t.textTable[node])
-                if table != -2 { markFinal(SlotTarget(table: table, column: Int(t.textColumn[node]))) }
+                if table != -2 {
+                    let target = SlotTarget(table: table, column: Int(t.textColumn[node]))
+                    if t.textRepeated[node] == 2 && t.rowTable[node] < 0 {
+                        listItemEnd(target, trim: t.textTrim[node] != 0)
+                    } else {
+                        markFinal(target)
+                    }
+                }
                 if scanner.depth == depth { return }
             case .text(let span):
                 let node = nodes[nodes.count - 1]
@@ -140,34 +165,123 @@ struct RecordState {
                         to: SlotTarget(table: table, column: Int(t.textColumn[node])))
                 }
             case .endOfInput:
-                throw XMLError(offset: recordStart, reason: "the record is not closed before the input ends")
+                throw XMLError(offset: recordStart, reason: notClosed)
             case .comment, .processingInstruction, .doctype:
                 continue
             }
         }
     }
 
-    mutating func attributes(of node: Int, _ scanner: inout XMLScanner) {
+    mutating func attributes(of node: Int, _ scanner: inout XMLScanner) throws(XMLError) {
         let t = tables
         let first = Int(t.attrStart[node])
         let n = Int(t.attrCount[node])
         if n == 0 { return }
-        scanner.withAttributes { attrs in
+        let repeatAt: (Int, SlotTarget)? = scanner.withAttributes { attrs in
             for a in attrs {
                 for k in first..<(first + n) where Int(t.attrLength[k]) == a.name.count {
                     if XMLText.same(base + a.name.start, t.names + Int(t.attrName[k]), a.name.count) {
                         let target = SlotTarget(table: Int(t.attrTable[k]), column: Int(t.attrColumn[k]))
-                        if let i = slotIndex(target), slot(i, target.table).kind == .none {
+                        guard let i = slotIndex(target) else { continue }
+                        if t.attrRepeated[k] == 2 {
+                            listItemStart(target)
+                            listAppend(target, literal: false, refs: a.value.hasReferences, a.value.start, a.value.end)
+                            listItemEnd(target, trim: false)
+                        } else if slot(i, target.table).kind == .none {
                             setSlot(
                                 i, target.table,
                                 Slot(
                                     kind: .span, final: true, refs: a.value.hasReferences, trim: false, blank: false,
                                     mixed: false, start: a.value.start, end: a.value.end))
+                        } else if t.attrRepeated[k] == 0 {
+                            return (a.name.start, target)
                         }
                     }
                 }
             }
+            return nil
         }
+        if let (at, target) = repeatAt { throw XMLError(offset: at, reason: repeatReason(target)) }
+    }
+
+    /// Why a record without its end tag is rejected. One reason for both ways of finding out (the next record
+    /// starts, or the input ends), since which one a decoder sees depends on where its chunk was cut.
+    var notClosed: String {
+        let n = compiled.mapping.recordName
+        return "<\(n)> is not closed: no </\(n)> before the next <\(n)> or the end of the input"
+    }
+
+    /// Why a record whose `target` value repeats is rejected, and how to map it instead.
+    func repeatReason(_ target: SlotTarget) -> String {
+        let f =
+            target.table < 0
+            ? compiled.mapping.fields[target.column] : compiled.children[target.table].mapping.fields[target.column]
+        let owner = target.table < 0 ? "" : " of \(compiled.children[target.table].mapping.table)"
+        return "'\(f.path)' occurs more than once, but field '\(f.name)'\(owner) holds one value: "
+            + "give it repeated: list (a JSON array) or repeated: first, or map the elements as a child table"
+    }
+
+    /// Moves a scratch slot's bytes to the end of `scratch` if another value was written after them, so that it
+    /// can grow.
+    mutating func moveToEnd(_ s: inout Slot) {
+        if s.end == scratch.count { return }
+        let n = s.end - s.start
+        let at = scratch.reserve(n)
+        at.update(from: scratch.base + s.start, count: n)
+        s.start = scratch.count
+        s.end = scratch.count + n
+        scratch.count += n
+    }
+
+    /// Opens a new item of the list `target` (starting the list if it is the first).
+    mutating func listItemStart(_ target: SlotTarget) {
+        guard let i = slotIndex(target) else { return }
+        var s = slot(i, target.table)
+        if s.kind == .none {
+            s = Slot(kind: .scratch, start: scratch.count, end: scratch.count)
+            s.list = true
+        } else {
+            moveToEnd(&s)
+        }
+        s.item = s.end - s.start
+        _ = scratch.reserve(4)
+        scratch.count += 4
+        s.end = scratch.count
+        setSlot(i, target.table, s)
+    }
+
+    /// Appends input `[start, end)`, decoded, to the open item of the list `target`.
+    mutating func listAppend(_ target: SlotTarget, literal: Bool, refs: Bool, _ start: Int, _ end: Int) {
+        guard let i = slotIndex(target) else { return }
+        var s = slot(i, target.table)
+        guard s.list, s.item >= 0 else { return }
+        moveToEnd(&s)
+        appendDecoded(literal, refs, start, end)
+        s.end = scratch.count
+        setSlot(i, target.table, s)
+    }
+
+    /// Closes the open item of the list `target`: trims it if asked and writes its length.
+    mutating func listItemEnd(_ target: SlotTarget, trim: Bool) {
+        guard let i = slotIndex(target) else { return }
+        var s = slot(i, target.table)
+        guard s.list, s.item >= 0 else { return }
+        let at = s.start + s.item
+        let content = at + 4
+        var a = content
+        var b = s.end
+        if trim {
+            let p = scratch.base
+            while a < b && XMLText.isSpace(p[a]) { a += 1 }
+            while b > a && XMLText.isSpace(p[b - 1]) { b -= 1 }
+            if a > content { (scratch.base + content).update(from: scratch.base + a, count: b - a) }
+            b = content + (b - a)
+            if s.end == scratch.count { scratch.count = b }
+            s.end = b
+        }
+        UnsafeMutableRawPointer(scratch.base + at).storeBytes(of: UInt32(b - content).littleEndian, as: UInt32.self)
+        s.item = -1
+        setSlot(i, target.table, s)
     }
 
     /// The index of a target's slot (in `slots` for the parent, `rowSlots` for a child row), if it has one.
@@ -209,6 +323,10 @@ struct RecordState {
         guard let i = slotIndex(target) else { return }
         var s = slot(i, target.table)
         if s.final { return }
+        if s.list {
+            listAppend(target, literal: literal, refs: span.hasReferences, span.start, span.end)
+            return
+        }
         // (A reference is not whitespace: `&` is not blank, whatever `hasReferences` says.)
         let blank = !literal && XMLText.isBlank(base, span)
         if blank && s.mixed && s.kind == .none { return }
@@ -225,14 +343,8 @@ struct RecordState {
                 kind: .scratch, final: false, refs: false, trim: trim, blank: s.blank && blank, mixed: s.mixed,
                 start: first, end: scratch.count)
         case .scratch:
-            if s.end != scratch.count {
-                // Another value was written after this one: move this one to the end first.
-                let n = s.end - s.start
-                let at = scratch.reserve(n)
-                at.update(from: scratch.base + s.start, count: n)
-                s.start = scratch.count
-                scratch.count += n
-            }
+            // Another value may have been written after this one: move this one to the end first.
+            moveToEnd(&s)
             appendDecoded(literal, span.hasReferences, span.start, span.end)
             s.end = scratch.count
             s.blank = s.blank && blank

@@ -29,6 +29,11 @@ struct Slot {
     var blank = false
     /// The element has had a child element: whitespace-only text after it is layout too.
     var mixed = false
+    /// A list (``XMLRepeated/list``): `scratch[start..<end]` holds its items, each a 4-byte length and the
+    /// item's decoded bytes.
+    var list = false
+    /// The open item's length prefix, relative to `start` (-1: no item open).
+    var item = -1
     var start = 0
     var end = 0
 }

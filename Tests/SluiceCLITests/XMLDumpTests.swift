@@ -103,6 +103,14 @@ func freshDatabase(_ name: String) throws -> String {
             let n = try c.query("SELECT count(*) FROM \(table)")[0][0]
             #expect(n == String(try occurrences(tag, in: dir.file("releases.xml"))), "\(table)")
         }
+        // Every description of every format is kept (a JSON array per format), none dropped.
+        let xml = try String(contentsOfFile: dir.file("releases.xml"), encoding: .utf8)
+        let inFormats = xml.components(separatedBy: "<descriptions>").dropFirst().map {
+            $0.components(separatedBy: "</descriptions>")[0].components(separatedBy: "<description>").count - 1
+        }.reduce(0, +)
+        #expect(inFormats > 700)
+        #expect(
+            try c.query("SELECT sum(json_array_length(descriptions)) FROM release_format")[0][0] == String(inFormats))
         // The bare '&' and '&#13;' of the notes arrive as text.
         #expect(try c.query("SELECT notes FROM release WHERE id = 1")[0][0]?.contains("R&B mix\r\n") == true)
 

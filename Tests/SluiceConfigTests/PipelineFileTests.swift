@@ -127,4 +127,23 @@ private struct Env: ~Copyable {
             try PipelineFile.parse(bad, file: "p.yaml", baseDirectory: "")
         } throws: { e in "\(e)".contains("p.yaml:4") && "\(e)".contains("source.trim") }
     }
+
+    @Test func repeatedIsParsedAndAnUnknownValueNamesTheChoices() throws {
+        let yaml = """
+            source:
+              path: d.xml
+              record: /releases/release
+              fields: {id: {path: "@id", type: int64}, label: {path: labels/label/@name, repeated: list}}
+            sink: {url: "sqlite:x.db", table: release, mode: upsert, key: id}
+            """
+        let spec = try PipelineFile.parse(yaml, file: "p.yaml", baseDirectory: "")
+        let m = try #require(spec.xml?.mapping(sinkKey: ["id"]))
+        #expect(m.fields.map(\.repeated) == [.reject, .list])
+        #expect(try m.schema().fields[1].type == .json)
+        #expect {
+            try PipelineFile.parse(
+                yaml.replacingOccurrences(of: "repeated: list", with: "repeated: all"), file: "p.yaml",
+                baseDirectory: "")
+        } throws: { e in "\(e)".contains("p.yaml:4") && "\(e)".contains("must be reject, first or list") }
+    }
 }

@@ -275,6 +275,97 @@ let mapping = XMLMapping(
         }
     }
 
+    /// Found by FuzzXML: an unclosed record's reason depended on whether its chunk ended before the next record.
+    @Test func anUnclosedRecordHasTheSameReasonWhateverTheChunkSize() throws {
+        let xml =
+            "<r>\n<x id=\"4\"><a>four</a></x>\n<x id=\"5\"><a>five</a>\n<x id=\"6\"><a>six</a></x>\n<x id=\"7\"><a>7"
+        let format = try XMLFormat(
+            mapping: XMLMapping(
+                record: "/r/x", key: "id",
+                fields: [XMLFieldMapping("id", path: "@id", type: .int64), XMLFieldMapping("a", path: "a")]))
+        let whole = try decodeDocument(xml, format)
+        #expect(whole.rows.map { $0[0] } == [.int64(4), .int64(6)])
+        #expect(whole.rejects.map(\.line) == [3, 5])
+        #expect(
+            whole.rejects.allSatisfy { $0.reason.contains("<x> is not closed: no </x> before the next <x> or the end") }
+        )
+        for chunk in [5, 12, 30] {
+            let r = try decodeDocument(xml, format, chunk: chunk)
+            #expect(r.rows == whole.rows, "chunks of \(chunk)")
+            #expect(r.rejects.map(\.reason) == whole.rejects.map(\.reason), "chunks of \(chunk)")
+        }
+    }
+
+    @Test func aRepeatedElementUnderAScalarFieldIsRejectedKeptFirstOrListed() throws {
+        let xml = """
+            <releases>
+            <release id="1"><title>A</title>
+              <formats><format name="Vinyl"><descriptions><description> 12" </description><description>33 &#8531; RPM</description></descriptions></format>
+              <format name="CD"><descriptions><description><![CDATA[<Album>]]></description></descriptions></format></formats>
+              <labels><label name="L1"/><label name="L2"/></labels>
+            </release>
+            <release id="2"><title>B</title><title>B2</title></release>
+            <release id="3"><title>C</title><formats><format name="File"/></formats></release>
+            </releases>
+            """
+        func mapping(_ repeated: XMLRepeated, trim: Bool? = nil) -> XMLMapping {
+            XMLMapping(
+                record: "/releases/release", key: "id",
+                fields: [
+                    XMLFieldMapping("id", path: "@id", type: .int64),
+                    XMLFieldMapping("title", path: "title", repeated: repeated),
+                    XMLFieldMapping("label", path: "labels/label/@name", repeated: repeated),
+                ],
+                children: [
+                    XMLChildMapping(
+                        table: "release_format", path: "formats/format",
+                        fields: [
+                            XMLFieldMapping("name", path: "@name"),
+                            XMLFieldMapping(
+                                "descriptions", path: "descriptions/description", trim: trim, repeated: repeated),
+                        ])
+                ])
+        }
+        // Reject (the default): the record is rejected at the repeat, naming the path and the fix.
+        let rejected = try decodeDocument(xml, try XMLFormat(mapping: mapping(.reject)))
+        #expect(rejected.rows.map { $0[0] } == [.int64(3)])
+        #expect(rejected.rejects.map(\.line) == [3, 7])
+        #expect(rejected.rejects[0].reason.contains("'descriptions/description' occurs more than once"))
+        #expect(rejected.rejects[0].reason.contains("field 'descriptions' of release_format holds one value"))
+        #expect(rejected.rejects[0].reason.contains("repeated: list"))
+        #expect(rejected.rejects[1].reason.contains("'title' occurs more than once"))
+        // First: on purpose.
+        let first = try decodeDocument(xml, try XMLFormat(mapping: mapping(.first)))
+        #expect(first.rejects.isEmpty)
+        #expect(
+            first.rows.map { Array($0[0..<3]) } == [
+                [.int64(1), .string("A"), .string("L1")], [.int64(2), .string("B"), .null],
+                [.int64(3), .string("C"), .null],
+            ])
+        #expect(first.children[0].map { $0[3] } == [.string(" 12\" "), .string("<Album>"), .null])
+        // List: every one, in order, as a JSON array; references and CDATA decoded; trim per item.
+        for chunk in [1 << 20, 7, 64] {
+            let listed = try decodeDocument(xml, try XMLFormat(mapping: mapping(.list)), chunk: chunk)
+            #expect(listed.rejects.isEmpty)
+            #expect(
+                listed.rows.map { Array($0[1..<3]) } == [
+                    [.json(#"["A"]"#), .json(#"["L1","L2"]"#)], [.json(#"["B","B2"]"#), .null],
+                    [.json(#"["C"]"#), .null],
+                ])
+            #expect(
+                listed.children[0].map { $0[3] } == [.json(#"[" 12\" ","33 ⅓ RPM"]"#), .json(#"["<Album>"]"#), .null])
+        }
+        let trimmed = try decodeDocument(xml, try XMLFormat(mapping: mapping(.list, trim: true)))
+        #expect(trimmed.children[0][0][3] == .json(#"["12\"","33 ⅓ RPM"]"#))
+        // A list of the element's own text is one value: a configuration error.
+        #expect(throws: SluiceError.self) {
+            try XMLFormat(
+                mapping: XMLMapping(
+                    record: "/r/x", fields: [XMLFieldMapping("t", path: ".", repeated: .list)]))
+        }
+        #expect(try XMLFormat(mapping: mapping(.list)).declaredSchema?.fields[1].type == .json)
+    }
+
     @Test func aMappingIsInferredFromTheDocument() throws {
         let xml = """
             <releases>
