@@ -132,11 +132,16 @@ public protocol RecordFormat: Sendable {
     /// Lets decoders skip records whose raw bytes hash to what the sink holds (see ``StoredSourceHashes``);
     /// called before decoding starts. Default: nothing (every record is decoded).
     func useStoredSourceHashes(_ stored: StoredSourceHashes)
+    /// Lines for the run report, read once after the run (`("ignored", "tracklist/track/artists: 1,204
+    /// elements not in the mapping")`). Default: none.
+    func reportNotes() -> [(label: String, text: String)]
 }
 
 extension RecordFormat {
     /// Does nothing.
     public func useStoredSourceHashes(_ stored: StoredSourceHashes) {}
+    /// None.
+    public func reportNotes() -> [(label: String, text: String)] { [] }
 }
 
 /// Records a source rejected before the run started (the sample it inferred a schema from), for the rejects

@@ -61,9 +61,10 @@ public final class FileSource: Source, @unchecked Sendable {
     }
 
     /// A `header` line for each column a file's header did not name usably (empty, or a repeat), with the
-    /// name it was given.
+    /// name it was given; then the format's own lines (what an XML mapping ignored).
     public var reportLines: [ReportLine] {
         headerNotes.withLock { $0 }.map { ReportLine(label: "header", text: $0) }
+            + format.reportNotes().map { ReportLine(label: $0.label, text: $0.text) }
     }
 
     /// Passes the sink's stored source hashes to the format's decoders.

@@ -46,6 +46,8 @@ struct CompiledMapping: Sendable {
     private(set) var tables: MappingTables!
     let recordName: [UInt8]
     var nodes: [Node] = [Node()]
+    /// Each node's element path below the record ("" for the record itself), for the report.
+    private(set) var nodePaths: [String] = []
     /// Parent field types, in mapping order (the first `fields.count` schema columns).
     let parentTypes: [FieldType]
     var children: [Child] = []
@@ -103,6 +105,14 @@ struct CompiledMapping: Sendable {
                 try place(f.path, from: node, target: SlotTarget(table: t, column: k), trim: trims(f, c), f.repeated)
             }
         }
+        var paths = [String](repeating: "", count: nodes.count)
+        for (i, n) in nodes.enumerated() {
+            for (k, next) in n.next.enumerated() {
+                let name = String(decoding: n.names[k], as: UTF8.self)
+                paths[next] = paths[i].isEmpty ? name : paths[i] + "/" + name
+            }
+        }
+        nodePaths = paths
         tables = MappingTables(self)
     }
 

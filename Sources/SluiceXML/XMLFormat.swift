@@ -23,6 +23,7 @@ public final class XMLFormat: RecordFormat, Sendable {
     public let trim: Bool
     private let state: Locked<CompiledMapping?>
     private let stored = StoredBox()
+    private let ignored = IgnoredPaths()
 
     /// A format with an explicit mapping.
     /// - Throws: ``SluiceError`` (`.config`) for an invalid mapping.
@@ -156,8 +157,12 @@ public final class XMLFormat: RecordFormat, Sendable {
         else {
             throw SluiceError(.config, "the schema \(schema) does not match the XML mapping's \(mine)")
         }
-        return XMLRecordDecoder(compiled: compiled, schema: schema, file: file, stored: stored)
+        return XMLRecordDecoder(compiled: compiled, schema: schema, file: file, stored: stored, ignored: ignored)
     }
+
+    /// An `ignored` line per element path the mapping does not cover, with how many such elements the run
+    /// read (map them, or know they are left out).
+    public func reportNotes() -> [(label: String, text: String)] { ignored.lines() }
 
     /// Lets the decoders skip records whose raw bytes hash to the stored source hash (needs a source-hash
     /// column and an int64 key attribute on the record element; otherwise every record is decoded).

@@ -4,8 +4,10 @@ import SluiceCore
 /// - the record's attributes, and child elements that hold only text and occur at most once, become columns
 ///   (an element's attributes become `element_attribute` columns);
 /// - an element that repeats, or a wrapper holding repeated elements (`artists/artist`), becomes a child table
-///   `<record>_<element>` whose columns are the element's attributes, its single text children and its own
-///   text; a child column called `id` is renamed `<element>_id`;
+///   `<record>_<element>` (or `<record>_<container>`, singular, when the container says more: `aliases/name`
+///   → `artist_alias`) whose columns are the element's attributes, its single text children, its own text,
+///   and JSON lists of the text elements that repeat inside it (`descriptions/description`); a child column
+///   called `id` or `position` is renamed `<element>_id`, `<element>_position`;
 /// - a wrapper whose children do not repeat is flattened into `wrapper_child` columns;
 /// - deeper structure is left out (map it explicitly, or as JSON).
 ///
@@ -101,6 +103,25 @@ public enum XMLMappingInference {
 
     private static func type(_ isInt: Bool?) -> FieldType { isInt == true ? .int64 : .string }
 
+    /// What a child table of `element` inside `container` is called after the record's name: the element
+    /// when the container only pluralises it (`artists/artist`, `tracklist/track`, `companies/company`),
+    /// else the container, made singular (`aliases/name` → `alias`, `extraartists/artist` → `extraartist`).
+    static func tableName(container: String, element: String) -> String {
+        let one = singular(container)
+        return container.hasPrefix(element) || one == element ? element : one
+    }
+
+    /// An English plural made singular, by its ending (`companies` → `company`, `aliases` → `alias`,
+    /// `members` → `member`); a word that does not look plural is kept.
+    static func singular(_ word: String) -> String {
+        for (plural, one) in [("ies", "y"), ("sses", "ss"), ("shes", "sh"), ("ches", "ch"), ("xes", "x"), ("ses", "s")]
+        where word.count > plural.count + 1 && word.hasSuffix(plural) {
+            return String(word.dropLast(plural.count)) + one
+        }
+        if word.count > 2 && word.hasSuffix("s") && !word.hasSuffix("ss") { return String(word.dropLast()) }
+        return word
+    }
+
     private static func mapping(_ root: Stat, record: String, key: String?, hashColumn: String?) -> XMLMapping {
         var used = Set<String>()
         func unique(_ n: String, in set: inout Set<String>) -> String {
@@ -118,22 +139,52 @@ public enum XMLMappingInference {
         }
         var children: [XMLChildMapping] = []
         var tables = Set<String>()
-        func childTable(_ c: Stat, path: String) {
+        /// A child table of element `c` (inside `container`, if any), named after the container when it says
+        /// more than the element (`aliases/name` → `artist_alias`), else after the element
+        /// (`artists/artist` → `release_artist`). Its columns: the element's attributes, its single text
+        /// children, its own text, and, as JSON lists, text elements that repeat inside it
+        /// (`descriptions/description` → `descriptions`).
+        func childTable(_ c: Stat, container: Stat?) {
+            let path = container.map { "\($0.name)/\(c.name)" } ?? c.name
             var cols = Set(["position", "\(root.name)_\(key ?? "id")"])
             var cf: [XMLFieldMapping] = []
-            func rename(_ n: String) -> String { n == "id" ? "\(c.name)_id" : n }
+            func rename(_ n: String) -> String { n == "id" || n == "position" ? "\(c.name)_\(n)" : n }
             for a in c.attributes {
                 cf.append(XMLFieldMapping(unique(rename(a), in: &cols), path: "@" + a, type: type(c.attributeInts[a])))
             }
-            for g in c.children where g.isLeaf && g.maxPerParent <= 1 && g.textSeen {
-                cf.append(XMLFieldMapping(unique(rename(g.name), in: &cols), path: g.name, type: type(g.textInt)))
+            for g in c.children {
+                if g.isLeaf {
+                    guard g.textSeen else { continue }
+                    if g.maxPerParent <= 1 {
+                        cf.append(
+                            XMLFieldMapping(unique(rename(g.name), in: &cols), path: g.name, type: type(g.textInt)))
+                    } else {
+                        cf.append(XMLFieldMapping(unique(rename(g.name), in: &cols), path: g.name, repeated: .list))
+                    }
+                } else if g.maxPerParent <= 1, g.children.count == 1, let item = g.children.first, item.isLeaf,
+                    item.textSeen
+                {
+                    if item.maxPerParent > 1 || singular(g.name) != g.name {
+                        // A wrapper of text elements (`descriptions/description`): one JSON list, also when the
+                        // sample had one at most, so that a later record holding several is not rejected.
+                        cf.append(
+                            XMLFieldMapping(
+                                unique(rename(g.name), in: &cols), path: "\(g.name)/\(item.name)", repeated: .list))
+                    } else {
+                        cf.append(
+                            XMLFieldMapping(
+                                unique("\(g.name)_\(item.name)", in: &cols), path: "\(g.name)/\(item.name)",
+                                type: type(item.textInt)))
+                    }
+                }
             }
             if c.isLeaf && c.textSeen {
                 cf.append(XMLFieldMapping(unique(c.name, in: &cols), path: ".", type: type(c.textInt)))
             }
             guard !cf.isEmpty else { return }
+            let suffix = container.map { tableName(container: $0.name, element: c.name) } ?? c.name
             children.append(
-                XMLChildMapping(table: unique("\(root.name)_\(c.name)", in: &tables), path: path, fields: cf))
+                XMLChildMapping(table: unique("\(root.name)_\(suffix)", in: &tables), path: path, fields: cf))
         }
         for e in root.children {
             if e.isLeaf {
@@ -148,14 +199,14 @@ public enum XMLMappingInference {
                                 type: type(e.attributeInts[a])))
                     }
                 } else {
-                    childTable(e, path: e.name)
+                    childTable(e, container: nil)
                 }
             } else if e.maxPerParent > 1 {
-                childTable(e, path: e.name)
+                childTable(e, container: nil)
             } else {
                 let list = e.children.count == 1 || e.children.contains { $0.maxPerParent > 1 }
                 if list {
-                    for c in e.children { childTable(c, path: "\(e.name)/\(c.name)") }
+                    for c in e.children { childTable(c, container: e) }
                 } else {
                     for a in e.attributes {
                         fields.append(

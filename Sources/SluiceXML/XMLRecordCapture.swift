@@ -29,6 +29,10 @@ struct RecordState {
     var json = RawBytes(capacity: 1024)
     /// The JSON text of the last list value read (``Slot/list``).
     var listOut = RawBytes(capacity: 256)
+    /// Elements the mapping does not cover, seen in this call: count by a hash of (parent node, name), and
+    /// the parent and name behind each hash.
+    var ignored: [UInt64: Int] = [:]
+    var ignoredNames: [UInt64: (Int, String)] = [:]
     /// Unmanaged parent columns, then each child table's columns (`childColumnStart[t]` is table t's first),
     /// and the child builders.
     var columns: UnsafeMutablePointer<Unmanaged<Column>>
@@ -110,6 +114,7 @@ struct RecordState {
                 if parentTable != -2 { childStarted(SlotTarget(table: parentTable, column: Int(t.textColumn[parent]))) }
                 let node = t.child(of: parent, base, name.start, name.count)
                 if node < 0 {
+                    noteIgnored(parent, name, scanner)
                     try scanner.skipElement()
                     continue
                 }
@@ -202,6 +207,18 @@ struct RecordState {
             return nil
         }
         if let (at, target) = repeatAt { throw XMLError(offset: at, reason: repeatReason(target)) }
+    }
+
+    /// Counts an element the mapping does not cover (no allocation but the first time a path is seen).
+    mutating func noteIgnored(_ parent: Int, _ name: XMLSpan, _ scanner: XMLScanner) {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325 ^ UInt64(parent)
+        for i in name.start..<name.end { h = (h ^ UInt64(base[i])) &* 0x100_0000_01b3 }
+        if let n = ignored[h] {
+            ignored[h] = n + 1
+        } else {
+            ignored[h] = 1
+            ignoredNames[h] = (parent, scanner.string(name))
+        }
     }
 
     /// Why a record without its end tag is rejected. One reason for both ways of finding out (the next record

@@ -46,12 +46,15 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
     let file: String
     let stored: StoredBox
 
-    init(compiled: CompiledMapping, schema: Schema, file: String, stored: StoredBox) {
+    let ignored: IgnoredPaths
+
+    init(compiled: CompiledMapping, schema: Schema, file: String, stored: StoredBox, ignored: IgnoredPaths) {
         self.compiled = compiled
         self.schema = schema
         skimmer = XMLRecordSkimmer(recordName: compiled.mapping.recordName)
         self.file = file
         self.stored = stored
+        self.ignored = ignored
     }
 
     /// The int64 value of the record start tag's attribute `name` (the key), if it is there and plain digits.
@@ -74,7 +77,10 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
     ) -> DecodeProgress {
         guard start < chunk.count, let raw = chunk.baseAddress else { return DecodeProgress(end: start, line: line) }
         var state = RecordState(compiled: compiled, base: raw.assumingMemoryBound(to: UInt8.self), count: chunk.count)
-        defer { state.free() }
+        defer {
+            if !state.ignored.isEmpty { ignored.add(state.ignored, state.ignoredNames, paths: compiled.nodePaths) }
+            state.free()
+        }
         state.bind(builder)
         var scanner = XMLScanner(chunk, from: start, tolerant: compiled.mapping.tolerant)
         let p = state.base
@@ -204,5 +210,42 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
         }
         let end = scanner.position
         return DecodeProgress(end: end, line: lineOf(end))
+    }
+}
+
+/// Elements a mapping does not cover, counted by path over a run (every decoder of the format adds to it once
+/// per chunk), for the run report: nothing is dropped unseen.
+final class IgnoredPaths: Sendable {
+    private let counts = Locked<[String: Int]>([:])
+
+    /// Adds one chunk's counts (keyed by hash, with each hash's parent node and name).
+    func add(_ found: [UInt64: Int], _ names: [UInt64: (Int, String)], paths: [String]) {
+        counts.withLock { c in
+            for (h, n) in found {
+                guard let (parent, name) = names[h] else { continue }
+                let path = paths[parent].isEmpty ? name : paths[parent] + "/" + name
+                c[path, default: 0] += n
+            }
+        }
+    }
+
+    /// One line per ignored path, most frequent first (at most 20, then how many more).
+    func lines() -> [(label: String, text: String)] {
+        let all = counts.withLock { $0 }.sorted { ($0.value, $1.key) > ($1.value, $0.key) }
+        var out = all.prefix(20).map {
+            (label: "ignored", text: "\($0.key): \(Self.grouped($0.value)) elements not in the mapping")
+        }
+        if all.count > 20 { out.append((label: "ignored", text: "and \(all.count - 20) more paths")) }
+        return out
+    }
+
+    static func grouped(_ n: Int) -> String {
+        let digits = Array(String(n))
+        var out = ""
+        for (i, d) in digits.enumerated() {
+            if i > 0 && (digits.count - i) % 3 == 0 { out.append(",") }
+            out.append(d)
+        }
+        return out
     }
 }

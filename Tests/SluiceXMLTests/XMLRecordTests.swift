@@ -366,6 +366,73 @@ let mapping = XMLMapping(
         #expect(try XMLFormat(mapping: mapping(.list)).declaredSchema?.fields[1].type == .json)
     }
 
+    @Test func anInferredMappingKeepsNestedRepeatsAndNamesTablesAfterTheirContainer() throws {
+        let artists = """
+            <artists>
+            <artist><id>1</id><name>A</name><aliases><name id="2">B</name><name id="3">C</name></aliases>\
+            <members><name id="4">D</name></members></artist>
+            <artist><id>5</id><name>E</name><aliases><name id="6">F</name></aliases></artist>
+            </artists>
+            """
+        let a = XMLFormat(record: "/artists/artist")
+        let d = try decodeDocument(artists, a)
+        let m = try #require(a.mapping)
+        #expect(m.children.map(\.table) == ["artist_alias", "artist_member"])
+        #expect(m.children[0].fields.map(\.name) == ["name_id", "name"])
+        #expect(
+            d.children[0].map { Array($0[2...]) } == [
+                [.int64(2), .string("B")], [.int64(3), .string("C")], [.int64(6), .string("F")],
+            ])
+        let releases = """
+            <releases>
+            <release id="1"><formats><format name="Vinyl"><descriptions><description>12"</description>\
+            <description>33 ⅓ RPM</description></descriptions></format></formats>\
+            <tracklist><track><position>A1</position><title>T</title><artists><artist><id>9</id></artist></artists></track></tracklist>\
+            <extraartists><artist><name>X</name></artist></extraartists><artists><artist><name>Y</name></artist></artists></release>
+            </releases>
+            """
+        let r = XMLFormat(record: "/releases/release")
+        let rd = try decodeDocument(releases, r)
+        let rm = try #require(r.mapping)
+        #expect(
+            Set(rm.children.map(\.table)) == [
+                "release_format", "release_track", "release_extraartist", "release_artist",
+            ])
+        let format = try #require(rm.children.first { $0.table == "release_format" })
+        #expect(format.fields.map(\.name) == ["name", "descriptions"] && format.fields[1].repeated == .list)
+        let track = try #require(rm.children.first { $0.table == "release_track" })
+        #expect(track.fields.map(\.name) == ["track_position", "title"])
+        let f = try #require(rd.children.first { $0.first?.count == 4 && $0.first?[2] == .string("Vinyl") })
+        #expect(f[0][3] == .json(#"["12\"","33 ⅓ RPM"]"#))
+    }
+
+    @Test func elementsTheMappingDoesNotCoverAreCountedByPath() throws {
+        let xml = """
+            <releases>
+            <release id="1"><title>A</title><notes>n</notes><tracklist><track><title>T</title><artists><artist/></artists></track>\
+            <track><title>U</title><artists/><extra/></track></tracklist></release>
+            <release id="2"><title>B</title><notes>m</notes></release>
+            </releases>
+            """
+        let format = try XMLFormat(
+            mapping: XMLMapping(
+                record: "/releases/release", key: "id",
+                fields: [XMLFieldMapping("id", path: "@id", type: .int64), XMLFieldMapping("title", path: "title")],
+                children: [
+                    XMLChildMapping(
+                        table: "release_track", path: "tracklist/track",
+                        fields: [XMLFieldMapping("title", path: "title")])
+                ]))
+        _ = try decodeDocument(xml, format, chunk: 40)
+        #expect(
+            format.reportNotes().map(\.text) == [
+                "notes: 2 elements not in the mapping", "tracklist/track/artists: 2 elements not in the mapping",
+                "tracklist/track/extra: 1 elements not in the mapping",
+            ])
+        #expect(format.reportNotes().allSatisfy { $0.label == "ignored" })
+        #expect(IgnoredPaths.grouped(1_234_567) == "1,234,567" && IgnoredPaths.grouped(12) == "12")
+    }
+
     @Test func aMappingIsInferredFromTheDocument() throws {
         let xml = """
             <releases>
