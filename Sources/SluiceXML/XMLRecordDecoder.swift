@@ -95,11 +95,8 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
             linePos = offset
             return lineAt
         }
-        func column(_ offset: Int) -> Int {
-            var i = offset
-            while i > 0 && p[i - 1] != 0x0A { i -= 1 }
-            return offset - i + 1
-        }
+        // The reject names the error's line and byte offset. (A column is not given: a chunk can begin
+        // mid-line, so the column of a chunk's first byte is unknown here.)
         func reject(recordStart: Int, errorAt: Int, reason: String) -> Int {
             // Resume where the skimmer, which recovers as the framer does, sees the record end.
             let boundary = skimmer.scan(chunk, from: recordStart, firstOnly: true)
@@ -110,7 +107,7 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
                 RecordReject(
                     relativeLine: l, relativeOffset: errorAt,
                     raw: Array(UnsafeBufferPointer(start: p + recordStart, count: shown)),
-                    reason: "column \(column(errorAt)): \(reason)"))
+                    reason: reason))
             return end
         }
 

@@ -294,6 +294,16 @@ let mapping = XMLMapping(
             #expect(r.rows == whole.rows, "chunks of \(chunk)")
             #expect(r.rejects.map(\.reason) == whole.rejects.map(\.reason), "chunks of \(chunk)")
         }
+        // Found by FuzzXML too: the reason gave a column counted from the chunk's start when the chunk began
+        // mid-line. It gives none now (the reject has the error's line and byte offset).
+        let oneLine = #"<r><x id="1"><a>R&B</a></x><x id="2"><a>ok</b></x><x id="3"/></r>"#
+        let one = try decodeDocument(oneLine, format)
+        #expect(one.rejects.count == 1 && one.rows.count == 2)
+        #expect(!(one.rejects.first?.reason.hasPrefix("column") ?? true), "\(one.rejects)")
+        for chunk in [1, 9, 27] {
+            let r = try decodeDocument(oneLine, format, chunk: chunk)
+            #expect(r.rejects.map { "\($0.offset) \($0.reason)" } == one.rejects.map { "\($0.offset) \($0.reason)" })
+        }
     }
 
     @Test func aRepeatedElementUnderAScalarFieldIsRejectedKeptFirstOrListed() throws {
