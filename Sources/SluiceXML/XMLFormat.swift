@@ -144,7 +144,8 @@ public final class XMLFormat: RecordFormat, Sendable {
 
     /// A framer cutting after whole records.
     public func makeFramer() -> any RecordFramer {
-        XMLFramer(skimmer: XMLRecordSkimmer(recordName: path.last ?? record))
+        XMLFramer(
+            skimmer: XMLRecordSkimmer(recordName: path.last ?? record, containerName: path.dropLast().last ?? ""))
     }
 
     /// A decoder for `schema` (the mapping's schema, possibly with keys made non-null).

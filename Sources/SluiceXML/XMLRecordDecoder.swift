@@ -51,10 +51,22 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
     init(compiled: CompiledMapping, schema: Schema, file: String, stored: StoredBox, ignored: IgnoredPaths) {
         self.compiled = compiled
         self.schema = schema
-        skimmer = XMLRecordSkimmer(recordName: compiled.mapping.recordName)
+        skimmer = XMLRecordSkimmer(
+            recordName: compiled.mapping.recordName, containerName: compiled.mapping.recordPath.dropLast().last ?? "")
         self.file = file
         self.stored = stored
         self.ignored = ignored
+    }
+
+    /// Whether the end tag whose name starts at `p[at]` is the container's (`</releases>`).
+    private func isContainerEnd(_ p: UnsafePointer<UInt8>, _ at: Int, _ n: Int) -> Bool {
+        let name = skimmer.containerName
+        if name.isEmpty { return true }
+        guard at + name.count <= n else { return false }
+        let matches = name.withUnsafeBufferPointer { XMLText.same(p + at, $0.baseAddress!, name.count) }
+        guard matches else { return false }
+        let next = at + name.count
+        return next == n || p[next] == UInt8(ascii: ">") || XMLText.isSpace(p[next])
     }
 
     /// The int64 value of the record start tag's attribute `name` (the key), if it is there and plain digits.
@@ -127,10 +139,15 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
             if builder.count & 63 == 63 && builder.dataBytes >= maxBytes { break }
             let here = scanner.position
             if here >= chunk.count { break }
-            // The container's end tag: the rest is the epilogue.
+            // The container's end tag: the rest is the epilogue. Another end tag here is a stray one, left by a
+            // broken record: skipped, so that the records after it are still read.
             if p[here] == UInt8(ascii: "<") && here + 1 < chunk.count && p[here + 1] == UInt8(ascii: "/") {
-                scanner.reset(to: chunk.count)
-                break
+                if isContainerEnd(p, here + 2, chunk.count) {
+                    scanner.reset(to: chunk.count)
+                    break
+                }
+                scanner.reset(to: XMLRecordSkimmer.tagEnd(p, here + 2, chunk.count).map { $0 + 1 } ?? chunk.count)
+                continue
             }
             let event: XMLEvent
             do {

@@ -14,9 +14,15 @@
 public struct XMLRecordSkimmer: Sendable {
     /// The record element's name (`release`).
     public let recordName: [UInt8]
+    /// The container's name (`releases`): only its end tag ends the records; another end tag at container
+    /// level is a stray one, skipped. Empty: any end tag at container level ends them.
+    public let containerName: [UInt8]
 
-    /// Creates a skimmer for records named `recordName`.
-    public init(recordName: String) { self.recordName = Array(recordName.utf8) }
+    /// Creates a skimmer for records named `recordName` inside `containerName`.
+    public init(recordName: String, containerName: String = "") {
+        self.recordName = Array(recordName.utf8)
+        self.containerName = Array(containerName.utf8)
+    }
 
     /// What a scan found.
     public struct Boundary: Equatable, Sendable {
@@ -230,8 +236,15 @@ public struct XMLRecordSkimmer: Sendable {
                         if firstOnly { return Boundary(cut: cut, containerEnded: false) }
                     }
                 } else if stack.isEmpty {
-                    // The container's end tag: the records are over.
-                    return Boundary(cut: i, containerEnded: true)
+                    if containerName.isEmpty
+                        || ne - ns == containerName.count
+                            && containerName.withUnsafeBufferPointer({ memcmp(p + ns, $0.baseAddress!, ne - ns) == 0 })
+                    {
+                        // The container's end tag: the records are over.
+                        return Boundary(cut: i, containerEnded: true)
+                    }
+                    // A stray end tag between records (left by a broken record): not a record, skipped.
+                    cut = i
                 }
                 continue
             }

@@ -294,6 +294,15 @@ let mapping = XMLMapping(
             #expect(r.rows == whole.rows, "chunks of \(chunk)")
             #expect(r.rejects.map(\.reason) == whole.rejects.map(\.reason), "chunks of \(chunk)")
         }
+        // Found by FuzzXML: a stray end tag left between records by a broken one was taken for the container's
+        // end, and every record after it was dropped without a word.
+        let stray = "<r>\n<x id=\"1\"><a>f<(a></x>e</a></x>\n<x id=\"2\"><a>two</a></x>\n<x id=\"3\"/>\n</r>\n"
+        let strayWhole = try decodeDocument(stray, format)
+        #expect(strayWhole.rows.map { $0[0] } == [.int64(2), .int64(3)] && strayWhole.rejects.count == 1)
+        for chunk in [1, 6, 17] {
+            let r = try decodeDocument(stray, format, chunk: chunk)
+            #expect(r.rows == strayWhole.rows && r.rejects.count == strayWhole.rejects.count, "chunks of \(chunk)")
+        }
         // Found by FuzzXML: an element left open at the end of the input was rejected at the input's end,
         // past its last byte; it is rejected where it starts.
         let cutShort = "<r><x id=\"1\"/><y>"
