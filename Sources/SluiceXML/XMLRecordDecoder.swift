@@ -109,13 +109,20 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
         }
         // The reject names the error's line and byte offset. (A column is not given: a chunk can begin
         // mid-line, so the column of a chunk's first byte is unknown here.)
-        func reject(recordStart: Int, errorAt found: Int, reason: String) -> Int {
+        func reject(recordStart: Int, errorAt found: Int, reason given: String) -> Int {
             // An error found where the input ends ("the input ends inside an element") is about what is open
             // there: name where that starts, a place inside the input.
-            let errorAt = found < chunk.count ? found : recordStart
+            var errorAt = found < chunk.count ? found : recordStart
+            var reason = given
             // Resume where the skimmer, which recovers as the framer does, sees the record end.
             let boundary = skimmer.scan(chunk, from: recordStart, firstOnly: true)
             let end = boundary.cut > recordStart ? boundary.cut : chunk.count
+            if errorAt >= end && end < chunk.count {
+                // The error lies past where this record ends (in the next record's start tag): this record's
+                // own fault is that it is not closed; the next one is read on its own.
+                errorAt = recordStart
+                reason = state.notClosed
+            }
             let shown = min(end - recordStart, 16 << 10)
             let l = lineOf(errorAt)
             rejects.append(

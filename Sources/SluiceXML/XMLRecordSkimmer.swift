@@ -252,8 +252,13 @@ public struct XMLRecordSkimmer: Sendable {
             let ns = lt + 1
             let ne = nameEnd(ns)
             guard let gt = Self.tagEnd(p, ne, n) else { break }
-            if stack.count == 1 && isRecord(ns, ne) && isRecord(stack[0].0, stack[0].1) {
-                // A record inside a record: the previous one was never closed. End it here.
+            if !stack.isEmpty && isRecord(ns, ne)
+                && (stack.count == 1 && isRecord(stack[0].0, stack[0].1)
+                    || !stack.contains(where: { isRecord($0.0, $0.1) }))
+            {
+                // A record inside a record: the previous one was never closed. Or a record start while only
+                // unclosed junk is open at container level (no record is): the junk ends here. Either way, a
+                // boundary, so that a broken element never swallows the records after it.
                 cut = lt
                 stack.removeAll(keepingCapacity: true)
                 if firstOnly { return Boundary(cut: cut, containerEnded: false) }

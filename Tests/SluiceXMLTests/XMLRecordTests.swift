@@ -303,6 +303,19 @@ let mapping = XMLMapping(
             let r = try decodeDocument(stray, format, chunk: chunk)
             #expect(r.rows == strayWhole.rows && r.rejects.count == strayWhole.rejects.count, "chunks of \(chunk)")
         }
+        // Found by FuzzXML: an element at container level that never closed made the reject's recovery skip to
+        // the end of the chunk, dropping the good records after it without a word (whole files lost the most).
+        let junk = "<r>\n<x id=\"1\"/><q>\n<x id=\"2\"><a>two</a></x>\n<x id=\"3\"/>\n</r>"
+        let junkWhole = try decodeDocument(junk, format)
+        #expect(junkWhole.rows.map { $0[0] } == [.int64(1), .int64(2), .int64(3)], "\(junkWhole.rejects)")
+        #expect(junkWhole.rejects.count == 1)
+        #expect(try decodeDocument(junk, format, chunk: 3).rows == junkWhole.rows)
+        // Found by FuzzXML: a record left open whose next record has a broken start tag was rejected at that
+        // tag's error, twice (once for each record); it is rejected as not closed, where it starts.
+        let open5 = "<r>\n<x id=\"5\"><a>five</a>\n<x 0id=\"6\"><a>six</a></x>\n<x id=\"7\"/>\n</r>"
+        let o = try decodeDocument(open5, format)
+        #expect(o.rows.map { $0[0] } == [.int64(7)])
+        #expect(o.rejects.map(\.line) == [2, 3] && o.rejects[0].reason.contains("<x> is not closed"), "\(o.rejects)")
         // Found by FuzzXML: an element left open at the end of the input was rejected at the input's end,
         // past its last byte; it is rejected where it starts.
         let cutShort = "<r><x id=\"1\"/><y>"
