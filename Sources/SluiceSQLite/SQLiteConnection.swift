@@ -9,15 +9,34 @@ public struct SQLiteError: Error, Sendable, CustomStringConvertible {
     public var message: String
     /// The statement, if any.
     public var sql: String?
+    /// The database file, named in the description of errors about the file itself (disk full, I/O, cannot
+    /// open, read-only).
+    public var path: String?
+
+    /// Creates an error.
+    public init(code: Int32, message: String, sql: String? = nil, path: String? = nil) {
+        self.code = code
+        self.message = message
+        self.sql = sql
+        self.path = path
+    }
+
+    /// Whether the error is about the database file rather than a statement or a row.
+    public var isAboutTheFile: Bool {
+        [SQLITE_FULL, SQLITE_IOERR, SQLITE_CANTOPEN, SQLITE_READONLY, SQLITE_CORRUPT, SQLITE_NOTADB].contains(
+            code & 0xFF)
+    }
 
     /// Whether the code is a constraint violation (the row is at fault).
     public var isConstraint: Bool { code & 0xFF == SQLITE_CONSTRAINT || code & 0xFF == SQLITE_MISMATCH }
     /// Whether retrying may help.
     public var isTransient: Bool { code & 0xFF == SQLITE_BUSY || code & 0xFF == SQLITE_LOCKED }
 
-    /// `message (code N) in: SQL`.
+    /// `message (code N) in: SQL`, after `path: ` for an error about the file (`/data/x.db: database or disk is
+    /// full (SQLite code 13) in: COMMIT`).
     public var description: String {
-        "\(message) (SQLite code \(code))" + (sql.map { " in: \($0)" } ?? "")
+        (isAboutTheFile ? path.map { "\($0): " } ?? "" : "") + "\(message) (SQLite code \(code))"
+            + (sql.map { " in: \($0)" } ?? "")
     }
 }
 
@@ -53,7 +72,7 @@ public final class SQLiteConnection: @unchecked Sendable {
 
     /// The last error on this connection.
     public func lastError(_ rc: Int32, sql: String? = nil) -> SQLiteError {
-        SQLiteError(code: rc, message: String(cString: sqlite3_errmsg(handle)), sql: sql)
+        SQLiteError(code: rc, message: String(cString: sqlite3_errmsg(handle)), sql: sql, path: path)
     }
 
     /// Executes one or more statements without results.

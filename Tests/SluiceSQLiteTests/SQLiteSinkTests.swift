@@ -187,3 +187,22 @@ func load(
         #expect(rejects[0].line == 5 && rejects[0].offset == 27 && rejects[0].stage == "sink")
     }
 }
+
+@Suite struct SQLiteFileErrorTests {
+    /// A full disk (here: SQLite's page limit, which fails the same way, `SQLITE_FULL`) names the database
+    /// file, so the user knows which disk to look at; an error about a statement does not.
+    @Test func aFullDatabaseNamesItsFile() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let path = dir.file("full.db")
+        let c = try SQLiteConnection(path: path)
+        try c.exec("PRAGMA max_page_count = 3; CREATE TABLE t (v TEXT)")
+        let full = #expect(throws: SQLiteError.self) {
+            for _ in 0..<200 { try c.exec("INSERT INTO t VALUES (hex(randomblob(200)))") }
+        }
+        #expect(full?.code == 13)
+        #expect(full?.description.hasPrefix("\(path): database or disk is full") == true, "\(String(describing: full))")
+        let syntax = #expect(throws: SQLiteError.self) { try c.exec("SELEC 1") }
+        #expect(syntax?.description.contains(path) == false)
+    }
+}
