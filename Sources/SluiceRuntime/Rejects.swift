@@ -1,6 +1,10 @@
 import Foundation
 import SluiceCore
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// A rejected record with its place in the input.
 public struct RejectedRecord: Sendable, Codable, Equatable {
     /// The input file.
@@ -62,8 +66,11 @@ public struct RejectedRecord: Sendable, Codable, Equatable {
 /// The file is created at the first reject, so a clean run leaves none.
 final class RejectsWriter {
     let path: String
-    private var handle: FileHandle?
+    private var fd: Int32 = -1
     private var buffer: [UInt8] = []
+    /// Bytes of whole lines in the file: after a failed write the file is cut back to them, so it stays valid
+    /// JSON Lines (a full disk never leaves half a line).
+    private var written: Int64 = 0
     private(set) var count: Int64 = 0
 
     init(path: String) { self.path = path }
@@ -88,23 +95,43 @@ final class RejectsWriter {
         if buffer.count >= 1 << 16 { try flush() }
     }
 
+    /// Appends the buffered lines; on a failure the file keeps only its whole lines, and the error names the
+    /// file and the system's reason (`No space left on device`).
     func flush() throws {
         guard !buffer.isEmpty else { return }
-        if handle == nil {
-            guard FileManager.default.createFile(atPath: path, contents: nil) else {
-                throw SluiceError(.io, "cannot create the rejects file \(path)")
+        if fd < 0 {
+            fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            guard fd >= 0 else {
+                throw SluiceError(
+                    .io, "cannot create the rejects file: \(String(cString: strerror(errno)))",
+                    position: SourcePosition(file: path))
             }
-            handle = FileHandle(forWritingAtPath: path)
-            guard handle != nil else { throw SluiceError(.io, "cannot open the rejects file \(path)") }
         }
-        try handle!.write(contentsOf: buffer)
+        var done = 0
+        while done < buffer.count {
+            let n = buffer.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, $0.count - done) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                let reason = String(cString: strerror(n < 0 ? errno : ENOSPC))
+                _ = ftruncate(fd, off_t(written))
+                _ = lseek(fd, off_t(written), SEEK_SET)
+                buffer.removeAll(keepingCapacity: true)
+                throw SluiceError(
+                    .io, "cannot write the rejects file: \(reason) (its \(written) bytes of whole lines are kept)",
+                    position: SourcePosition(file: path))
+            }
+            done += n
+        }
+        written += Int64(buffer.count)
         buffer.removeAll(keepingCapacity: true)
     }
 
     func close() throws {
+        defer {
+            if fd >= 0 { _ = Glibc.close(fd) }
+            fd = -1
+        }
         try flush()
-        try handle?.close()
-        handle = nil
     }
 }
 

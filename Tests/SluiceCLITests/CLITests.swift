@@ -22,10 +22,19 @@ struct Outcome {
 }
 
 /// Runs `sluice` with `args` in `cwd`, optionally feeding `stdin`.
-func sluice(_ args: [String], cwd: String, stdin: String? = nil, env: [String: String] = [:]) throws -> Outcome {
+/// Runs the built `sluice`. `fileSizeLimit` (in 512-byte blocks) caps every file it writes, as a full disk
+/// would (`ulimit -f`, with SIGXFSZ ignored: a write past the cap fails with EFBIG).
+func sluice(
+    _ args: [String], cwd: String, stdin: String? = nil, env: [String: String] = [:], fileSizeLimit: Int? = nil
+) throws -> Outcome {
     let p = Process()
-    p.executableURL = URL(fileURLWithPath: sluiceBinary)
-    p.arguments = args
+    if let fileSizeLimit {
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = ["-c", "trap '' XFSZ; ulimit -f \(fileSizeLimit); exec \"$0\" \"$@\"", sluiceBinary] + args
+    } else {
+        p.executableURL = URL(fileURLWithPath: sluiceBinary)
+        p.arguments = args
+    }
     if !env.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 } }
     p.currentDirectoryURL = URL(fileURLWithPath: cwd)
     let out = Pipe()
