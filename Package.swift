@@ -76,7 +76,8 @@ let package = Package(
         .target(name: "SluiceCSV", dependencies: ["SluiceCore"], swiftSettings: strict),
         .target(name: "SluiceJSONLines", dependencies: ["SluiceCore"], swiftSettings: strict),
         .target(
-            name: "SluiceXML", dependencies: ["SluiceCore", .product(name: "Crypto", package: "swift-crypto")],
+            name: "SluiceXML",
+            dependencies: ["SluiceCore", "SluiceReport", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict),
         .target(
             name: "SluiceSQLite", dependencies: ["SluiceCore", "SluiceInterfaces", "CSQLite"], swiftSettings: strict),

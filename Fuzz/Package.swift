@@ -5,6 +5,12 @@ import PackageDescription
 // `scripts/fuzz TARGET SECONDS` (`swift build --sanitize=fuzzer --sanitize=address` in this directory).
 let strict: [SwiftSetting] = [.unsafeFlags(["-warnings-as-errors"])]
 
+/// One libFuzzer executable: the shared harness and the Sluice library it fuzzes.
+func fuzzer(_ name: String, _ library: String) -> Target {
+    .executableTarget(
+        name: name, dependencies: ["FuzzSupport", .product(name: library, package: "sluice")], swiftSettings: strict)
+}
+
 let package = Package(
     name: "sluice-fuzz",
     platforms: [.macOS(.v15)],
@@ -12,22 +18,10 @@ let package = Package(
     targets: [
         .target(
             name: "FuzzSupport", dependencies: [.product(name: "SluiceCore", package: "sluice")], swiftSettings: strict),
-        .executableTarget(
-            name: "FuzzCSV",
-            dependencies: ["FuzzSupport", .product(name: "SluiceCSV", package: "sluice")], swiftSettings: strict),
-        .executableTarget(
-            name: "FuzzJSONLines",
-            dependencies: ["FuzzSupport", .product(name: "SluiceJSONLines", package: "sluice")],
-            swiftSettings: strict),
-        .executableTarget(
-            name: "FuzzXML",
-            dependencies: ["FuzzSupport", .product(name: "SluiceXML", package: "sluice")], swiftSettings: strict),
-        .executableTarget(
-            name: "FuzzValues",
-            dependencies: ["FuzzSupport", .product(name: "SluiceCore", package: "sluice")], swiftSettings: strict),
-        .executableTarget(
-            name: "FuzzPipelineYAML",
-            dependencies: ["FuzzSupport", .product(name: "SluiceConfig", package: "sluice")],
-            swiftSettings: strict),
+        fuzzer("FuzzCSV", "SluiceCSV"),
+        fuzzer("FuzzJSONLines", "SluiceJSONLines"),
+        fuzzer("FuzzXML", "SluiceXML"),
+        fuzzer("FuzzValues", "SluiceCore"),
+        fuzzer("FuzzPipelineYAML", "SluiceConfig"),
     ]
 )

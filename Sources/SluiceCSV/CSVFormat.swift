@@ -96,7 +96,8 @@ public struct CSVFormat: RecordFormat {
                 let base = name.isEmpty ? "column\(f + 1)" : name
                 var candidate = name.isEmpty ? base : "\(base)_2"
                 var k = name.isEmpty ? 2 : 3
-                while used.contains(candidate) || given.contains(candidate) {
+                // Every name taken so far is in `given` (the header's own and those generated).
+                while given.contains(candidate) {
                     candidate = "\(base)_\(k)"
                     k += 1
                 }

@@ -27,14 +27,9 @@ extension RecordState {
             return (UnsafePointer(at), n)
         case .scratch:
             if s.list { return listValue(s) }
-            let p = scratch.base
-            var a = s.start
-            var b = s.end
-            if s.trim {
-                while a < b && XMLText.isSpace(p[a]) { a += 1 }
-                while b > a && XMLText.isSpace(p[b - 1]) { b -= 1 }
-            }
-            return (UnsafePointer(p + a), b - a)
+            var span = XMLSpan(start: s.start, end: s.end)
+            if s.trim { span = XMLText.trimmed(scratch.base, span) }
+            return (UnsafePointer(scratch.base + span.start), span.count)
         }
     }
 

@@ -285,18 +285,17 @@ struct RecordState {
         guard s.list, s.item >= 0 else { return }
         let at = s.start + s.item
         let content = at + 4
-        var a = content
-        var b = s.end
+        var length = s.end - content
         if trim {
-            let p = scratch.base
-            while a < b && XMLText.isSpace(p[a]) { a += 1 }
-            while b > a && XMLText.isSpace(p[b - 1]) { b -= 1 }
-            if a > content { (scratch.base + content).update(from: scratch.base + a, count: b - a) }
-            b = content + (b - a)
-            if s.end == scratch.count { scratch.count = b }
-            s.end = b
+            let kept = XMLText.trimmed(scratch.base, XMLSpan(start: content, end: s.end))
+            if kept.start > content {
+                (scratch.base + content).update(from: scratch.base + kept.start, count: kept.count)
+            }
+            length = kept.count
+            if s.end == scratch.count { scratch.count = content + length }
+            s.end = content + length
         }
-        UnsafeMutableRawPointer(scratch.base + at).storeBytes(of: UInt32(b - content).littleEndian, as: UInt32.self)
+        UnsafeMutableRawPointer(scratch.base + at).storeBytes(of: UInt32(length).littleEndian, as: UInt32.self)
         s.item = -1
         setSlot(i, target.table, s)
     }

@@ -1,5 +1,6 @@
 import Crypto
 import SluiceCore
+import SluiceReport
 
 #if canImport(Glibc)
     import Glibc
@@ -56,17 +57,6 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
         self.file = file
         self.stored = stored
         self.ignored = ignored
-    }
-
-    /// Whether the end tag whose name starts at `p[at]` is the container's (`</releases>`).
-    private func isContainerEnd(_ p: UnsafePointer<UInt8>, _ at: Int, _ n: Int) -> Bool {
-        let name = skimmer.containerName
-        if name.isEmpty { return true }
-        guard at + name.count <= n else { return false }
-        let matches = name.withUnsafeBufferPointer { XMLText.same(p + at, $0.baseAddress!, name.count) }
-        guard matches else { return false }
-        let next = at + name.count
-        return next == n || p[next] == UInt8(ascii: ">") || XMLText.isSpace(p[next])
     }
 
     /// The int64 value of the record start tag's attribute `name` (the key), if it is there and plain digits.
@@ -149,7 +139,7 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
             // The container's end tag: the rest is the epilogue. Another end tag here is a stray one, left by a
             // broken record: skipped, so that the records after it are still read.
             if p[here] == UInt8(ascii: "<") && here + 1 < chunk.count && p[here + 1] == UInt8(ascii: "/") {
-                if isContainerEnd(p, here + 2, chunk.count) {
+                if skimmer.endsContainer(p, here + 2, chunk.count) {
                     scanner.reset(to: chunk.count)
                     break
                 }
@@ -257,19 +247,9 @@ final class IgnoredPaths: Sendable {
     func lines() -> [(label: String, text: String)] {
         let all = counts.withLock { $0 }.sorted { ($0.value, $1.key) > ($1.value, $0.key) }
         var out = all.prefix(20).map {
-            (label: "ignored", text: "\($0.key): \(Self.grouped($0.value)) elements not in the mapping")
+            (label: "ignored", text: "\($0.key): \(Format.count(Int64($0.value))) elements not in the mapping")
         }
         if all.count > 20 { out.append((label: "ignored", text: "and \(all.count - 20) more paths")) }
-        return out
-    }
-
-    static func grouped(_ n: Int) -> String {
-        let digits = Array(String(n))
-        var out = ""
-        for (i, d) in digits.enumerated() {
-            if i > 0 && (digits.count - i) % 3 == 0 { out.append(",") }
-            out.append(d)
-        }
         return out
     }
 }

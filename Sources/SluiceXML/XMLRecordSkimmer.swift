@@ -32,6 +32,18 @@ public struct XMLRecordSkimmer: Sendable {
         public var containerEnded: Bool
     }
 
+    /// Whether the end-tag name starting at `p[at]` (in `p[0..<n]`) is the container's: its bytes, then the
+    /// end of the name. Always true without a container name.
+    func endsContainer(_ p: UnsafePointer<UInt8>, _ at: Int, _ n: Int) -> Bool {
+        let k = containerName.count
+        if k == 0 { return true }
+        guard at + k <= n, containerName.withUnsafeBufferPointer({ XMLText.same(p + at, $0.baseAddress!, k) }) else {
+            return false
+        }
+        let next = at + k
+        return next == n || p[next] <= 0x20 || p[next] == UInt8(ascii: ">") || p[next] == UInt8(ascii: "/")
+    }
+
     /// The end of the last whole record in `buffer` (which begins at container level), found by looking only
     /// at tags named like the record (their nesting depth), comments, CDATA and processing instructions —
     /// several times cheaper than ``scan(_:from:firstOnly:)``. Returns 0 when no record ends in the buffer
@@ -236,10 +248,7 @@ public struct XMLRecordSkimmer: Sendable {
                         if firstOnly { return Boundary(cut: cut, containerEnded: false) }
                     }
                 } else if stack.isEmpty {
-                    if containerName.isEmpty
-                        || ne - ns == containerName.count
-                            && containerName.withUnsafeBufferPointer({ memcmp(p + ns, $0.baseAddress!, ne - ns) == 0 })
-                    {
+                    if endsContainer(p, ns, n) {
                         // The container's end tag: the records are over.
                         return Boundary(cut: i, containerEnded: true)
                     }
