@@ -19,6 +19,8 @@ final class DispatchStage: Sendable {
     private let control: RunControl
     private let maxErrors: ErrorLimit?
     private let thread = JoinOnce()
+    /// The shortest time between two returns of freed memory to the OS (nanoseconds).
+    static let trimInterval: UInt64 = 50_000_000
 
     init(
         input: ReorderBuffer<Decoded>, output: BoundedQueue<(Int, RecordBatch)>, io: IOStageRunner?,
@@ -45,6 +47,7 @@ final class DispatchStage: Sendable {
         var currentFile = -1
         var seen: Int64 = 0
         var batchSeq = 0
+        var lastTrim: UInt64 = 0
         loop: while true {
             var starved: UInt64 = 0
             guard let item = input.take(waited: &starved) else { break }
@@ -100,8 +103,13 @@ final class DispatchStage: Sendable {
                 timer.mark(.busy)
             }
             // Give freed batch memory back to the OS: batches are allocated on decoder threads and freed
-            // on writer threads, which otherwise leaves glibc arenas holding pages (RSS would not track live memory).
-            sluice_release_free_memory()
+            // on writer threads, which otherwise leaves glibc arenas holding pages (RSS would not track live
+            // memory). A trim walks every arena, so its cost grows with the heap: at most one per interval.
+            let now = MonotonicClock.now()
+            if now &- lastTrim >= Self.trimInterval {
+                sluice_release_free_memory()
+                lastTrim = now
+            }
             let total = control.rejected.add(Int64(item.rejects.count), ordering: .relaxed).newValue
             control.checkRejectLimit(maxErrors, total: total, seen: seen, final: false)
             timer.clock.records += Int64(item.batches.reduce(0) { $0 + $1.count })
