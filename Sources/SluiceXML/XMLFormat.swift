@@ -175,15 +175,12 @@ final class StoredBox: Sendable {
     let value = Locked<StoredSourceHashes?>(nil)
 }
 
-/// Cuts a stream after its last whole record.
+/// Cuts a stream after its last whole item, found as the decoder steps over items (``XMLRecordSkimmer``).
 struct XMLFramer: RecordFramer {
     let skimmer: XMLRecordSkimmer
 
     mutating func completeLength(of buffer: UnsafeRawBufferPointer, atEOF: Bool) -> Int {
         if atEOF { return buffer.count }
-        let fast = skimmer.lastRecordEnd(buffer)
-        if fast > 0 { return fast }
-        // No record ends in the buffer by the record tags alone: a broken record, or a huge one.
-        return skimmer.scan(buffer, from: 0).cut
+        return skimmer.lastItemEnd(buffer)
     }
 }

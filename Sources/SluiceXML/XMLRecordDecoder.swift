@@ -99,19 +99,18 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
         }
         // The reject names the error's line and byte offset. (A column is not given: a chunk can begin
         // mid-line, so the column of a chunk's first byte is unknown here.)
-        func reject(recordStart: Int, errorAt found: Int, reason given: String) -> Int {
-            // An error found where the input ends ("the input ends inside an element") is about what is open
-            // there: name where that starts, a place inside the input.
-            var errorAt = found < chunk.count ? found : recordStart
+        //
+        // A chunk ends where the framer cut it, so what a decoder sees of a broken item must not depend on the
+        // cut: the item ends where the skimmer (which the framer uses) sees it end, and an error at or past
+        // that end, or one found because the bytes ran out, is that the item is not closed. Any other error
+        // lies in bytes every chunk cut holds alike.
+        func reject(recordStart: Int, errorAt found: Int, reason given: String, incomplete: Bool = false) -> Int {
+            let end = skimmer.itemEnd(chunk, at: recordStart, recover: true) ?? chunk.count
+            var errorAt = found
             var reason = given
-            // Resume where the skimmer, which recovers as the framer does, sees the record end.
-            let boundary = skimmer.scan(chunk, from: recordStart, firstOnly: true)
-            let end = boundary.cut > recordStart ? boundary.cut : chunk.count
-            if errorAt >= end && end < chunk.count {
-                // The error lies past where this record ends (in the next record's start tag): this record's
-                // own fault is that it is not closed; the next one is read on its own.
+            if incomplete || found >= end {
                 errorAt = recordStart
-                reason = state.notClosed
+                reason = notClosed(recordStart)
             }
             let shown = min(end - recordStart, 16 << 10)
             let l = lineOf(errorAt)
@@ -121,6 +120,18 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
                     raw: Array(UnsafeBufferPointer(start: p + recordStart, count: shown)),
                     reason: reason))
             return end
+        }
+        func reject(recordStart: Int, _ error: XMLError) -> Int {
+            reject(recordStart: recordStart, errorAt: error.offset, reason: error.reason, incomplete: error.incomplete)
+        }
+        // Why the item at `start` (its `<`) is rejected when it does not end: the record's reason for a record.
+        func notClosed(_ start: Int) -> String {
+            let name = XMLText.tagName(p, from: start + 1, end: chunk.count)
+            if name == compiled.mapping.recordName { return state.notClosed }
+            let r = compiled.mapping.recordName
+            return name.isEmpty
+                ? "the markup here is not closed before the next <\(r)> or the end of the input"
+                : "<\(name)> is not closed: no </\(name)> before the next <\(r)> or the end of the input"
         }
 
         let recordName = state.recordName
@@ -138,20 +149,26 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
             if here >= chunk.count { break }
             // The container's end tag: the rest is the epilogue. Another end tag here is a stray one, left by a
             // broken record: skipped, so that the records after it are still read.
+            // The container's end tag (more records may follow, as in concatenated documents) or a stray end
+            // tag, left by a broken record, is skipped: the records after it are still read.
             if p[here] == UInt8(ascii: "<") && here + 1 < chunk.count && p[here + 1] == UInt8(ascii: "/") {
-                if skimmer.endsContainer(p, here + 2, chunk.count) {
-                    scanner.reset(to: chunk.count)
-                    break
+                if let (end, whole) = XMLRecordSkimmer.endTagEnd(p, here, chunk.count), whole {
+                    scanner.reset(to: end)
+                } else {
+                    scanner.reset(
+                        to: reject(
+                            recordStart: here, errorAt: here,
+                            reason:
+                                "end tag </\(XMLText.tagName(p, from: here + 2, end: chunk.count))> is not closed with '>'"
+                        ))
                 }
-                scanner.reset(to: XMLRecordSkimmer.tagEnd(p, here + 2, chunk.count).map { $0 + 1 } ?? chunk.count)
                 continue
             }
             let event: XMLEvent
             do {
                 event = try scanner.next()
             } catch {
-                let end = reject(recordStart: here, errorAt: error.offset, reason: error.reason)
-                scanner.reset(to: end)
+                scanner.reset(to: reject(recordStart: here, error))
                 continue
             }
             switch event {
@@ -159,9 +176,26 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
             case .start(let name):
                 guard name.count == recordNameLength && XMLText.same(p + name.start, recordName, recordNameLength)
                 else {
-                    do { try scanner.skipElement() } catch {
-                        let end = reject(recordStart: here, errorAt: error.offset, reason: error.reason)
-                        scanner.reset(to: end)
+                    if skimmer.containerName.count == name.count
+                        && skimmer.containerName.withUnsafeBufferPointer({
+                            XMLText.same(p + name.start, $0.baseAddress!, name.count)
+                        })
+                    {
+                        // The container's start tag between records (a second document): it opens nothing.
+                        scanner.reset(to: scanner.position)
+                        continue
+                    }
+                    // Another element between records: skipped, within the bytes the skimmer gives it (a record
+                    // start ends an unclosed one), as every chunk cut sees it.
+                    let end = skimmer.itemEnd(chunk, at: here, recover: true) ?? chunk.count
+                    let window = UnsafeRawBufferPointer(rebasing: chunk[0..<end])
+                    var junk = XMLScanner(window, from: here, tolerant: compiled.mapping.tolerant)
+                    do {
+                        _ = try junk.next()
+                        try junk.skipElement()
+                        scanner.reset(to: junk.position)
+                    } catch {
+                        scanner.reset(to: reject(recordStart: here, error))
                     }
                     continue
                 }
@@ -182,8 +216,7 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
                 do {
                     try state.read(&scanner, recordStart: here)
                 } catch {
-                    let end = reject(recordStart: here, errorAt: error.offset, reason: error.reason)
-                    scanner.reset(to: end)
+                    scanner.reset(to: reject(recordStart: here, error))
                     continue
                 }
                 if let bad = XMLText.invalidUTF8(p, here, scanner.position) {

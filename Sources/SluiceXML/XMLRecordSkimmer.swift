@@ -44,21 +44,56 @@ public struct XMLRecordSkimmer: Sendable {
         return next == n || p[next] <= 0x20 || p[next] == UInt8(ascii: ">") || p[next] == UInt8(ascii: "/")
     }
 
-    /// The end of the last whole record in `buffer` (which begins at container level), found by looking only
-    /// at tags named like the record (their nesting depth), comments, CDATA and processing instructions —
-    /// several times cheaper than ``scan(_:from:firstOnly:)``. Returns 0 when no record ends in the buffer
-    /// (a record longer than the buffer, or a broken one: then use ``scan(_:from:firstOnly:)``, which recovers).
-    public func lastRecordEnd(_ buffer: UnsafeRawBufferPointer) -> Int {
-        recordEnd(buffer, from: 0, firstOnly: false)
+    /// Past this many bytes, a record whose end the record tags do not show is cut where the full scan
+    /// recovers (``scan(_:from:firstOnly:)``), so a broken record never holds more than this in memory. Below
+    /// it, the framer waits for more input instead, so that where chunks are cut never changes how a broken
+    /// record is read.
+    public static let recoveryLimit = 32 << 20
+
+    /// The end of the last whole item in `buffer` (which begins at container level): the framer's cut. Items
+    /// are found one after another with ``itemEnd(_:at:recover:)``, exactly as the decoder steps over them, so
+    /// every cut is a place the decoder reaches reading the whole input. Returns 0 when no item ends in it.
+    public func lastItemEnd(_ buffer: UnsafeRawBufferPointer) -> Int {
+        guard let raw = buffer.baseAddress else { return 0 }
+        let p = raw.assumingMemoryBound(to: UInt8.self)
+        let recover = buffer.count >= Self.recoveryLimit
+        var cut = 0
+        while let lt = Self.nextLessThan(p, cut, buffer.count), let end = itemEnd(buffer, at: lt, recover: recover) {
+            cut = end
+        }
+        return cut
     }
 
-    /// The end of the record that starts at `start` (its start tag's `<`), found the way
-    /// ``lastRecordEnd(_:)`` finds it; 0 when it does not end in the buffer by the record tags alone.
+    /// The end of the item whose `<` is at `start` in `buffer`, at container level: a record ends where its
+    /// record tags balance (``firstRecordEnd(_:from:)``), or with `recover` where the full scan sees it end;
+    /// anything else (an element of another name, a comment, a declaration, an end tag) where the full scan
+    /// sees it end. Nil when it does not end in the buffer (yet).
+    public func itemEnd(_ buffer: UnsafeRawBufferPointer, at start: Int, recover: Bool) -> Int? {
+        if isRecordStart(buffer, at: start) {
+            let end = firstRecordEnd(buffer, from: start)
+            if end > 0 { return end }
+            if !recover { return nil }
+        }
+        let cut = scan(buffer, from: start, firstOnly: true).cut
+        return cut > start ? cut : nil
+    }
+
+    /// Whether a record's start tag begins at `at` (its `<`, then the record name, then `>`, `/` or a space).
+    public func isRecordStart(_ buffer: UnsafeRawBufferPointer, at: Int) -> Bool {
+        let k = recordName.count
+        guard k > 0, at + k + 2 <= buffer.count, let raw = buffer.baseAddress else { return false }
+        let p = raw.assumingMemoryBound(to: UInt8.self)
+        guard p[at] == UInt8(ascii: "<") else { return false }
+        let d = p[at + 1 + k]
+        return (d == UInt8(ascii: ">") || d == UInt8(ascii: "/") || d <= 0x20)
+            && recordName.withUnsafeBufferPointer { XMLText.same(p + at + 1, $0.baseAddress!, k) }
+    }
+
+    /// The end of the record that starts at `start` (its start tag's `<`), found by looking only at tags named
+    /// like the record (their nesting depth), comments, CDATA and processing instructions — several times
+    /// cheaper than ``scan(_:from:firstOnly:)``. 0 when it does not end in the buffer by the record tags alone
+    /// (a record longer than the buffer, or a broken one).
     public func firstRecordEnd(_ buffer: UnsafeRawBufferPointer, from start: Int) -> Int {
-        recordEnd(buffer, from: start, firstOnly: true)
-    }
-
-    private func recordEnd(_ buffer: UnsafeRawBufferPointer, from start: Int, firstOnly: Bool) -> Int {
         guard let raw = buffer.baseAddress, buffer.count > start else { return 0 }
         let p = raw.assumingMemoryBound(to: UInt8.self)
         let n = buffer.count
@@ -68,7 +103,6 @@ public struct XMLRecordSkimmer: Sendable {
             let name = nameBuffer.baseAddress!
             let first = name[0]
             var depth = 0
-            var cut = 0
             var i = start
             while i < n {
                 guard let lt = Self.nextLessThan(p, i, n) else { break }
@@ -84,33 +118,18 @@ public struct XMLRecordSkimmer: Sendable {
                             i = UnsafeRawPointer(gt) - raw + 1
                             if depth > 0 {
                                 depth -= 1
-                                if depth == 0 {
-                                    cut = i
-                                    if firstOnly { return cut }
-                                }
+                                if depth == 0 { return i }
                             }
                             continue
                         }
                     }
                     i = lt + 2
                 } else if c == UInt8(ascii: "!") {
-                    if p[lt + 2] == UInt8(ascii: "[") && lt + 9 > n { break }  // a CDATA section, maybe: wait
-                    if p[lt + 2] == UInt8(ascii: "-") && p[lt + 3] == UInt8(ascii: "-") {
-                        guard let e = XMLText.find("-->", in: p, from: lt + 4, end: n) else { break }
-                        i = e + 3
-                    } else if lt + 9 <= n && memcmp(p + lt, "<![CDATA[", 9) == 0 {
-                        guard let e = XMLText.find("]]>", in: p, from: lt + 9, end: n) else { break }
-                        i = e + 3
-                    } else {
-                        // A declaration: never cut inside it.
-                        guard let gt = memchr(p + lt + 2, Int32(UInt8(ascii: ">")), n - lt - 2) else { break }
-                        i = UnsafeRawPointer(gt) - raw + 1
-                    }
-                    if depth == 0 { cut = i }
+                    guard let e = Self.declarationEnd(p, lt, n) else { break }
+                    i = e
                 } else if c == UInt8(ascii: "?") {
                     guard let e = XMLText.find("?>", in: p, from: lt + 2, end: n) else { break }
                     i = e + 2
-                    if depth == 0 { cut = i }
                 } else if c == first && XMLText.same(p + lt + 1, name, k) {
                     let d = p[lt + 1 + k]
                     guard d == UInt8(ascii: ">") || d == UInt8(ascii: "/") || d <= 0x20 else {
@@ -121,10 +140,7 @@ public struct XMLRecordSkimmer: Sendable {
                     guard let gt = Self.tagEnd(p, lt + 1 + k, n) else { break }
                     i = gt + 1
                     if p[gt - 1] == UInt8(ascii: "/") {
-                        if depth == 0 {
-                            cut = i
-                            if firstOnly { return cut }
-                        }
+                        if depth == 0 { return i }
                     } else {
                         depth += 1
                     }
@@ -132,8 +148,47 @@ public struct XMLRecordSkimmer: Sendable {
                     i = lt + 1
                 }
             }
-            return firstOnly ? 0 : cut
+            return 0
         }
+    }
+
+    /// The offset just past the comment, CDATA section or declaration whose `<!` is at `lt`, read as the scanner
+    /// reads it (a DOCTYPE's internal subset may hold `>`); nil when it does not end in `p[0..<n]`, or when too
+    /// few bytes are there to tell which it is. A declaration of another kind ends at its `>` or before the next
+    /// `<`, so that a broken one never swallows what follows.
+    static func declarationEnd(_ p: UnsafePointer<UInt8>, _ lt: Int, _ n: Int) -> Int? {
+        guard lt + 4 <= n else { return nil }
+        if p[lt + 2] == UInt8(ascii: "-") && p[lt + 3] == UInt8(ascii: "-") {
+            return XMLText.find("-->", in: p, from: lt + 4, end: n).map { $0 + 3 }
+        }
+        if p[lt + 2] == UInt8(ascii: "[") || p[lt + 2] == UInt8(ascii: "D") {
+            // CDATA or DOCTYPE, maybe: wait until the keyword is there to tell.
+            guard lt + 9 <= n else { return nil }
+            if memcmp(p + lt, "<![CDATA[", 9) == 0 {
+                return XMLText.find("]]>", in: p, from: lt + 9, end: n).map { $0 + 3 }
+            }
+            if memcmp(p + lt, "<!DOCTYPE", 9) == 0 { return XMLScanner.doctypeEnd(p, lt, n) }
+        }
+        var q = lt + 2
+        while q < n {
+            if p[q] == UInt8(ascii: ">") { return q + 1 }
+            if p[q] == UInt8(ascii: "<") { return q }
+            q += 1
+        }
+        return nil
+    }
+
+    /// The end of the end tag whose `</` is at `lt`, as the skimmer reads it between records: just past its
+    /// `>`, or at the `<` that comes first (a broken end tag, which must not swallow the tag after it); nil when
+    /// neither is in `p[0..<n]`. The second value tells whether the tag is whole (ends with `>`).
+    static func endTagEnd(_ p: UnsafePointer<UInt8>, _ lt: Int, _ n: Int) -> (end: Int, whole: Bool)? {
+        var q = lt + 2
+        while q < n {
+            if p[q] == UInt8(ascii: ">") { return (q + 1, true) }
+            if p[q] == UInt8(ascii: "<") { return (q, false) }
+            q += 1
+        }
+        return nil
     }
 
     /// The offset of the `>` that ends a tag, searching `p[from..<end]` outside quoted attribute values.
@@ -173,7 +228,10 @@ public struct XMLRecordSkimmer: Sendable {
     }
 
     /// Scans `buffer[start...]`, which begins at container level, and returns the last boundary, or with
-    /// `firstOnly` the boundary after the first complete element.
+    /// `firstOnly` the boundary after the first complete item (element, comment, declaration, stray end tag).
+    ///
+    /// Between records, the container's own start and end tags are items like any other: a stream of several
+    /// documents (`<releases>…</releases><releases>…`) reads as one run of records.
     public func scan(_ buffer: UnsafeRawBufferPointer, from start: Int, firstOnly: Bool = false) -> Boundary {
         guard let raw = buffer.baseAddress, start < buffer.count else {
             return Boundary(cut: start, containerEnded: false)
@@ -183,19 +241,17 @@ public struct XMLRecordSkimmer: Sendable {
         var stack: [(Int, Int)] = []
         stack.reserveCapacity(32)
         var cut = start
+        var ended = false
         var i = start
         func findByte(_ b: UInt8, _ from: Int) -> Int? {
             guard from < n, let r = memchr(p + from, Int32(b), n - from) else { return nil }
             return UnsafeRawPointer(r) - raw
         }
-        func findString(_ s: StaticString, _ from: Int) -> Int? {
-            XMLText.find(s, in: p, from: from, end: n)
-        }
         func nameEnd(_ q0: Int) -> Int {
             var q = q0
             while q < n {
                 let c = p[q]
-                if c <= 0x20 || c == UInt8(ascii: ">") || c == UInt8(ascii: "/") { break }
+                if XMLText.endsTagName(c) { break }
                 q += 1
             }
             return q
@@ -204,35 +260,44 @@ public struct XMLRecordSkimmer: Sendable {
             e - s == recordName.count
                 && recordName.withUnsafeBufferPointer { memcmp(p + s, $0.baseAddress!, e - s) == 0 }
         }
+        func isContainer(_ s: Int, _ e: Int) -> Bool {
+            !containerName.isEmpty && e - s == containerName.count
+                && containerName.withUnsafeBufferPointer { memcmp(p + s, $0.baseAddress!, e - s) == 0 }
+        }
         while let lt = findByte(UInt8(ascii: "<"), i) {
             guard lt + 1 < n else { break }
             let c = p[lt + 1]
             if c == UInt8(ascii: "!") {
-                // Too few bytes to tell a comment or a CDATA section from a declaration: wait for more (a CDATA
-                // section holds '>' that would end a declaration).
-                if lt + 4 > n || p[lt + 2] == UInt8(ascii: "[") && lt + 9 > n { break }
-                if p[lt + 2] == UInt8(ascii: "-") && p[lt + 3] == UInt8(ascii: "-") {
-                    guard let e = findString("-->", lt + 4) else { break }
-                    i = e + 3
-                } else if lt + 9 <= n && memcmp(p + lt, "<![CDATA[", 9) == 0 {
-                    guard let e = findString("]]>", lt + 9) else { break }
-                    i = e + 3
-                } else {
-                    guard let e = findByte(UInt8(ascii: ">"), lt + 2) else { break }
-                    i = e + 1
+                guard let e = Self.declarationEnd(p, lt, n) else { break }
+                i = e
+                if stack.isEmpty {
+                    cut = i
+                    if firstOnly { break }
                 }
-                if stack.isEmpty { cut = i }
                 continue
             }
             if c == UInt8(ascii: "?") {
-                guard let e = findString("?>", lt + 2) else { break }
+                guard let e = XMLText.find("?>", in: p, from: lt + 2, end: n) else { break }
                 i = e + 2
-                if stack.isEmpty { cut = i }
+                if stack.isEmpty {
+                    cut = i
+                    if firstOnly { break }
+                }
                 continue
             }
             if c == UInt8(ascii: "/") {
                 let ns = lt + 2
                 let ne = nameEnd(ns)
+                if stack.isEmpty {
+                    // Between records: the container's end tag, or a stray one left by a broken record. Either
+                    // way an item of its own, up to its '>' (or the '<' that comes first: a broken end tag).
+                    guard let (e, whole) = Self.endTagEnd(p, lt, n) else { break }
+                    if whole && endsContainer(p, ns, n) { ended = true }
+                    i = e
+                    cut = i
+                    if firstOnly { break }
+                    continue
+                }
                 guard let gt = findByte(UInt8(ascii: ">"), ne) else { break }
                 i = gt + 1
                 var k = stack.count - 1
@@ -245,15 +310,8 @@ public struct XMLRecordSkimmer: Sendable {
                     stack.removeSubrange(k...)
                     if stack.isEmpty {
                         cut = i
-                        if firstOnly { return Boundary(cut: cut, containerEnded: false) }
+                        if firstOnly { break }
                     }
-                } else if stack.isEmpty {
-                    if endsContainer(p, ns, n) {
-                        // The container's end tag: the records are over.
-                        return Boundary(cut: i, containerEnded: true)
-                    }
-                    // A stray end tag between records (left by a broken record): not a record, skipped.
-                    cut = i
                 }
                 continue
             }
@@ -270,18 +328,22 @@ public struct XMLRecordSkimmer: Sendable {
                 // boundary, so that a broken element never swallows the records after it.
                 cut = lt
                 stack.removeAll(keepingCapacity: true)
-                if firstOnly { return Boundary(cut: cut, containerEnded: false) }
+                if firstOnly { break }
             }
             i = gt + 1
-            if p[gt - 1] == UInt8(ascii: "/") {
+            if stack.isEmpty && isContainer(ns, ne) {
+                // The container's start tag between records (a second document): an item that opens nothing.
+                cut = i
+                if firstOnly { break }
+            } else if p[gt - 1] == UInt8(ascii: "/") {
                 if stack.isEmpty {
                     cut = i
-                    if firstOnly { return Boundary(cut: cut, containerEnded: false) }
+                    if firstOnly { break }
                 }
             } else {
                 stack.append((ns, ne))
             }
         }
-        return Boundary(cut: cut, containerEnded: false)
+        return Boundary(cut: cut, containerEnded: ended)
     }
 }

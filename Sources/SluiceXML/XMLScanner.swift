@@ -355,23 +355,32 @@ public struct XMLScanner {
     }
 
     private func skipDoctype(_ p: Int) throws(XMLError) -> Int {
+        guard let e = Self.doctypeEnd(base, p, length) else {
+            throw XMLError(offset: p, reason: "DOCTYPE is not closed", incomplete: true)
+        }
+        return e
+    }
+
+    /// The offset just past the DOCTYPE declaration that starts at `p` (its `<!DOCTYPE`) in `base[0..<end]`:
+    /// its `>` outside the internal subset's brackets and quoted strings; nil when it does not end there.
+    static func doctypeEnd(_ base: UnsafePointer<UInt8>, _ p: Int, _ end: Int) -> Int? {
         var q = p + 9
         var bracket = false
-        while q < length {
+        while q < end {
             let c = base[q]
             if c == UInt8(ascii: "[") {
                 bracket = true
             } else if c == UInt8(ascii: "]") {
                 bracket = false
             } else if c == UInt8(ascii: "\"") || c == UInt8(ascii: "'") {
-                guard let e = find(c, from: q + 1) else { break }
-                q = e
+                guard let e = memchr(base + q + 1, Int32(c), end - q - 1) else { return nil }
+                q = UnsafeRawPointer(e).assumingMemoryBound(to: UInt8.self) - base
             } else if c == UInt8(ascii: ">") && !bracket {
                 return q + 1
             }
             q += 1
         }
-        throw XMLError(offset: p, reason: "DOCTYPE is not closed", incomplete: true)
+        return nil
     }
 
     /// Strict mode: every `&` in `[s, e)` must start a known entity or a character reference.

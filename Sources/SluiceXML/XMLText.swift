@@ -140,6 +140,18 @@ public enum XMLText {
         return true
     }
 
+    /// Whether `c` ends a tag's name as the skimmer reads names: a space or control byte, `>` or `/`.
+    @inline(__always)
+    public static func endsTagName(_ c: UInt8) -> Bool { c <= 0x20 || c == UInt8(ascii: ">") || c == UInt8(ascii: "/") }
+
+    /// The name of the tag whose name starts at `start`, as text for a message: up to a byte that
+    /// ends a name or a `<` (what a chunk cut may stop at), at most 64 bytes.
+    public static func tagName(_ p: UnsafePointer<UInt8>, from start: Int, end: Int) -> String {
+        var e = start
+        while e < end && e < start + 64 && !endsTagName(p[e]) && p[e] != UInt8(ascii: "<") { e += 1 }
+        return String(decoding: UnsafeBufferPointer(start: p + start, count: e - start), as: UTF8.self)
+    }
+
     /// Whether `c` is XML whitespace.
     @inline(__always)
     public static func isSpace(_ c: UInt8) -> Bool { c == 0x20 || c == 0x0A || c == 0x09 || c == 0x0D }

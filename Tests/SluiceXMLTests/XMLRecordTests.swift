@@ -333,6 +333,55 @@ let mapping = XMLMapping(
         }
     }
 
+    /// Found by FuzzXML: the framer cut where the decoder, reading the whole input, would not have stopped (a
+    /// comment or declaration inside an unclosed element between records, the end of a record by its record
+    /// tags while a child's end tag was broken), so a broken record's outcome depended on the chunk size.
+    @Test func theFramerCutsOnlyWhereTheDecoderStepsSoBrokenInputReadsAlikeInAnyChunks() throws {
+        let format = try XMLFormat(
+            mapping: XMLMapping(
+                record: "/r/x", key: "id",
+                fields: [XMLFieldMapping("id", path: "@id", type: .int64), XMLFieldMapping("a", path: "a")]))
+        func outcome(_ xml: String, chunk: Int = 1 << 20) throws -> [String] {
+            let d = try decodeDocument(xml, format, chunk: chunk)
+            return d.rows.map { "row \($0[0])" } + d.rejects.map { "reject @\($0.offset): \($0.reason)" }
+        }
+        let cases: [(String, [String])] = [
+            // An element of another name between records, never closed, holding a broken declaration: it ends
+            // where the next record starts, and its first error is its reason.
+            (
+                #"<r><s>8<!-q><x id="1"/></s><x id="2"/></r>"#,
+                ["row 1", "row 2", "reject @7: '<!' starts neither a comment, CDATA nor DOCTYPE"]
+            ),
+            // A child's broken end tag: the record ends where its record tags balance, and nothing after it is lost.
+            (
+                #"<r><x id="1"><a>one</a<</x><x id="2"><a>two</a></x></r>"#,
+                ["row 2", "reject @19: end tag </a> is not closed with '>'"]
+            ),
+            // Concatenated documents read as one run of records.
+            (
+                "<r><x id=\"1\"/></r>\n<?xml version=\"1.0\"?>\n<!-- two -->\n<r>\n<x id=\"2\"/></r>\n",
+                ["row 1", "row 2"]
+            ),
+            // A broken end tag between records ends before the next tag.
+            (
+                #"<r><x id="1"/></q <x id="2"/></r>"#,
+                ["row 1", "row 2", "reject @14: end tag </q> is not closed with '>'"]
+            ),
+            // An element of another name left open: the next record ends it.
+            (
+                #"<r><g><x id="1"/></g><x id="2"/></r>"#,
+                ["row 1", "row 2", "reject @3: <g> is not closed: no </g> before the next <x> or the end of the input"]
+            ),
+        ]
+        for (xml, expected) in cases {
+            let whole = try outcome(xml)
+            #expect(whole.sorted() == expected.sorted(), "\(xml)")
+            for chunk in 1...xml.utf8.count {
+                #expect(try outcome(xml, chunk: chunk) == whole, "\(xml), chunks of \(chunk)")
+            }
+        }
+    }
+
     @Test func aRepeatedElementUnderAScalarFieldIsRejectedKeptFirstOrListed() throws {
         let xml = """
             <releases>

@@ -140,6 +140,13 @@ public func checkDecoding(
             let i = (0..<n).first { other.outcomes[$0] != whole.outcomes[$0] } ?? n
             let a = i < whole.outcomes.count ? "\(whole.outcomes[i])" : "nothing"
             let b = i < other.outcomes.count ? "\(other.outcomes[i])" : "nothing"
+            if getenv("SLUICE_FUZZ_VERBOSE") != nil {
+                // Every outcome of both decodings, for a person reading a failure.
+                let listed =
+                    "whole:\n" + whole.outcomes.map { "  \($0)\n" }.joined() + "chunked (\(chunk) bytes):\n"
+                    + other.outcomes.map { "  \($0)\n" }.joined()
+                _ = Array(listed.utf8).withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+            }
             violated(
                 "chunks of \(chunk) bytes, \(rows) rows per call decode differently at outcome \(i): whole \(a), chunked \(b)"
                     + (other.outcomes == whole.outcomes ? " (child rows differ)" : ""), input: input)
