@@ -271,19 +271,4 @@ public struct PostgresSession: Sendable {
             do { return try await c.query(query, logger: logger).collect() } catch { throw SluiceError.postgres(error) }
         }
     }
-
-    /// Runs one statement and hands each row to `body` as it arrives (no array of rows).
-    /// - Throws: ``SluiceError``, or what `body` throws.
-    public func forEachRow(
-        _ sql: String, _ binds: PostgresBindings = PostgresBindings(), _ body: (PostgresRow) throws -> Void
-    ) async throws {
-        do {
-            for try await row in try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger)
-            {
-                try body(row)
-            }
-        } catch let e as SluiceError {
-            throw e
-        } catch { throw SluiceError.postgres(error) }
-    }
 }

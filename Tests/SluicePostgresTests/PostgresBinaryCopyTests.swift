@@ -54,4 +54,46 @@ struct PostgresBinaryCopyTests {
             }
         }
     }
+    /// `forEachRow` reads a result in pages on a task of its own and hands every row over in order; a
+    /// connection lost mid-result fails the call (within the statement guard's grace) instead of leaving it
+    /// waiting, and `body` is not called after the call returned.
+    @Test func rowsArriveInPagesAndALostConnectionFailsTheStream() async throws {
+        let location = try PostgresLocation(url: PG.url)
+        final class Count: @unchecked Sendable {
+            var rows = 0
+            var sum: Int64 = 0
+        }
+        try await PostgresSession.with(location) { s in
+            let c = Count()
+            try await s.forEachRow("SELECT g::int8 FROM generate_series(1, 20000) g") { row in
+                c.rows += 1
+                c.sum += try row.decode(Int64.self)
+            }
+            #expect(c.rows == 20000 && c.sum == 200_010_000)
+            try await s.forEachRow("SELECT 1 WHERE false") { _ in c.rows += 1 }
+            #expect(c.rows == 20000)
+        }
+        let victim = try await PostgresSession.connect(location)
+        let pid = try await victim.rows("SELECT pg_backend_pid()")[0].decode(Int32.self)
+        let killer = try await PostgresSession.connect(location)
+        let kill = Task {
+            try await Task.sleep(for: .milliseconds(400))
+            _ = try await killer.rows("SELECT pg_terminate_backend(\(pid))")
+        }
+        let seen = Count()
+        let started = ContinuousClock.now
+        await #expect(throws: SluiceError.self) {
+            try await victim.forEachRow("SELECT g, pg_sleep(0.001) FROM generate_series(1, 1000000) g") { _ in
+                seen.rows += 1
+            }
+        }
+        let after = seen.rows
+        try await kill.value
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(seen.rows == after, "body ran after forEachRow returned")
+        #expect(after < 1_000_000)
+        #expect(ContinuousClock.now - started < .seconds(10))
+        await killer.close()
+        await victim.close()
+    }
 }
