@@ -34,8 +34,14 @@ extension PostgresSink {
             try await s.copyIn(statement: statements.copyStage, data: data)
             try await s.execute(statements.mergeDedup)
         }
-        let c = MonotonicClock.now()
+        var c = MonotonicClock.now()
         t.write.busy += c - b
+        if let sequence, let commitOrder {
+            await commitOrder.waitForEarlierBatches(sequence)
+            let now = MonotonicClock.now()
+            t.commit.blocked += now - c
+            c = now
+        }
         try await s.execute("COMMIT")
         t.commit.busy += MonotonicClock.now() - c
         return SinkWriteOutcome(written: batch.count - rejected.count, rejected: rejected)

@@ -69,6 +69,8 @@ public final class PostgresSink: AsyncBatchSink, @unchecked Sendable {
     let timingLock = NSLock()
     /// Keeps batches that share keys in input order across writers (upsert and update with several writers).
     var keyOrder: KeyOrder?
+    /// With several writers appending: commits in input order.
+    var commitOrder: CommitOrder?
     var sinkTimings = SinkTimings()
     var directCopy = false
     var statements = Statements()
@@ -218,6 +220,9 @@ public final class PostgresSink: AsyncBatchSink, @unchecked Sendable {
         if writerCount > 1, !mode.keyColumns.isEmpty {
             keyOrder = KeyOrder(key: mode.keyColumns)
         }
+        if writerCount > 1, nested == nil, case .append = mode {
+            commitOrder = CommitOrder()
+        }
         opened = true
     }
 
@@ -240,8 +245,12 @@ public final class PostgresSink: AsyncBatchSink, @unchecked Sendable {
     /// shares one waits for it.
     public func willWrite(_ batch: RecordBatch, sequence: Int) { keyOrder?.register(batch, sequence: sequence) }
 
-    /// Lets later batches that share keys with batch `sequence` go ahead.
-    public func didWrite(sequence: Int) { keyOrder?.release(sequence) }
+    /// Lets later batches that share keys with batch `sequence` (upsert, update), or that come after it
+    /// (append), go ahead.
+    public func didWrite(sequence: Int) {
+        keyOrder?.release(sequence)
+        commitOrder?.release(sequence)
+    }
 
     /// Reads the named columns of the stored table, as text, on a session of its own. A table that does not
     /// exist has no rows.
@@ -312,8 +321,14 @@ public final class PostgresSink: AsyncBatchSink, @unchecked Sendable {
                 // would pass for a stored batch.
                 try await s.execute("BEGIN")
                 try await s.copyIn(statement: statements.copy, data: data)
-                let c = MonotonicClock.now()
+                var c = MonotonicClock.now()
                 t.write.busy += c - b
+                if let sequence, let commitOrder {
+                    await commitOrder.waitForEarlierBatches(sequence)
+                    let now = MonotonicClock.now()
+                    t.commit.blocked += now - c
+                    c = now
+                }
                 try await s.execute("COMMIT")
                 t.commit.busy += MonotonicClock.now() - c
                 outcome = SinkWriteOutcome(written: batch.count - rejected.count, rejected: rejected)

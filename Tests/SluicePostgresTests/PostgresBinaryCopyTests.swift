@@ -97,3 +97,27 @@ struct PostgresBinaryCopyTests {
         await victim.close()
     }
 }
+
+/// `CommitOrder`: with several writers appending, a batch commits only after every earlier batch is done.
+@Suite struct CommitOrderTests {
+    @Test func aBatchWaitsForEveryEarlierBatchAndNoLonger() async throws {
+        let order = CommitOrder()
+        await order.waitForEarlierBatches(0)  // nothing comes before the first batch
+        final class Flag: @unchecked Sendable { var set = false }
+        let third = Flag()
+        let waiter = Task {
+            await order.waitForEarlierBatches(2)
+            third.set = true
+        }
+        order.release(1)  // out of order: batch 0 is still in flight
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(!third.set && order.next == 0)
+        order.release(0)
+        await waiter.value
+        #expect(third.set && order.next == 2)
+        order.release(3)
+        order.release(2)
+        #expect(order.next == 4)
+        await order.waitForEarlierBatches(4)
+    }
+}
