@@ -77,8 +77,62 @@ public enum PipelineFile {
         return try parse(text, file: path, baseDirectory: base)
     }
 
+    /// The deepest nesting a pipeline file may have (a real one nests a handful of levels).
+    static let nestingLimit = 100
+
+    /// Refuses text that may nest deeper than ``nestingLimit`` before the YAML parser sees it: the parser
+    /// recurses once per level, so a file of a few thousand `- ` or `[` would overflow the stack (found by
+    /// FuzzPipelineYAML). The bound is cheap and generous: a line's indentation, plus the `- ` / `? ` / `: `
+    /// indicators that open collections on it, plus the flow brackets (`[`, `{`) open outside quotes.
+    /// - Throws: ``SluiceError`` naming the file and the line.
+    static func checkNesting(_ text: String, file: String) throws {
+        var flow = 0
+        var line = 0
+        for raw in text.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
+            line += 1
+            var indent = 0
+            var compact = 0
+            var i = raw.startIndex
+            while i < raw.endIndex, raw[i] == UInt8(ascii: " ") {
+                indent += 1
+                i = raw.index(after: i)
+            }
+            var quote: UInt8? = nil
+            var previous: UInt8 = UInt8(ascii: " ")
+            var deepestFlow = flow
+            while i < raw.endIndex {
+                let c = raw[i]
+                let next = raw.index(after: i) < raw.endIndex ? raw[raw.index(after: i)] : UInt8(ascii: " ")
+                if let q = quote {
+                    if c == q { quote = nil }
+                } else if c == UInt8(ascii: "#") && (previous == UInt8(ascii: " ") || previous == UInt8(ascii: "\t")) {
+                    break
+                } else if c == UInt8(ascii: "\"") || c == UInt8(ascii: "'") {
+                    quote = c
+                } else if c == UInt8(ascii: "[") || c == UInt8(ascii: "{") {
+                    flow += 1
+                    deepestFlow = max(deepestFlow, flow)
+                } else if c == UInt8(ascii: "]") || c == UInt8(ascii: "}") {
+                    flow = max(0, flow - 1)
+                } else if (c == UInt8(ascii: "-") || c == UInt8(ascii: "?") || c == UInt8(ascii: ":"))
+                    && (next == UInt8(ascii: " ") || next == UInt8(ascii: "\t"))
+                {
+                    compact += 1
+                }
+                previous = c
+                i = raw.index(after: i)
+            }
+            if indent + compact + deepestFlow > nestingLimit {
+                throw SluiceError(
+                    .config, "the YAML nests deeper than \(nestingLimit) levels here",
+                    position: SourcePosition(file: file, line: line))
+            }
+        }
+    }
+
     /// Parses pipeline YAML text; `file` names it in errors.
     public static func parse(_ text: String, file: String, baseDirectory: String = "") throws -> PipelineSpec {
+        try checkNesting(text, file: file)
         let root: Node?
         do {
             root = try Yams.compose(yaml: text)

@@ -146,4 +146,23 @@ private struct Env: ~Copyable {
                 baseDirectory: "")
         } throws: { e in "\(e)".contains("p.yaml:4") && "\(e)".contains("must be reject, first or list") }
     }
+    /// Found by FuzzPipelineYAML: a file of a few thousand nested `- ` / `? ` (or `[`) overflowed the stack in
+    /// the YAML parser, which recurses once per level. It is refused first, naming the line.
+    @Test func aFileThatNestsTooDeeplyIsRefusedBeforeTheParserRecursesIntoIt() throws {
+        let block = "source:\n  path: x.csv\n" + "k: " + String(repeating: "- ? ", count: 3000) + "x\n"
+        #expect {
+            try PipelineFile.parse(block, file: "deep.yaml", baseDirectory: "")
+        } throws: { e in "\(e)".contains("deep.yaml:3") && "\(e)".contains("nests deeper than 100 levels") }
+        let flow = "source: " + String(repeating: "[", count: 5000) + String(repeating: "]", count: 5000) + "\n"
+        #expect {
+            try PipelineFile.parse(flow, file: "flow.yaml", baseDirectory: "")
+        } throws: { e in "\(e)".contains("flow.yaml:1") && "\(e)".contains("nests deeper") }
+        // Brackets and dashes inside quotes or comments are not nesting.
+        let quoted =
+            "source:\n  path: \"" + String(repeating: "[- ", count: 200) + "\"  # " + String(repeating: "{", count: 200)
+            + "\n"
+        #expect {
+            try PipelineFile.parse(quoted, file: "q.yaml", baseDirectory: "")
+        } throws: { e in !"\(e)".contains("nests deeper") }
+    }
 }
