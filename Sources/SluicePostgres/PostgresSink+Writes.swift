@@ -34,8 +34,16 @@ extension PostgresSink {
             try await s.copyIn(statement: statements.copyStage, data: data)
             try await s.execute(statements.mergeDedup)
         }
-        var c = MonotonicClock.now()
+        let c = MonotonicClock.now()
         t.write.busy += c - b
+        try await commit(s, sequence: sequence, from: c, &t)
+        return SinkWriteOutcome(written: batch.count - rejected.count, rejected: rejected)
+    }
+
+    /// Commits the lane's transaction; with several writers appending, only once every earlier batch is done
+    /// (``CommitOrder``). The wait is the commit's blocked time, the `COMMIT` its busy time, from `start`.
+    func commit(_ s: PostgresSession, sequence: Int?, from start: UInt64, _ t: inout SinkTimings) async throws {
+        var c = start
         if let sequence, let commitOrder {
             await commitOrder.waitForEarlierBatches(sequence)
             let now = MonotonicClock.now()
@@ -44,7 +52,6 @@ extension PostgresSink {
         }
         try await s.execute("COMMIT")
         t.commit.busy += MonotonicClock.now() - c
-        return SinkWriteOutcome(written: batch.count - rejected.count, rejected: rejected)
     }
 
     /// Encodes the batch as binary COPY data (with a leading row-ordinal column for staging); rows with a

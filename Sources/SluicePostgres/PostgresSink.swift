@@ -321,16 +321,9 @@ public final class PostgresSink: AsyncBatchSink, @unchecked Sendable {
                 // would pass for a stored batch.
                 try await s.execute("BEGIN")
                 try await s.copyIn(statement: statements.copy, data: data)
-                var c = MonotonicClock.now()
+                let c = MonotonicClock.now()
                 t.write.busy += c - b
-                if let sequence, let commitOrder {
-                    await commitOrder.waitForEarlierBatches(sequence)
-                    let now = MonotonicClock.now()
-                    t.commit.blocked += now - c
-                    c = now
-                }
-                try await s.execute("COMMIT")
-                t.commit.busy += MonotonicClock.now() - c
+                try await commit(s, sequence: sequence, from: c, &t)
                 outcome = SinkWriteOutcome(written: batch.count - rejected.count, rejected: rejected)
             } else {
                 outcome = try await writeStaged(batch, s, lane, sequence, &t)

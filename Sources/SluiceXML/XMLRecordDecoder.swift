@@ -147,8 +147,6 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
             if builder.count & 63 == 63 && builder.dataBytes >= maxBytes { break }
             let here = scanner.position
             if here >= chunk.count { break }
-            // The container's end tag: the rest is the epilogue. Another end tag here is a stray one, left by a
-            // broken record: skipped, so that the records after it are still read.
             // The container's end tag (more records may follow, as in concatenated documents) or a stray end
             // tag, left by a broken record, is skipped: the records after it are still read.
             if p[here] == UInt8(ascii: "<") && here + 1 < chunk.count && p[here + 1] == UInt8(ascii: "/") {
@@ -176,11 +174,7 @@ final class XMLRecordDecoder: RecordDecoder, @unchecked Sendable {
             case .start(let name):
                 guard name.count == recordNameLength && XMLText.same(p + name.start, recordName, recordNameLength)
                 else {
-                    if skimmer.containerName.count == name.count
-                        && skimmer.containerName.withUnsafeBufferPointer({
-                            XMLText.same(p + name.start, $0.baseAddress!, name.count)
-                        })
-                    {
+                    if scanner.equals(name, skimmer.containerName) {
                         // The container's start tag between records (a second document): it opens nothing.
                         scanner.reset(to: scanner.position)
                         continue
